@@ -1,0 +1,61 @@
+"""optin: newsletter double opt-in with a court-ready proof of consent.
+
+``create_app`` builds the Flask app: settings from the ``OPTIN_*``
+environment (or ``test_config``), extensions, mail backend, blueprints, CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import cli, problems, web
+from .config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
+from .extensions import api, db, limiter, migrate
+from .mailer import MailTemplates, backend_from_url
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app. ``test_config`` replaces the environment (tests stay hermetic)."""
+    environ: Mapping[str, str] = os.environ if test_config is None else test_config
+    app = Flask(__name__, template_folder=str(TEMPLATE_DIR),
+                instance_path=environ.get("OPTIN_INSTANCE_PATH") or None)
+    settings = Settings.from_env(environ, Path(app.instance_path))
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    _configure_logging(settings)
+    for name in unknown_variables(environ):
+        app.logger.warning("ignoring unknown setting %s (typo?)", name)
+
+    app.config.from_mapping(settings.flask_config())
+    app.extensions["optin.settings"] = settings
+    app.extensions["optin.brand"] = settings.brand
+    app.extensions["optin.mail_templates"] = MailTemplates()
+    app.extensions["optin.mail_backend"] = backend_from_url(settings.mail_url)
+
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    limiter.init_app(app)
+    api.init_app(app)
+    web.init_app(app)
+    problems.init_app(app)  # after the Api, whose own error handler it replaces
+    cli.init_app(app)
+    return app
+
+
+def _configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("optin").setLevel(settings.log_level)

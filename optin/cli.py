@@ -1,0 +1,238 @@
+"""The ``optin`` command group (also reachable as ``flask --app optin …``).
+
+Commands call the same domain functions as the HTTP views; they print plain
+text for people and exit non-zero when something is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
+
+from . import lists, outbox
+from .config import ConfigError, current_settings
+from .extensions import db
+from .worker import Worker
+
+
+def _create_app():  # noqa: ANN202 - FlaskGroup's factory signature
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"optin: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+cli = FlaskGroup(create_app=_create_app, help="optin: newsletter double opt-in service.")
+# The commands live on ``app.cli`` (see init_app), so ``flask --app optin …`` and
+# the test runner see them too.
+commands: list[click.Command] = []
+
+
+@click.command("serve")
+@with_appcontext
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Do not deliver the outbox in this process.")
+def serve(host: str, port: int, no_worker: bool) -> None:
+    """Development server with an in-process worker.
+
+    In development it also brings the database up to date and creates the
+    demo list ``newsletter``, so the whole flow works with no set-up.
+    """
+    from flask_migrate import upgrade
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = current_settings()
+    if settings.development:
+        upgrade()
+        lists.ensure_demo_list()
+        click.echo(f"Mail goes to {settings.mail_url}")
+    if not no_worker:
+        worker = Worker(app)
+        threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
+    app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+@click.command("worker")
+@with_appcontext
+@click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+@click.option("--batch", default=20, show_default=True, help="Rows claimed at a time.")
+def worker_command(once: bool, batch: int) -> None:
+    """Deliver the outbox (mails, ActiveCampaign) until SIGTERM."""
+    worker = Worker(current_app._get_current_object(), batch=batch)  # type: ignore[attr-defined]
+    if once:
+        click.echo(f"delivered {worker.drain()} outbox rows")
+        return
+    worker.install_signal_handlers()
+    worker.run()
+
+
+# --- lists ---------------------------------------------------------------------------
+
+lists_group = AppGroup("lists", help="Mailing lists.")
+commands.append(lists_group)
+
+
+def _list_or_exit(slug: str):  # noqa: ANN202
+    mailing_list = lists.get_list(slug)
+    if mailing_list is None:
+        raise click.ClickException(f"no list {slug!r} (see `optin lists list`)")
+    return mailing_list
+
+
+@lists_group.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="Name shown to subscribers.")
+@click.option("--ac-list-id", type=int, help="ActiveCampaign list id.")
+@click.option("--redirect-url", multiple=True, help="Allowed thank-you URL (repeatable).")
+@click.option("--origin", multiple=True, help="Origin of a landing page (repeatable).")
+@click.option("--locale", default="de", show_default=True, type=click.Choice(lists.LOCALES))
+@click.option("--welcome/--no-welcome", default=True, show_default=True,
+              help="Send the welcome mail after confirmation.")
+@click.option("--goodbye/--no-goodbye", default=False, show_default=True,
+              help="Send a goodbye mail after unsubscribe.")
+def lists_create(slug: str, name: str, ac_list_id: int | None, redirect_url: tuple[str, ...],
+                 origin: tuple[str, ...], locale: str, welcome: bool, goodbye: bool) -> None:
+    """Create a list."""
+    try:
+        mailing_list = lists.create_list(
+            slug, name, ac_list_id=ac_list_id, redirect_urls=redirect_url, origins=origin,
+            default_locale=locale, send_welcome=welcome, send_goodbye=goodbye,
+        )
+    except lists.ListError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created list {mailing_list.slug}; add its consent texts with "
+               f"`optin consent-texts add {mailing_list.slug} --locale de --text …`")
+
+
+@lists_group.command("list")
+def lists_list() -> None:
+    """All lists."""
+    for mailing_list in lists.all_lists():
+        click.echo(f"{mailing_list.slug}\t{mailing_list.name}\tac={mailing_list.ac_list_id or '-'}")
+
+
+@lists_group.command("show")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lists_show(slug: str, as_json: bool) -> None:
+    """One list with its consent texts."""
+    mailing_list = _list_or_exit(slug)
+    info = {
+        "slug": mailing_list.slug,
+        "name": mailing_list.name,
+        "ac_list_id": mailing_list.ac_list_id,
+        "default_locale": mailing_list.default_locale,
+        "redirect_urls": mailing_list.redirect_urls,
+        "origins": mailing_list.origins,
+        "send_welcome": mailing_list.send_welcome,
+        "send_goodbye": mailing_list.send_goodbye,
+        "consent_texts": [
+            {"locale": t.locale, "version": t.version, "sha256": t.sha256, "text": t.text}
+            for t in mailing_list.consent_texts
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if key != "consent_texts":
+            click.echo(f"{key}: {value}")
+    for t in info["consent_texts"]:
+        click.echo(f"consent text {t['locale']} v{t['version']} ({t['sha256'][:12]}…): {t['text']}")
+
+
+# --- consent texts ----------------------------------------------------------------------
+
+texts_group = AppGroup("consent-texts", help="Versioned consent texts.")
+commands.append(texts_group)
+
+
+@texts_group.command("add")
+@click.argument("slug")
+@click.option("--locale", required=True, type=click.Choice(lists.LOCALES))
+@click.option("--text", help="The exact wording the form shows.")
+@click.option("--file", "path", type=click.File(encoding="utf-8"), help="Read the text from a file.")
+@click.option("--privacy-policy-version", help="Version of the privacy policy the form links.")
+def texts_add(slug: str, locale: str, text: str | None, path, privacy_policy_version: str | None) -> None:  # noqa: ANN001
+    """Add a new current consent text version."""
+    if (text is None) == (path is None):
+        raise click.UsageError("give exactly one of --text or --file")
+    mailing_list = _list_or_exit(slug)
+    try:
+        consent = lists.add_consent_text(mailing_list, locale, text if text is not None
+                                         else path.read(), privacy_policy_version)
+    except lists.ListError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{slug} {locale}: consent text version {consent.version} ({consent.sha256})")
+
+
+# --- ledger -----------------------------------------------------------------------------
+
+ledger_group = AppGroup("ledger", help="The consent ledger.")
+commands.append(ledger_group)
+
+
+@ledger_group.command("verify")
+def ledger_verify() -> None:
+    """Check every hash chain; exit 1 if anything was modified, reordered or deleted."""
+    from . import ledger
+
+    report = ledger.verify(db.session)
+    for problem in report.problems:
+        click.echo(f"TAMPERED: {problem}", err=True)
+    status = "OK" if report.ok else "FAILED"
+    click.echo(f"ledger {status}: {report.subscriptions} subscriptions, {report.events} events, "
+               f"{len(report.problems)} problems")
+    if not report.ok:
+        sys.exit(1)
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+outbox_group = AppGroup("outbox", help="The delivery queue and its dead letters.")
+commands.append(outbox_group)
+
+
+@outbox_group.command("list")
+@click.option("--dead", is_flag=True, help="Only dead letters.")
+@click.option("--pending", is_flag=True, help="Only rows waiting for delivery.")
+@click.option("--limit", default=50, show_default=True)
+def outbox_list(dead: bool, pending: bool, limit: int) -> None:
+    """Recent outbox rows, newest first."""
+    status = outbox.DEAD if dead else outbox.PENDING if pending else None
+    for item in outbox.items(status, limit):
+        click.echo(f"{item.id}\t{item.kind}\t{item.status}\tattempts={item.attempts}\t"
+                   f"next={item.next_attempt_at:%Y-%m-%d %H:%M:%S}\t{item.last_error or ''}")
+    click.echo(json.dumps(outbox.backlog()), err=True)
+
+
+@outbox_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Every dead letter.")
+def outbox_retry(ids: tuple[int, ...], retry_all: bool) -> None:
+    """Queue dead letters again after fixing their cause."""
+    if not ids and not retry_all:
+        raise click.UsageError("name outbox ids or pass --all")
+    count = outbox.retry_dead(list(ids) or None)
+    click.echo(f"{count} dead letters queued again")
+
+
+commands.extend([serve, worker_command])
+
+
+def init_app(app) -> None:  # noqa: ANN001
+    for command in commands:
+        app.cli.add_command(command)
+
+
+def main() -> None:
+    cli.main(prog_name="optin")

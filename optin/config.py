@@ -1,0 +1,317 @@
+"""Every ``OPTIN_*`` setting, parsed and validated once at start-up.
+
+Nothing else in the package reads the environment: the app factory builds one
+:class:`Settings` and everything asks ``current_settings()`` (or receives it).
+A wrong value stops the app with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _resource_dir(name: str) -> Path:
+    """Top-level ``templates/`` and ``migrations/``: in the checkout next to the
+    package, in an installed wheel inside it (see pyproject's force-include)."""
+    packaged = PACKAGE_DIR / name
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / name
+
+
+TEMPLATE_DIR = _resource_dir("templates")
+MIGRATIONS_DIR = _resource_dir("migrations")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation and default of one variable (the README table is built from these)."""
+
+    name: str
+    default: str | None
+    help: str
+
+
+# The documented variables, in the order the README lists them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OPTIN_ENV", None,
+            "`development` or `production`; default: development while OPTIN_DATABASE_URL is "
+            "unset (the embedded SQLite), production otherwise"),
+    Setting("OPTIN_DATABASE_URL", None, "SQLAlchemy URL; default: SQLite file in the instance folder"),
+    Setting("OPTIN_SECRET_KEY", None,
+            "signs links; required in production, generated once into the instance folder "
+            "in development"),
+    Setting("OPTIN_HASH_KEY", None,
+            "key of the address hash kept for suppression; default: derived from "
+            "OPTIN_SECRET_KEY (set it to rotate the secret key without losing suppression)"),
+    Setting("OPTIN_BASE_URL", "http://localhost:8000", "public URL that links in mails point to"),
+    Setting("OPTIN_MAIL_URL", None,
+            "`smtp://user:pass@host:port` (`?starttls=1`), `smtps://…`, or `file:///dir`; "
+            "default: file:// + instance folder /mail"),
+    Setting("OPTIN_MAIL_FROM", "newsletter@localhost", "sender address"),
+    Setting("OPTIN_AC_URL", None, "ActiveCampaign account API URL; unset = dry-run"),
+    Setting("OPTIN_AC_API_KEY", None, "ActiveCampaign API key"),
+    Setting("OPTIN_AC_WEBHOOK_SECRET", None,
+            "shared secret ActiveCampaign webhooks carry; unset = webhooks refused"),
+    Setting("OPTIN_ADMIN_TOKENS", None,
+            "comma-separated bearer tokens for the operator API (`name:token` names one for "
+            "the audit trail); unset = operator API refused"),
+    Setting("OPTIN_TRUSTED_PROXIES", "0", "how many proxies' X-Forwarded-For hops to trust"),
+    Setting("OPTIN_RATELIMIT_STORAGE_URL", "memory://", "`memory://` or `redis://…`"),
+    Setting("OPTIN_CONFIRM_TTL_HOURS", "72", "validity of a confirmation link"),
+    Setting("OPTIN_RESEND_INTERVAL_MINUTES", "15",
+            "a pending signup that signs up again gets at most one new mail per interval"),
+    Setting("OPTIN_PENDING_RETENTION_DAYS", "14",
+            "days after signup before an unconfirmed signup is minimized"),
+    Setting("OPTIN_PROOF_RETENTION_YEARS", "3",
+            "years after the end of the withdrawal year that proof is kept"),
+    Setting("OPTIN_OUTBOX_MAX_ATTEMPTS", "12", "delivery attempts before an outbox row is dead"),
+    Setting("OPTIN_OUTBOX_RETRY_HORIZON_HOURS", "48",
+            "age after which a failing outbox row is dead even with attempts left"),
+    Setting("OPTIN_WORKER_POLL_SECONDS", "1.0", "how long an idle worker sleeps between polls"),
+    Setting("OPTIN_EMAIL_CHECK_DELIVERABILITY", "0",
+            "1 = look up the address's domain in DNS at signup"),
+    Setting("OPTIN_LOG_LEVEL", "INFO", "log level"),
+    Setting("OPTIN_INSTANCE_PATH", None,
+            "folder for the development database, secret key and mail; default: Flask's "
+            "instance folder"),
+    Setting("OPTIN_BRAND_NAME", "Newsletter", "name shown on pages and in mails"),
+    Setting("OPTIN_BRAND_LOGO_URL", None, "logo on pages and in mails (your own host)"),
+    Setting("OPTIN_BRAND_COLOR", "#1d4ed8", "accent colour of buttons and links"),
+)
+
+_KNOWN = {s.name for s in SETTINGS}
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str) -> float:
+    try:
+        return float(env[name])
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {env[name]!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env[name].strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be 0 or 1, got {env[name]!r}")
+
+
+def _admin_tokens(raw: str | None) -> dict[str, str]:
+    """``name:token`` or bare ``token`` entries → {token: name}."""
+    tokens: dict[str, str] = {}
+    for i, entry in enumerate(filter(None, (p.strip() for p in (raw or "").split(","))), 1):
+        name, sep, token = entry.partition(":")
+        if not sep:
+            name, token = f"token{i}", entry
+        if len(token) < 16:
+            raise ConfigError(
+                f"OPTIN_ADMIN_TOKENS entry {i} is shorter than 16 characters; use a random token"
+            )
+        tokens[token] = name
+    return tokens
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed configuration; see :data:`SETTINGS` for meanings and defaults."""
+
+    env: str
+    database_url: str
+    secret_key: str
+    hash_key: bytes
+    base_url: str
+    mail_url: str
+    mail_from: str
+    ac_url: str | None
+    ac_api_key: str | None = field(repr=False)
+    ac_webhook_secret: str | None = field(repr=False)
+    admin_tokens: dict[str, str] = field(repr=False)
+    trusted_proxies: int
+    ratelimit_storage_url: str = field(repr=False)
+    confirm_ttl_hours: int
+    resend_interval_minutes: int
+    pending_retention_days: int
+    proof_retention_years: int
+    outbox_max_attempts: int
+    outbox_retry_horizon_hours: int
+    worker_poll_seconds: float
+    email_check_deliverability: bool
+    log_level: str
+    instance_path: Path
+    brand: dict[str, str | None]
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def ac_dry_run(self) -> bool:
+        return not self.ac_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], instance_path: Path) -> Settings:
+        """Parse and validate; raise :class:`ConfigError` with one clear line."""
+        env = {s.name: s.default for s in SETTINGS if s.default is not None}
+        env.update({k: v for k, v in environ.items() if k.startswith("OPTIN_")})
+
+        mode = env.get("OPTIN_ENV") or (
+            "production" if env.get("OPTIN_DATABASE_URL") else "development"
+        )
+        if mode not in {"development", "production"}:
+            raise ConfigError(f"OPTIN_ENV must be development or production, got {mode!r}")
+
+        database_url = env.get("OPTIN_DATABASE_URL") or f"sqlite:///{instance_path / 'optin.db'}"
+        if database_url.startswith(("postgres://", "postgresql://")):
+            # psycopg 3 is the driver we ship; plain URLs would ask for psycopg2.
+            database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+
+        secret_key = env.get("OPTIN_SECRET_KEY") or ""
+        if not secret_key:
+            if mode != "development":
+                raise ConfigError(
+                    "OPTIN_SECRET_KEY is required in production (it signs the links in mails)"
+                )
+            secret_key = _development_secret(instance_path)
+        elif len(secret_key) < 16:
+            raise ConfigError("OPTIN_SECRET_KEY must be at least 16 characters long")
+
+        hash_key_raw = env.get("OPTIN_HASH_KEY")
+        if hash_key_raw:
+            hash_key = hash_key_raw.encode()
+        else:
+            import hashlib
+            import hmac
+
+            hash_key = hmac.new(secret_key.encode(), b"optin.address-hash", hashlib.sha256).digest()
+
+        base_url = env["OPTIN_BASE_URL"].rstrip("/")
+        if urlsplit(base_url).scheme not in {"http", "https"} or not urlsplit(base_url).netloc:
+            raise ConfigError(f"OPTIN_BASE_URL must be an http(s) URL, got {base_url!r}")
+
+        mail_url = env.get("OPTIN_MAIL_URL") or (instance_path / "mail").as_uri()
+        if urlsplit(mail_url).scheme not in {"file", "smtp", "smtps"}:
+            raise ConfigError("OPTIN_MAIL_URL must start with smtp://, smtps:// or file://")
+
+        ac_url = env.get("OPTIN_AC_URL") or None
+        ac_key = env.get("OPTIN_AC_API_KEY") or None
+        if ac_url and not ac_key:
+            raise ConfigError("OPTIN_AC_API_KEY is required when OPTIN_AC_URL is set")
+
+        log_level = env["OPTIN_LOG_LEVEL"].upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"OPTIN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+        return cls(
+            env=mode,
+            database_url=database_url,
+            secret_key=secret_key,
+            hash_key=hash_key,
+            base_url=base_url,
+            mail_url=mail_url,
+            mail_from=env["OPTIN_MAIL_FROM"],
+            ac_url=ac_url,
+            ac_api_key=ac_key,
+            ac_webhook_secret=env.get("OPTIN_AC_WEBHOOK_SECRET") or None,
+            admin_tokens=_admin_tokens(env.get("OPTIN_ADMIN_TOKENS")),
+            trusted_proxies=_int(env, "OPTIN_TRUSTED_PROXIES"),
+            ratelimit_storage_url=env["OPTIN_RATELIMIT_STORAGE_URL"],
+            confirm_ttl_hours=_int(env, "OPTIN_CONFIRM_TTL_HOURS", 1),
+            resend_interval_minutes=_int(env, "OPTIN_RESEND_INTERVAL_MINUTES"),
+            pending_retention_days=_int(env, "OPTIN_PENDING_RETENTION_DAYS", 1),
+            proof_retention_years=_int(env, "OPTIN_PROOF_RETENTION_YEARS", 1),
+            outbox_max_attempts=_int(env, "OPTIN_OUTBOX_MAX_ATTEMPTS", 1),
+            outbox_retry_horizon_hours=_int(env, "OPTIN_OUTBOX_RETRY_HORIZON_HOURS", 1),
+            worker_poll_seconds=_float(env, "OPTIN_WORKER_POLL_SECONDS"),
+            email_check_deliverability=_bool(env, "OPTIN_EMAIL_CHECK_DELIVERABILITY"),
+            log_level=log_level,
+            instance_path=instance_path,
+            brand={
+                "name": env["OPTIN_BRAND_NAME"],
+                "logo_url": env.get("OPTIN_BRAND_LOGO_URL") or None,
+                "primary_color": _color(env["OPTIN_BRAND_COLOR"]),
+            },
+        )
+
+    def flask_config(self) -> dict[str, Any]:
+        """What the Flask extensions read from ``app.config``."""
+        engine_options: dict[str, Any] = {"pool_pre_ping": True}
+        if self.database_url.startswith("sqlite"):
+            # The web thread and the in-process worker share the file.
+            engine_options["connect_args"] = {"timeout": 30}
+        return {
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+            "RATELIMIT_STORAGE_URI": self.ratelimit_storage_url,
+            "MAX_CONTENT_LENGTH": 64 * 1024,
+            "API_TITLE": "optin",
+            "API_VERSION": "1",
+            "OPENAPI_VERSION": "3.0.3",
+            "OPENAPI_URL_PREFIX": "/",
+            "OPENAPI_JSON_PATH": "openapi.json",
+        }
+
+
+def _color(value: str) -> str:
+    if not re.fullmatch(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?", value):
+        raise ConfigError(f"OPTIN_BRAND_COLOR must be a hex colour like #1d4ed8, got {value!r}")
+    return value
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """OPTIN_* names that nothing reads: usually a typo worth a warning."""
+    return sorted(k for k in environ if k.startswith("OPTIN_") and k not in _KNOWN)
+
+
+def _development_secret(instance_path: Path) -> str:
+    """One random key per development instance, kept so links survive restarts."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def current_settings() -> Settings:
+    """The settings of the running app."""
+    return current_app.extensions["optin.settings"]
+
+
+__all__ = [
+    "ConfigError",
+    "MIGRATIONS_DIR",
+    "SETTINGS",
+    "Settings",
+    "TEMPLATE_DIR",
+    "current_settings",
+    "unknown_variables",
+]

@@ -1,0 +1,162 @@
+"""The consent ledger: append events, chain them, verify the chain.
+
+Each subscription has its own hash chain, so concurrent signups never wait for
+one another (a global chain would serialize every write). An event's
+``content_hash`` covers its content; its ``chain_hash`` covers the previous
+chain hash, its sequence number and the content hash, not the content itself.
+Minimization may therefore blank the content and the chain still verifies.
+The subscription row keeps the chain's head (``ledger_seq``, ``ledger_head``),
+written in the same transaction, so a deleted last event is noticed too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from .models import ConsentEvent, Subscription, utcnow
+
+GENESIS = "0" * 64
+
+
+def content_hash(event: ConsentEvent) -> str:
+    """SHA-256 over the event's content in a canonical JSON form."""
+    content = {
+        "subscription_id": event.subscription_id,
+        "seq": event.seq,
+        "kind": event.kind,
+        "at": event.at.isoformat(timespec="microseconds"),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "consent_text_id": event.consent_text_id,
+        "origin": event.origin,
+        "details": event.details or {},
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def chain_hash(previous: str | None, seq: int, content: str) -> str:
+    return hashlib.sha256(f"{previous or GENESIS}|{seq}|{content}".encode()).hexdigest()
+
+
+def append(
+    subscription: Subscription,
+    kind: str,
+    *,
+    origin: str,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> ConsentEvent:
+    """Add an event to the subscription's chain, in the caller's transaction.
+
+    The caller must hold the subscription's row lock (the state machine does),
+    so two appends to one chain cannot interleave.
+    """
+    if subscription.id is None:
+        raise RuntimeError("flush the subscription before appending to its ledger")
+    seq = (subscription.ledger_seq or 0) + 1
+    event = ConsentEvent(
+        subscription_id=subscription.id,
+        seq=seq,
+        kind=kind,
+        at=at or utcnow(),
+        ip=ip,
+        user_agent=(user_agent or None) and user_agent[:512],
+        consent_text_id=consent_text_id,
+        origin=origin,
+        details=details or {},
+    )
+    event.content_hash = content_hash(event)
+    event.chain_hash = chain_hash(subscription.ledger_head, seq, event.content_hash)
+    subscription.ledger_seq = seq
+    subscription.ledger_head = event.chain_hash
+    subscription.events.append(event)
+    return event
+
+
+@dataclass
+class Verification:
+    """What ``optin ledger verify`` found."""
+
+    subscriptions: int = 0
+    events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) -> list[str]:
+    """Problems in one chain (empty when intact)."""
+    problems: list[str] = []
+    where = f"subscription {subscription.id}"
+    previous: str | None = None
+    for expected_seq, event in enumerate(sorted(events, key=lambda e: e.seq), 1):
+        if event.seq != expected_seq:
+            problems.append(f"{where}: event #{expected_seq} is missing (found #{event.seq})")
+            return problems
+        if event.redacted_at is None and content_hash(event) != event.content_hash:
+            problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        if chain_hash(previous, event.seq, event.content_hash) != event.chain_hash:
+            problems.append(f"{where}: chain broken at event #{event.seq} ({event.kind})")
+            return problems
+        previous = event.chain_hash
+    if len(events) != (subscription.ledger_seq or 0) or previous != subscription.ledger_head:
+        problems.append(
+            f"{where}: chain ends at #{len(events)} but the head says #{subscription.ledger_seq}"
+            " (events deleted or head altered)"
+        )
+    return problems
+
+
+def _subscriptions(session: Session, batch: int) -> Iterator[Subscription]:
+    last_id = 0
+    while True:
+        rows = session.scalars(
+            select(Subscription)
+            .where(Subscription.id > last_id)
+            .order_by(Subscription.id)
+            .limit(batch)
+            .options(selectinload(Subscription.events))
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+        session.expunge_all()
+
+
+def verify(session: Session, subscription_ids: list[int] | None = None, batch: int = 500) -> Verification:
+    """Check every chain (or the given ones), reading in batches to bound memory."""
+    report = Verification()
+    if subscription_ids is not None:
+        subs: Iterator[Subscription] = iter(
+            session.scalars(
+                select(Subscription)
+                .where(Subscription.id.in_(subscription_ids))
+                .options(selectinload(Subscription.events))
+            ).all()
+        )
+    else:
+        subs = _subscriptions(session, batch)
+    for sub in subs:
+        report.subscriptions += 1
+        report.events += len(sub.events)
+        report.problems.extend(verify_subscription(sub, list(sub.events)))
+    orphans = session.scalars(
+        select(ConsentEvent.id).where(~ConsentEvent.subscription_id.in_(select(Subscription.id)))
+    ).all()
+    report.problems.extend(f"event {i} belongs to no subscription" for i in orphans)
+    return report

@@ -1,0 +1,144 @@
+"""Mailing lists and their versioned consent texts."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+
+from .extensions import db
+from .models import ConsentText, MailingList
+
+LOCALES = ("de", "en")
+
+DEMO_TEXTS = {
+    "de": (
+        "Ja, ich möchte den Newsletter per E-Mail erhalten. Meine Einwilligung kann ich "
+        "jederzeit über den Abmeldelink in jeder E-Mail widerrufen. Hinweise zum Datenschutz "
+        "finden Sie in unserer Datenschutzerklärung."
+    ),
+    "en": (
+        "Yes, I would like to receive the newsletter by email. I can withdraw my consent at "
+        "any time with the unsubscribe link in every email. See our privacy policy for how "
+        "we handle your data."
+    ),
+}
+
+
+class ListError(ValueError):
+    """A list or consent text could not be created; the message says why."""
+
+
+def _check_url(url: str, what: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ListError(f"{what} must be an absolute http(s) URL: {url!r}")
+    return url
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(_check_url(url, "origin"))
+    if parts.path not in {"", "/"} or parts.query:
+        raise ListError(f"an origin is scheme://host[:port] without a path: {url!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def create_list(
+    slug: str,
+    name: str,
+    *,
+    ac_list_id: int | None = None,
+    redirect_urls: list[str] | tuple[str, ...] = (),
+    origins: list[str] | tuple[str, ...] = (),
+    default_locale: str = "de",
+    send_welcome: bool = True,
+    send_goodbye: bool = False,
+) -> MailingList:
+    """Create a list (committed). Slugs are lowercase words joined by hyphens."""
+    if not slug or not all(c.isalnum() or c == "-" for c in slug) or slug != slug.lower():
+        raise ListError(f"slug must be lowercase letters, digits and hyphens: {slug!r}")
+    if default_locale not in LOCALES:
+        raise ListError(f"locale must be one of {', '.join(LOCALES)}")
+    if get_list(slug) is not None:
+        raise ListError(f"list {slug!r} exists already")
+    mailing_list = MailingList(
+        slug=slug,
+        name=name,
+        ac_list_id=ac_list_id,
+        redirect_urls=[_check_url(u, "redirect URL") for u in redirect_urls],
+        origins=[_origin(o) for o in origins],
+        default_locale=default_locale,
+        send_welcome=send_welcome,
+        send_goodbye=send_goodbye,
+    )
+    db.session.add(mailing_list)
+    db.session.commit()
+    return mailing_list
+
+
+def get_list(slug: str) -> MailingList | None:
+    return db.session.scalar(select(MailingList).where(MailingList.slug == slug))
+
+
+def all_lists() -> list[MailingList]:
+    return list(db.session.scalars(select(MailingList).order_by(MailingList.slug)))
+
+
+def add_consent_text(
+    mailing_list: MailingList, locale: str, text: str, privacy_policy_version: str | None = None
+) -> ConsentText:
+    """Add the next version of the list's consent text for ``locale`` (committed).
+
+    Texts are never edited: a changed wording is a new version, and each
+    signup names the version its form showed.
+    """
+    text = text.strip()
+    if locale not in LOCALES:
+        raise ListError(f"locale must be one of {', '.join(LOCALES)}")
+    if not text:
+        raise ListError("consent text is empty")
+    latest = db.session.scalar(
+        select(func.max(ConsentText.version)).where(
+            ConsentText.list_id == mailing_list.id, ConsentText.locale == locale
+        )
+    )
+    consent = ConsentText(
+        list_id=mailing_list.id,
+        locale=locale,
+        version=(latest or 0) + 1,
+        text=text,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        privacy_policy_version=privacy_policy_version,
+    )
+    db.session.add(consent)
+    db.session.commit()
+    return consent
+
+
+def current_text(mailing_list: MailingList, locale: str) -> ConsentText | None:
+    """The newest consent text of a list in ``locale``: what a form should show now."""
+    return db.session.scalar(
+        select(ConsentText)
+        .where(ConsentText.list_id == mailing_list.id, ConsentText.locale == locale)
+        .order_by(ConsentText.version.desc())
+        .limit(1)
+    )
+
+
+def allowed_redirect(mailing_list: MailingList, url: str | None) -> str | None:
+    """The URL to send a form post to after signup, only if the list allows it exactly."""
+    if url:
+        return url if url in mailing_list.redirect_urls else None
+    return mailing_list.redirect_urls[0] if mailing_list.redirect_urls else None
+
+
+def ensure_demo_list() -> MailingList:
+    """The ``newsletter`` list with a German and an English text, for development."""
+    mailing_list = get_list("newsletter") or create_list(
+        "newsletter", "Newsletter", default_locale="de"
+    )
+    for locale, text in DEMO_TEXTS.items():
+        if current_text(mailing_list, locale) is None:
+            add_consent_text(mailing_list, locale, text)
+    return mailing_list

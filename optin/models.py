@@ -1,0 +1,265 @@
+"""The tables: lists, consent texts, subscriptions, the consent ledger, the outbox.
+
+Times are stored as UTC. SQLite has no time zones, so :class:`UTCDateTime`
+stores naive UTC and hands back aware datetimes on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SubscriptionStatus:
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    MINIMIZED = "minimized"
+    ACTIVE = (PENDING, CONFIRMED)
+
+
+class MailingList(db.Model):
+    __tablename__ = "mailing_list"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    ac_list_id: Mapped[int | None] = mapped_column(Integer)
+    redirect_urls: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    origins: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    default_locale: Mapped[str] = mapped_column(String(8), default="de")
+    send_welcome: Mapped[bool] = mapped_column(default=True)
+    send_goodbye: Mapped[bool] = mapped_column(default=False)
+    sender: Mapped[str | None] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    controller: Mapped[str | None] = mapped_column(String(500))
+    privacy_policy_url: Mapped[str | None] = mapped_column(String(2000))
+    purpose: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    consent_texts: Mapped[list[ConsentText]] = relationship(
+        back_populates="mailing_list", order_by="ConsentText.version"
+    )
+
+
+class ConsentText(db.Model):
+    """The exact wording a form showed; a signup names the version it showed."""
+
+    __tablename__ = "consent_text"
+    __table_args__ = (UniqueConstraint("list_id", "locale", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
+    locale: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    privacy_policy_version: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    mailing_list: Mapped[MailingList] = relationship(back_populates="consent_texts")
+
+
+class Subscription(db.Model):
+    """One consent cycle of one address on one list.
+
+    A new signup after a withdrawal starts a new row, so every row's proof stays
+    intact for its own retention period. At most one *active* (pending or
+    confirmed) row exists per address and list: a partial unique index makes
+    concurrent signups collapse into one.
+    """
+
+    __tablename__ = "subscription"
+    __table_args__ = (
+        Index(
+            "uq_subscription_active",
+            "list_id",
+            "email_hash",
+            unique=True,
+            sqlite_where=text("status IN ('pending', 'confirmed')"),
+            postgresql_where=text("status IN ('pending', 'confirmed')"),
+        ),
+        Index("ix_subscription_retain_until", "retain_until"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
+    status: Mapped[str] = mapped_column(String(16), default=SubscriptionStatus.PENDING)
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    locale: Mapped[str] = mapped_column(String(8))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    source_url: Mapped[str | None] = mapped_column(String(2000))
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
+    # Part of every link; replaced on withdrawal so older links stop confirming.
+    nonce: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    withdrawal_origin: Mapped[str | None] = mapped_column(String(32))
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    minimized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the record lapses and gets minimized; NULL while consent is in use.
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_mail_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ac_contact_id: Mapped[str | None] = mapped_column(String(32))
+    # Head of this subscription's hash chain (see ledger.py).
+    ledger_seq: Mapped[int] = mapped_column(Integer, default=0)
+    ledger_head: Mapped[str | None] = mapped_column(String(64))
+
+    mailing_list: Mapped[MailingList] = relationship()
+    consent_text: Mapped[ConsentText | None] = relationship()
+    events: Mapped[list[ConsentEvent]] = relationship(
+        back_populates="subscription", order_by="ConsentEvent.seq"
+    )
+
+
+class ConsentEvent(db.Model):
+    """Append-only fact about a subscription's consent, hash-chained per subscription."""
+
+    __tablename__ = "consent_event"
+    __table_args__ = (UniqueConstraint("subscription_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
+    origin: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    # Set when minimization removed the content; the chain stays verifiable.
+    redacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscription: Mapped[Subscription] = relationship(back_populates="events")
+    consent_text: Mapped[ConsentText | None] = relationship()
+
+
+class OutboxItem(db.Model):
+    """Work a state change causes, committed with it and delivered by the worker.
+
+    Rows are never deleted by delivery: ``done`` rows are history, ``dead`` rows
+    are dead letters waiting for an operator's retry.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscription.id"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Suppression(db.Model):
+    """An address (as keyed hash) that withdrew: no sync or import may re-add it
+    without a new confirmed consent. Survives minimization."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (UniqueConstraint("list_id", "email_hash"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(db.Model):
+    """An operator's call (who, what, about which address hash), for accountability."""
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class RetentionRun(db.Model):
+    """One run of the retention job: as of when, what it did, how many rows."""
+
+    __tablename__ = "retention_run"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    host: Mapped[str | None] = mapped_column(String(200))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class JobState(db.Model):
+    """Small named state of periodic jobs (last run, resume cursors, shared limits)."""
+
+    __tablename__ = "job_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

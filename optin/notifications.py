@@ -1,0 +1,122 @@
+"""Which mail goes out when: the outbox handlers for confirm, welcome, goodbye.
+
+Each handler runs in the worker's transaction for its outbox row, looks at the
+subscription as it is *now* (a withdrawal since the enqueue cancels the mail),
+sends, and records what was sent in the ledger: Message-ID, subject, template
+version and hashes of the bodies. The body itself is not stored, because it
+contains a live link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import current_app
+
+from . import ledger, outbox
+from .config import current_settings
+from .extensions import db
+from .mailer import Backend, MailTemplates, build_message
+from .models import OutboxItem, Subscription, SubscriptionStatus
+from .tokens import CONFIRM, UNSUBSCRIBE, make_token
+
+S = SubscriptionStatus
+
+
+def confirm_url(sub: Subscription) -> str:
+    settings = current_settings()
+    token = make_token(settings.secret_key, CONFIRM, sub.id, sub.nonce)
+    return f"{settings.base_url}/confirm/{token}"
+
+
+def unsubscribe_url(sub: Subscription) -> str:
+    settings = current_settings()
+    token = make_token(settings.secret_key, UNSUBSCRIBE, sub.id, sub.nonce)
+    return f"{settings.base_url}/unsubscribe/{token}"
+
+
+def _brand() -> dict[str, Any]:
+    return current_app.extensions["optin.brand"]
+
+
+def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str]) -> None:
+    if not sub.email:
+        raise outbox.PermanentFailure(f"subscription {sub.id} has no address left to mail")
+    settings = current_settings()
+    templates: MailTemplates = current_app.extensions["optin.mail_templates"]
+    backend: Backend = current_app.extensions["optin.mail_backend"]
+    mailing_list = sub.mailing_list
+    consent = sub.consent_text
+    rendered = templates.render(name, sub.locale, {
+        "list_name": mailing_list.name,
+        "first_name": sub.first_name,
+        "consent_text": consent.text if consent else None,
+        "brand": _brand(),
+        "locale": sub.locale,
+        **context,
+    })
+    message = build_message(
+        rendered,
+        to_email=sub.email,
+        to_name=" ".join(filter(None, (sub.first_name, sub.last_name))) or None,
+        sender=mailing_list.sender or settings.mail_from,
+        reply_to=mailing_list.reply_to,
+        headers=headers,
+    )
+    try:
+        backend.send(message)
+    except OSError as exc:  # SMTP down, refused, timed out: retry later
+        raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
+    ledger.append(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
+                  origin="worker", details={
+                      "message_id": str(message["Message-ID"]),
+                      "subject": rendered.subject,
+                      "template": rendered.template,
+                      "template_sha256": rendered.template_sha256,
+                      "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
+                      "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
+                  })
+
+
+def _subscription(item: OutboxItem) -> Subscription | None:
+    if item.subscription_id is None:
+        return None
+    return db.session.get(Subscription, item.subscription_id, with_for_update=True)
+
+
+def _list_unsubscribe_headers(sub: Subscription) -> dict[str, str]:
+    """RFC 2369 + RFC 8058: the one-click button mail clients show."""
+    return {
+        "List-Unsubscribe": f"<{unsubscribe_url(sub)}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+@outbox.handler("confirm_mail")
+def send_confirmation(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.PENDING:
+        return  # confirmed or withdrawn meanwhile: nothing to ask any more
+    _send(sub, "confirm", {
+        "confirm_url": confirm_url(sub),
+        "ttl_hours": current_settings().confirm_ttl_hours,
+    }, headers={})
+
+
+@outbox.handler("welcome_mail")
+def send_welcome(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.CONFIRMED:
+        return
+    confirmed_at = sub.confirmed_at.strftime("%Y-%m-%d %H:%M UTC") if sub.confirmed_at else ""
+    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub), "confirmed_at": confirmed_at},
+          headers=_list_unsubscribe_headers(sub))
+
+
+@outbox.handler("goodbye_mail")
+def send_goodbye(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.UNSUBSCRIBED:
+        return
+    _send(sub, "goodbye", {}, headers={})

@@ -1,0 +1,71 @@
+"""Signed links: confirm and unsubscribe, one salt per purpose.
+
+A token carries the subscription id and its nonce. The nonce is replaced when
+consent is withdrawn, so a confirmation link found in an old mail can never
+re-confirm a withdrawn subscription. Confirmation links expire
+(``OPTIN_CONFIRM_TTL_HOURS``); unsubscribe links never do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+
+CONFIRM = "optin.confirm"
+UNSUBSCRIBE = "optin.unsubscribe"
+
+
+class TokenInvalid(Exception):
+    """Tampered, truncated, or signed for another purpose."""
+
+
+class TokenExpired(Exception):
+    """Genuine but too old; carries what it pointed to so a fresh mail can be offered."""
+
+    def __init__(self, data: TokenData) -> None:
+        super().__init__("link expired")
+        self.data = data
+
+
+@dataclass(frozen=True)
+class TokenData:
+    subscription_id: int
+    nonce: str
+
+
+def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=purpose)
+
+
+def make_token(secret_key: str, purpose: str, subscription_id: int, nonce: str) -> str:
+    return _serializer(secret_key, purpose).dumps([subscription_id, nonce])
+
+
+def _parse(payload: object) -> TokenData:
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 2
+        or not isinstance(payload[0], int)
+        or not isinstance(payload[1], str)
+    ):
+        raise TokenInvalid("unexpected payload")
+    return TokenData(payload[0], payload[1])
+
+
+def read_token(
+    secret_key: str, purpose: str, token: str, max_age_seconds: int | None = None
+) -> TokenData:
+    """Verify a token; raise :class:`TokenExpired` or :class:`TokenInvalid`."""
+    serializer = _serializer(secret_key, purpose)
+    try:
+        return _parse(serializer.loads(token, max_age=max_age_seconds))
+    except SignatureExpired as exc:
+        # The signature was valid, only the age is wrong: the payload is trustworthy.
+        try:
+            data = _parse(serializer.load_payload(exc.payload))
+        except BadData:
+            raise TokenInvalid("bad payload") from None
+        raise TokenExpired(data) from None
+    except BadData:
+        raise TokenInvalid("bad signature") from None

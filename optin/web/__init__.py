@@ -1,0 +1,32 @@
+"""Blueprints, one per thing a user does, and the headers every answer carries."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from ..extensions import api
+from . import health, links, subscribe
+
+# No inline script or style, nothing from third parties, never framed.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith(("/confirm/", "/unsubscribe/", "/v1/")):
+        response.headers["Cache-Control"] = "no-store"  # pages and answers with tokens or data
+    return response
+
+
+def init_app(app: Flask) -> None:
+    api.register_blueprint(subscribe.bp)
+    api.register_blueprint(health.bp)
+    app.register_blueprint(links.bp)
+    app.after_request(_security_headers)

@@ -1,0 +1,125 @@
+"""The links in mails: confirm and unsubscribe pages, and their POST actions.
+
+GET never changes anything (mail security scanners open every link); the
+button on the page POSTs. ``POST /unsubscribe/<token>`` is also the RFC 8058
+one-click target: it accepts ``List-Unsubscribe=One-Click`` from a mail
+client with no cookies, and answers without redirecting.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, url_for
+
+from .. import subscriptions
+from ..config import current_settings
+from ..extensions import db
+from ..models import Subscription, SubscriptionStatus
+from ..tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
+from .pages import render_page
+from .subscribe import client
+
+bp = Blueprint("links", __name__)
+S = SubscriptionStatus
+
+
+def _invalid(locale: str | None = None) -> Response:
+    return render_page("link_invalid", status=404, locale=locale, reason="invalid", resend_url=None)
+
+
+def _expired(token: str, sub: Subscription | None) -> Response:
+    resend = url_for("links.resend", token=token) if sub and sub.status == S.PENDING else None
+    return render_page("link_invalid", status=410, reason="expired", resend_url=resend,
+                       locale=sub.locale if sub else None)
+
+
+def _confirm_token(token: str) -> tuple[Subscription | None, str, Response | None]:
+    """The subscription a confirmation link points to, or the page explaining why not."""
+    settings = current_settings()
+    try:
+        data = read_token(settings.secret_key, CONFIRM, token,
+                          max_age_seconds=settings.confirm_ttl_hours * 3600)
+    except TokenExpired as exc:
+        return None, "", _expired(token, db.session.get(Subscription, exc.data.subscription_id))
+    except TokenInvalid:
+        return None, "", _invalid()
+    sub = db.session.get(Subscription, data.subscription_id)
+    if sub is None or sub.nonce != data.nonce:
+        return None, "", _invalid(sub.locale if sub else None)
+    return sub, data.nonce, None
+
+
+@bp.get("/confirm/<token>")
+def confirm_page(token: str) -> Response:
+    sub, _, problem = _confirm_token(token)
+    if problem is not None:
+        return problem
+    assert sub is not None
+    if sub.status == S.CONFIRMED:
+        return render_page("already_confirmed", locale=sub.locale, mailing_list=sub.mailing_list)
+    consent = sub.consent_text
+    return render_page("confirm", locale=sub.locale, mailing_list=sub.mailing_list,
+                       action_url=url_for("links.confirm_action", token=token),
+                       consent_text=consent.text if consent else None)
+
+
+@bp.post("/confirm/<token>")
+def confirm_action(token: str) -> Response:
+    """Record consent with this request's IP, time and user agent (idempotent)."""
+    sub, nonce, problem = _confirm_token(token)
+    if problem is not None:
+        return problem
+    assert sub is not None
+    locale, mailing_list = sub.locale, sub.mailing_list
+    outcome = subscriptions.confirm(sub.id, nonce, client())
+    if outcome == "invalid":
+        return _invalid(locale)
+    return render_page(outcome, locale=locale, mailing_list=mailing_list)
+
+
+@bp.post("/confirm/<token>/resend")
+def resend(token: str) -> Response:
+    """Send a fresh confirmation mail for an expired link (if still pending)."""
+    settings = current_settings()
+    try:
+        data = read_token(settings.secret_key, CONFIRM, token)  # any age
+    except TokenInvalid:
+        return _invalid()
+    subscriptions.resend_confirmation(data.subscription_id, data.nonce, settings)
+    sub = db.session.get(Subscription, data.subscription_id)
+    return render_page("resent", locale=sub.locale if sub else None)
+
+
+def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
+    try:
+        data = read_token(current_settings().secret_key, UNSUBSCRIBE, token)
+    except (TokenInvalid, TokenExpired):
+        return None, None
+    return db.session.get(Subscription, data.subscription_id), data.nonce
+
+
+@bp.get("/unsubscribe/<token>")
+def unsubscribe_page(token: str) -> Response:
+    sub, nonce = _unsubscribe_token(token)
+    if sub is None:
+        return _invalid()
+    if sub.status not in S.ACTIVE:
+        return render_page("unsubscribed", locale=sub.locale, mailing_list=sub.mailing_list)
+    if sub.nonce != nonce:
+        return _invalid(sub.locale)
+    return render_page("unsubscribe", locale=sub.locale, mailing_list=sub.mailing_list,
+                       action_url=url_for("links.unsubscribe_action", token=token))
+
+
+@bp.post("/unsubscribe/<token>")
+def unsubscribe_action(token: str) -> Response:
+    """Withdraw at once: from our page's button or a mail client's one-click POST."""
+    sub, nonce = _unsubscribe_token(token)
+    if sub is None or nonce is None:
+        return _invalid()
+    locale, mailing_list = sub.locale, sub.mailing_list
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    outcome = subscriptions.unsubscribe(sub.id, nonce, client(),
+                                        origin="one_click" if one_click else "link")
+    if outcome == "invalid":
+        return _invalid(locale)
+    return render_page("unsubscribed", locale=locale, mailing_list=mailing_list)

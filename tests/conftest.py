@@ -1,0 +1,238 @@
+"""Shared fixtures: the app on SQLite or PostgreSQL, a real SMTP server, helpers.
+
+Set ``OPTIN_TEST_DATABASE_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/test``)
+to run everything against PostgreSQL; each test starts from an empty schema
+built by the real migrations.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from optin import create_app, lists
+from optin.extensions import db
+from optin.worker import Worker
+
+PG_URL = os.environ.get("OPTIN_TEST_DATABASE_URL")
+SECRET = "test-secret-key-0123456789abcdef"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- a real SMTP server ---------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What the test SMTP server received, parsed."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+            self.envelopes.clear()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if address in str(m["To"])]
+
+
+class SMTPServer:
+    """aiosmtpd on loopback; ``stop()``/``start()`` simulate an outage on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.mailbox = Mailbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: SMTPServer) -> Iterator[Mailbox]:
+    if smtp_server.controller is None:
+        smtp_server.start()
+    smtp_server.mailbox.clear()
+    yield smtp_server.mailbox
+
+
+# --- the app -----------------------------------------------------------------------------
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    config = {
+        "OPTIN_ENV": "production",
+        "OPTIN_INSTANCE_PATH": str(tmp_path / "instance"),
+        "OPTIN_DATABASE_URL": PG_URL or f"sqlite:///{tmp_path / 'optin.db'}",
+        "OPTIN_SECRET_KEY": SECRET,
+        "OPTIN_BASE_URL": "http://newsletter.test",
+        "OPTIN_MAIL_FROM": "news@example.com",
+        "OPTIN_MAIL_URL": (tmp_path / "mail").as_uri(),
+        "OPTIN_ADMIN_TOKENS": f"ops:{ADMIN_TOKEN}",
+        "OPTIN_AC_WEBHOOK_SECRET": "webhook-secret-0123456789",
+        "OPTIN_RESEND_INTERVAL_MINUTES": "15",
+    }
+    config.update(overrides)
+    return config
+
+
+def build_app(config: dict[str, str]) -> Flask:
+    """An app whose database is empty and migrated to head."""
+    from flask_migrate import upgrade
+
+    if PG_URL:
+        _reset_postgres(PG_URL)
+    app = create_app(config)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture
+def app_config(tmp_path: Path, smtp_server: SMTPServer) -> dict[str, str]:
+    """Override entries here (before using ``app``) to configure the app under test."""
+    return make_config(tmp_path, OPTIN_MAIL_URL=smtp_server.url)
+
+
+@pytest.fixture
+def app(app_config: dict[str, str], mailbox: Mailbox) -> Iterator[Flask]:
+    app = build_app(app_config)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    app.extensions["optin.mail_backend"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def newsletter(app: Flask) -> dict[str, Any]:
+    """The ``newsletter`` list with German and English consent texts (version 1)."""
+    with app.app_context():
+        mailing_list = lists.create_list(
+            "newsletter", "Example Newsletter", default_locale="de",
+            redirect_urls=["https://www.example.com/danke"],
+            origins=["https://www.example.com"],
+        )
+        for locale, text in lists.DEMO_TEXTS.items():
+            lists.add_consent_text(mailing_list, locale, text)
+        return {"slug": mailing_list.slug, "id": mailing_list.id}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def deliver(app: Flask) -> int:
+    """Run the worker until the outbox has nothing due."""
+    return Worker(app).drain()
+
+
+def signup(client: FlaskClient, address: str, **extra: Any) -> Any:
+    body = {"email": address, "list": "newsletter", "consent_text_version": 1, **extra}
+    return client.post("/v1/subscriptions", json=body,
+                       headers={"User-Agent": "Mozilla/5.0 (signup test)"})
+
+
+LINK = re.compile(r"http://newsletter\.test/(confirm|unsubscribe)/([A-Za-z0-9_.\-]+)")
+
+
+def links(message: EmailMessage) -> dict[str, str]:
+    """``{"confirm": path, "unsubscribe": path}`` found in a mail's text part."""
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    found: dict[str, str] = {}
+    for kind, token in LINK.findall(body.get_content()):
+        found.setdefault(kind, f"/{kind}/{token}")
+    return found
+
+
+@pytest.fixture
+def signed_up(app: Flask, client: FlaskClient, newsletter: dict, mailbox: Mailbox):
+    """Sign ``address`` up, deliver the confirmation mail, return its confirm path."""
+
+    def _signed_up(address: str = "anna@example.org", **extra: Any) -> str:
+        assert signup(client, address, **extra).status_code == 202
+        deliver(app)
+        return links(mailbox.to(address)[-1])["confirm"]
+
+    return _signed_up
+
+
+@pytest.fixture
+def confirmed(app: Flask, client: FlaskClient, signed_up, mailbox: Mailbox):
+    """A confirmed subscriber; returns the unsubscribe path from the welcome mail."""
+
+    def _confirmed(address: str = "anna@example.org", **extra: Any) -> str:
+        path = signed_up(address, **extra)
+        assert client.post(path, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 200
+        deliver(app)
+        return links(mailbox.to(address)[-1])["unsubscribe"]
+
+    return _confirmed
