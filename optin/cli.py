@@ -58,7 +58,10 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
-    app.run(host=host, port=port, use_reloader=False, threaded=True)
+    from werkzeug.serving import run_simple
+
+    # run_simple rather than app.run(): Flask ignores app.run() inside its own CLI.
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
 
 @click.command("worker")
@@ -236,3 +239,7 @@ def init_app(app) -> None:  # noqa: ANN001
 
 def main() -> None:
     cli.main(prog_name="optin")
+
+
+if __name__ == "__main__":
+    main()

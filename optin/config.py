@@ -301,10 +301,22 @@ def _development_secret(instance_path: Path) -> str:
     return key
 
 
+def markdown_table() -> str:
+    """The configuration table for the README (``python -m optin.config``)."""
+    rows = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default is not None else "see meaning"
+        rows.append(f"| `{s.name}` | {s.help} | {default} |")
+    return "\n".join(rows)
+
+
 def current_settings() -> Settings:
     """The settings of the running app."""
     return current_app.extensions["optin.settings"]
 
+
+if __name__ == "__main__":
+    print(markdown_table())
 
 __all__ = [
     "ConfigError",

@@ -7,6 +7,7 @@ built by the real migrations.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -50,8 +51,13 @@ class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds each delivery takes (a slow server)
+    receiving: threading.Event = field(default_factory=threading.Event)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.receiving.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
@@ -62,6 +68,8 @@ class Mailbox:
         with self.lock:
             self.messages.clear()
             self.envelopes.clear()
+        self.delay = 0.0
+        self.receiving.clear()
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:

@@ -1,0 +1,51 @@
+"""The operator's command line: lists and consent texts."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_create_show_and_list(runner):
+    result = runner.invoke(args=["lists", "create", "product-news", "--name", "Product News",
+                                 "--ac-list-id", "7", "--redirect-url", "https://ex.com/thanks",
+                                 "--origin", "https://ex.com", "--locale", "en"])
+    assert result.exit_code == 0, result.output
+    assert "product-news" in runner.invoke(args=["lists", "list"]).output
+
+    text = runner.invoke(args=["consent-texts", "add", "product-news", "--locale", "en",
+                               "--text", "Yes, send me product news."])
+    assert "version 1" in text.output
+    second = runner.invoke(args=["consent-texts", "add", "product-news", "--locale", "en",
+                                 "--text", "Yes, send me product news (v2)."])
+    assert "version 2" in second.output
+
+    shown = json.loads(runner.invoke(args=["lists", "show", "product-news", "--json"]).output)
+    assert shown["ac_list_id"] == 7
+    assert shown["origins"] == ["https://ex.com"]
+    assert [t["version"] for t in shown["consent_texts"]] == [1, 2]
+    import hashlib
+
+    assert shown["consent_texts"][0]["sha256"] == hashlib.sha256(
+        b"Yes, send me product news.").hexdigest()
+
+
+def test_consent_text_from_a_file(runner, tmp_path):
+    runner.invoke(args=["lists", "create", "news", "--name", "News"])
+    path = tmp_path / "text.txt"
+    path.write_text("Ja, ich möchte den Newsletter.\n", encoding="utf-8")
+    result = runner.invoke(args=["consent-texts", "add", "news", "--locale", "de", "--file",
+                                 str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Ja, ich möchte" in runner.invoke(args=["lists", "show", "news"]).output
+
+
+def test_errors_are_clear(runner):
+    assert runner.invoke(args=["lists", "create", "Bad Slug", "--name", "x"]).exit_code == 1
+    assert "no list 'nope'" in runner.invoke(args=["lists", "show", "nope"]).output
+    runner.invoke(args=["lists", "create", "dup", "--name", "x"])
+    assert "exists already" in runner.invoke(args=["lists", "create", "dup", "--name", "y"]).output
+    both = runner.invoke(args=["consent-texts", "add", "dup", "--locale", "de"])
+    assert both.exit_code == 2 and "exactly one of --text or --file" in both.output
+    bad_origin = runner.invoke(args=["lists", "create", "o", "--name", "x", "--origin",
+                                     "https://ex.com/path"])
+    assert "without a path" in bad_origin.output
