@@ -240,6 +240,3 @@ def init_app(app) -> None:  # noqa: ANN001
 def main() -> None:
     cli.main(prog_name="optin")
 
-
-if __name__ == "__main__":
-    main()

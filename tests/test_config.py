@@ -72,7 +72,7 @@ def test_cli_reports_a_config_error_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
     env.update(OPTIN_DATABASE_URL=f"sqlite:///{tmp_path}/x.db", OPTIN_INSTANCE_PATH=str(tmp_path),
                PYTHONPATH=os.getcwd())
-    result = subprocess.run([sys.executable, "-m", "optin.cli", "lists", "list"], env=env,
+    result = subprocess.run([sys.executable, "-m", "optin", "lists", "list"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (

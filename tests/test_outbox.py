@@ -148,7 +148,7 @@ def test_sigterm_finishes_the_row_in_hand_and_loses_nothing(app, app_config, cli
     for i in range(3):
         signup(client, f"r{i}@example.org")
     mailbox.delay = 1.5
-    proc = subprocess.Popen([sys.executable, "-m", "optin.cli", "worker"],
+    proc = subprocess.Popen([sys.executable, "-m", "optin", "worker"],
                             env=_worker_env(app_config), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,0 +1,5 @@
+"""``python -m optin …`` is the ``optin`` command."""
+
+from .cli import main
+
+main()
