@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, json, request
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from .extensions import db
 
@@ -83,7 +83,7 @@ def _unexpected(exc: Exception) -> Response:
         return _http_error(exc)
     log.exception("unhandled error on %s %s", request.method, request.path)
     db.session.rollback()
-    return error_response(500, InternalServerError.name,
+    return error_response(500, "Internal Server Error",
                           "Something went wrong on our side and nothing was saved. "
                           "Please try again.")
 

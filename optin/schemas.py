@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as ma
 
 MAX_FIELDS = 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control_characters(value: str) -> None:
+    """Names and fields never contain line breaks or NULs; refusing them keeps
+    them out of mail headers and the database alike."""
+    if _CONTROL.search(value):
+        raise ValidationError("Must not contain control characters or line breaks.")
+
+
+def _text(max_length: int, **kwargs: object) -> ma.String:
+    return ma.String(validate=[validate.Length(max=max_length), no_control_characters], **kwargs)
 
 
 class SignupSchema(Schema):
@@ -14,7 +28,8 @@ class SignupSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # forms carry submit buttons and the like
 
-    email = ma.String(required=True, validate=validate.Length(min=3, max=320),
+    email = ma.String(required=True, validate=[validate.Length(min=3, max=320),
+                                               no_control_characters],
                           metadata={"example": "anna@example.org"})
     list = ma.String(required=True, validate=validate.Length(min=1, max=64),
                          metadata={"example": "newsletter"})
@@ -23,19 +38,15 @@ class SignupSchema(Schema):
                                           metadata={"example": 1})
     locale = ma.String(load_default=None, validate=validate.OneOf(["de", "en"]),
                            metadata={"example": "de"})
-    first_name = ma.String(load_default=None, allow_none=True,
-                               validate=validate.Length(max=200))
-    last_name = ma.String(load_default=None, allow_none=True,
-                              validate=validate.Length(max=200))
-    fields = ma.Dict(keys=ma.String(validate=validate.Length(min=1, max=64)),
-                         values=ma.String(validate=validate.Length(max=1000)),
-                         load_default=dict)
-    source_url = ma.String(load_default=None, allow_none=True,
-                               validate=validate.Length(max=2000))
-    redirect_url = ma.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(max=2000))
+    first_name = _text(200, load_default=None, allow_none=True)
+    last_name = _text(200, load_default=None, allow_none=True)
+    fields = ma.Dict(keys=ma.String(validate=[validate.Length(min=1, max=64),
+                                              no_control_characters]),
+                     values=_text(1000), load_default=dict)
+    source_url = _text(2000, load_default=None, allow_none=True)
+    redirect_url = _text(2000, load_default=None, allow_none=True)
     website = ma.String(load_default=None, allow_none=True,
-                            metadata={"description": "honeypot: leave empty"})
+                        metadata={"description": "honeypot: leave empty"})
 
     @validates_schema
     def _few_fields(self, data: dict, **_: object) -> None:

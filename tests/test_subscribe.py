@@ -106,6 +106,10 @@ def test_filled_honeypot_is_accepted_and_dropped(app, client, newsletter):
           "consent_text_version": 1}, "email"),
         ({"email": "not an address", "list": "newsletter", "consent_text_version": 1}, "email"),
         ({"email": 12345, "list": "newsletter", "consent_text_version": 1}, "email"),
+        ({"email": "a\x00b@example.org", "list": "newsletter", "consent_text_version": 1},
+         "email"),
+        ({"email": "a@example.org", "list": "newsletter", "consent_text_version": 1,
+          "fields": {"company": "AC\x00ME"}}, "fields"),
         ({"email": "a@example.org", "list": ["newsletter"], "consent_text_version": 1}, "list"),
         ({"email": "a@example.org", "list": "newsletter", "consent_text_version": "one"},
          "consent_text_version"),
@@ -228,3 +232,22 @@ def test_signup_after_unsubscribe_starts_a_fresh_double_opt_in(app, client, conf
         statuses = db.session.scalars(select(Subscription.status).order_by(Subscription.id)).all()
     assert statuses == ["unsubscribed", "pending"]
     assert "confirm" in mailbox.to("h@example.org")[-1].get_body(("plain",)).get_content()
+
+
+def test_unexpected_errors_are_problems_without_traceback(app, client, newsletter, monkeypatch):
+    from optin import subscriptions
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(subscriptions, "request_signup", explode)
+    response = signup(client, "z@example.org")
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert response.json["title"] == "Internal Server Error"
+    assert "secret internals" not in response.get_data(as_text=True)
+    page = client.post("/v1/subscriptions", data={"email": "z@example.org", "list": "newsletter",
+                                                  "consent_text_version": "1"},
+                       headers={"Accept": "text/html"})
+    assert page.status_code == 500 and page.mimetype == "text/html"
+    assert "secret internals" not in page.get_data(as_text=True)
