@@ -153,8 +153,10 @@ class SMTPBackend:
         implicit_tls: bool = False,
         starttls: bool = False,
         timeout: float = 30.0,
+        cafile: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.cafile = cafile
         self.username, self._password = username, password
         self.implicit_tls, self.starttls, self.timeout = implicit_tls, starttls, timeout
         self._conn: smtplib.SMTP | None = None
@@ -164,7 +166,7 @@ class SMTPBackend:
         return f"SMTPBackend({self.host}:{self.port}, tls={self.implicit_tls or self.starttls})"
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=self.cafile)
         if self.implicit_tls:
             conn: smtplib.SMTP = smtplib.SMTP_SSL(
                 self.host, self.port, timeout=self.timeout, context=context
@@ -205,7 +207,11 @@ class SMTPBackend:
 
 
 def backend_from_url(url: str) -> Backend:
-    """``file:///dir``, ``smtp://user:pass@host:port?starttls=1`` or ``smtps://…``."""
+    """``file:///dir``, ``smtp://user:pass@host:port?starttls=1`` or ``smtps://…``.
+
+    Query options: ``starttls=1``, ``timeout=SECONDS``, ``cafile=PATH`` (trust a
+    private CA). Certificates are always verified.
+    """
     parts = urlsplit(url)
     if parts.scheme == "file":
         return FileBackend(Path(unquote(parts.path)))
@@ -219,4 +225,5 @@ def backend_from_url(url: str) -> Backend:
         implicit_tls=implicit,
         starttls=query.get("starttls", ["0"])[0] in {"1", "true", "yes"},
         timeout=float(query.get("timeout", ["30"])[0]),
+        cafile=query.get("cafile", [None])[0],  # a private CA's certificate, if any
     )

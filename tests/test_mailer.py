@@ -112,3 +112,50 @@ def test_build_message_strips_control_characters_from_extra_headers():
     msg = build_message(mail, to_email="z@example.org", to_name=None, sender="a@example.com",
                         headers={"List-Unsubscribe": "<https://x/u>\r\nBcc: evil@example.net"})
     assert "Bcc" not in msg
+
+
+def test_smtp_with_starttls_and_login(tmp_path):
+    """A real STARTTLS handshake with certificate verification and AUTH LOGIN."""
+    import ssl
+
+    import trustme
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from optin.mailer import RenderedMail
+
+    from .conftest import Mailbox, free_port
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(server_context)
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data.password == b"s3cret:/pw"
+        return AuthResult(success=ok)
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port,
+                            tls_context=server_context, require_starttls=True,
+                            authenticator=authenticate, auth_required=True)
+    controller.start()
+    try:
+        backend = backend_from_url(
+            f"smtp://news%40example.com:s3cret%3A%2Fpw@127.0.0.1:{port}?starttls=1&cafile={ca_path}")
+        mail = RenderedMail("Grüße", "Hallo", "<p>Hallo</p>", "x.de", "0" * 64)
+        backend.send(build_message(mail, to_email="tls@example.org", to_name="Zoë",
+                                   sender="news@example.com"))
+        backend.close()
+        [received] = mailbox.messages
+        assert received["Subject"] == "Grüße" and "Zoë" in str(received["To"])
+
+        untrusted = backend_from_url(f"smtp://u:p@127.0.0.1:{port}?starttls=1")
+        with pytest.raises(ssl.SSLError):
+            untrusted.send(build_message(mail, to_email="tls@example.org", to_name=None,
+                                         sender="news@example.com"))
+    finally:
+        controller.stop()
