@@ -73,6 +73,33 @@ def _template_source(template: str, recorded_sha256: str | None) -> dict[str, An
     }
 
 
+LINK_PLACEHOLDER = "[personal confirmation link]"
+
+
+def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[str, Any],
+                              text: ConsentText | None) -> str | None:
+    """The confirmation mail's text as the recipient read it, but for the link.
+
+    Rendered from the template version the ledger names (only called when the
+    current files still hash as recorded) with the values of the signup; the
+    personal link is replaced by a placeholder, so the result differs from the
+    recorded body hash exactly by the link.
+    """
+    name, _, locale = template.partition(".")
+    try:
+        return current_app.extensions["optin.mail_templates"].render(name, locale, {
+            "list_name": sub.mailing_list.name,
+            "first_name": entered.get("first_name"),
+            "consent_text": text.text if text else None,
+            "brand": current_app.extensions["optin.brand"],
+            "locale": locale,
+            "confirm_url": LINK_PLACEHOLDER,
+            "ttl_hours": current_settings().confirm_ttl_hours,
+        }).text
+    except Exception:  # a template needing more than we know: show no reconstruction
+        return None
+
+
 def _mail(event: ConsentEvent) -> dict[str, Any]:
     details = event.details or {}
     record = {
@@ -87,6 +114,16 @@ def _mail(event: ConsentEvent) -> dict[str, Any]:
     }
     if event.kind == "confirmation_sent" and record["template"]:
         record.update(_template_source(record["template"], record["template_sha256"]))
+        record["reconstructed_text"] = None
+        if record["matches_current_template"]:
+            sub = event.subscription
+            signup = _first(list(sub.events), "signup_requested")
+            entered = (signup.details or {}) if signup else {}
+            shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
+                     and e.kind in ("signup_requested", "signup_repeated")]
+            text = shown[-1].consent_text if shown else sub.consent_text
+            record["reconstructed_text"] = _reconstruct_confirmation(
+                sub, record["template"], entered, text)
     return record
 
 
@@ -317,9 +354,11 @@ def render_text(proof: dict[str, Any]) -> str:
             line("source URL", s["source_url"])
             line("entered", s["entered"])
         for m in c["mails"]:
-            line(m["kind"], f"{m['sent_at']}  {m['message_id']}  {m['template']} "
-                 f"(template sha256 {m['template_sha256']})")
-            line("  subject", m["subject"])
+            if m["kind"] == "confirmation_sent":
+                line("confirmation mail", f"{m['sent_at']}  {m['message_id']}")
+                line("  template", f"{m['template']} sha256 {m['template_sha256']}")
+                line("  subject", m["subject"])
+                line("  text sha256", m["text_sha256"])
         if c["confirmation"]:
             k = c["confirmation"]
             line("confirmed", f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}")

@@ -66,6 +66,12 @@ def test_proof_json_holds_what_a_court_needs(app, client, anna):
     assert confirm_mail["text_sha256"] == hashlib.sha256(received_text.encode()).hexdigest()
     assert confirm_mail["matches_current_template"] is True
     assert "{{ confirm_url }}" in confirm_mail["template_source"]["text"]
+    # Rendered again from that template version, the mail is what Anna got but for her link.
+    link = "http://newsletter.test" + links(anna)["confirm"]
+    assert link in received_text
+    assert confirm_mail["reconstructed_text"] == received_text.replace(
+        link, "[personal confirmation link]")
+    assert "Hallo Anna," in confirm_mail["reconstructed_text"]
 
     confirmation = consent["confirmation"]
     assert (confirmation["ip"], confirmation["user_agent"]) == ("198.51.100.20", "ConfirmPhone/2")
@@ -82,7 +88,7 @@ def test_proof_page_is_printable_html(app, client, anna):
     for expected in ("Proof of consent", "anna@example.org", "Ja, ich möchte den Newsletter",
                      "192.0.2.10", "SignupBrowser/1", "198.51.100.20", "ConfirmPhone/2",
                      "https://www.example.com/landing", "Aalto GmbH", "confirm.de",
-                     "Intact", "BGH", "I ZR 164/09"):
+                     "Intact", "BGH", "I ZR 164/09", "Hallo Anna,", "[personal confirmation link]"):
         assert expected in page, expected
     assert str(anna["Message-ID"]).replace("<", "&lt;").replace(">", "&gt;") in page
     assert "optin.css" in page and "<style>" not in page  # the CSP allows 'self' styles only
@@ -192,3 +198,19 @@ def test_proof_not_found(client, app, newsletter, signed_up):
     refused = client.get(never + "&format=receipt", headers=AUTH)
     assert refused.status_code == 404 and "never confirmed" in refused.json["detail"]
     assert client.get(never + "&format=pdf", headers=AUTH).status_code == 422
+
+
+def test_proof_after_the_template_changed(app, client, anna, tmp_path):
+    from optin.mailer import MailTemplates
+
+    override = tmp_path / "override" / "email"
+    override.mkdir(parents=True)
+    (override / "confirm.de.txt").write_text("Neue Fassung {{ confirm_url }}\n")
+    app.extensions["optin.mail_templates"] = MailTemplates(override_dir=tmp_path / "override")
+    proof = client.get(PROOF, headers=AUTH).json
+    confirm_mail = proof["consents"][0]["mails"][0]
+    assert confirm_mail["matches_current_template"] is False
+    assert confirm_mail["template_source"] is None and confirm_mail["reconstructed_text"] is None
+    assert confirm_mail["template_sha256"]  # still identifies the version that was sent
+    page = client.get(PROOF, headers={**AUTH, "Accept": "text/html"}).get_data(as_text=True)
+    assert "template changed since" in page and "Neue Fassung" not in page

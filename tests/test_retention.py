@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import inspect, select
 
 from optin import retention, subscriptions
@@ -17,7 +18,7 @@ from optin.models import ConsentEvent, RetentionRun, Subscription, Suppression, 
 from optin.retention import pending_lapses_at, proof_lapses_at
 from optin.worker import Worker
 
-from .conftest import deliver, links, signup
+from .conftest import PG_URL, deliver, links, signup
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -333,3 +334,38 @@ def test_now_must_be_a_date(runner, app) -> None:
     result = runner.invoke(args=["retention", "run", "--now", "next tuesday"])
     assert result.exit_code == 2
     assert "not an ISO date" in result.output
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks between transactions: PostgreSQL only")
+def test_rows_locked_elsewhere_are_skipped_not_waited_for(app, client, newsletter) -> None:
+    """FOR UPDATE SKIP LOCKED: a row another transaction holds (a concurrent run's batch,
+    an erasure) is left alone, and the run neither waits for it nor fails."""
+    for i in range(5):
+        assert signup(client, f"user{i}@example.org").status_code == 202
+    as_of = utcnow() + timedelta(days=15)
+    with app.app_context():
+        held = sorted(db.session.scalars(select(Subscription.id)))[2]
+    engine = sa.create_engine(PG_URL)
+    reports: list[retention.RunReport] = []
+
+    def one_run() -> None:
+        with app.app_context():
+            reports.append(retention.run(as_of, batch=2))
+            db.session.remove()
+
+    try:
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
+                          {"id": held})
+            thread = threading.Thread(target=one_run)
+            thread.start()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the run waited for a locked row"
+            other.rollback()
+    finally:
+        engine.dispose()
+    assert reports[0].counts["unconfirmed_signup"] == 4
+    with app.app_context():
+        assert db.session.get(Subscription, held).status == "pending"
+        assert retention.run(as_of).counts["unconfirmed_signup"] == 1
+        assert db.session.get(Subscription, held).status == "minimized"
