@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from . import audit, ledger, subscriptions
 from .addresses import address_hash, normalize_email
@@ -21,6 +21,7 @@ from .models import (
     ConsentEvent,
     ConsentText,
     MailingList,
+    OutboxItem,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -232,6 +233,11 @@ def erase(raw_email: str, actor: str) -> dict[str, Any]:
             subscriptions.withdraw(sub, origin="operator", kind="erased", at=now,
                                    details={"actor": actor})
             pushed = True
+            # Someone who asked for erasure gets no "you have been unsubscribed" mail.
+            db.session.flush()
+            db.session.execute(delete(OutboxItem).where(
+                OutboxItem.subscription_id == sub.id, OutboxItem.kind == "goodbye_mail",
+                OutboxItem.status == "pending"))
         else:
             ledger.append(sub, "erased", origin="operator", at=now,
                           details={"actor": actor, "was": was})

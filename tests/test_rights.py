@@ -135,3 +135,23 @@ def test_erasure_of_an_unknown_address(client, app):
     body = client.delete("/v1/contacts?email=nobody@example.org", headers=AUTH).json
     assert body["found"] is False and body["subscriptions"] == []
     assert body["detail"] == "Nothing is stored about this address."
+
+
+def test_erasure_sends_no_goodbye_mail(app, client, runner, confirmed, mailbox):
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club", "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    confirmed("anna@example.org")
+    assert client.post("/v1/subscriptions", json={"email": "anna@example.org", "list": "club",
+                                                  "consent_text_version": 1}).status_code == 202
+    deliver(app)
+    from .conftest import links
+    club_confirm = links(mailbox.to("anna@example.org")[-1])["confirm"]
+    assert client.post(club_confirm).status_code == 200
+    deliver(app)
+    mailbox.clear()
+    assert client.delete("/v1/contacts?email=anna@example.org", headers=AUTH).status_code == 200
+    deliver(app)
+    assert mailbox.to("anna@example.org") == []
+    with app.app_context():  # an ordinary unsubscribe on that list would have sent one
+        assert "goodbye_mail" not in [i.kind for i in db.session.scalars(select(OutboxItem))]
