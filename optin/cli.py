@@ -229,7 +229,92 @@ def outbox_retry(ids: tuple[int, ...], retry_all: bool) -> None:
     click.echo(f"{count} dead letters queued again")
 
 
-commands.extend([serve, worker_command])
+# --- retention ------------------------------------------------------------------------
+
+retention_group = AppGroup("retention", help="Retention: minimize what has lapsed.")
+commands.append(retention_group)
+
+
+def _as_of(value: str | None):  # noqa: ANN202
+    """ISO date or date-time; without a zone it is UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO date or date-time: {value!r}", param_hint="--now") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@retention_group.command("run")
+@click.option("--now", "now", metavar="ISO-DATE",
+              help="Decide what has lapsed as of this time (UTC unless it names a zone).")
+@click.option("--dry-run", is_flag=True, help="Count per rule; change nothing.")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Subscriptions per transaction.")
+def retention_run(now: str | None, dry_run: bool, batch: int) -> None:
+    """Minimize lapsed records (safe to run from cron on several hosts at once)."""
+    from . import retention
+
+    report = retention.run(_as_of(now), dry_run=dry_run, batch=batch)
+    verb = "would minimize" if dry_run else "minimized"
+    click.echo(f"retention run {report.run_id} as of {report.as_of.isoformat()}"
+               f"{' (dry run, nothing changed)' if dry_run else ''}")
+    for rule in retention.RULES:
+        click.echo(f"  {rule}: {verb} {report.counts.get(rule, 0)}")
+    if not dry_run:
+        click.echo(f"  events redacted: {report.counts.get('events_redacted', 0)}")
+
+
+@retention_group.command("runs")
+@click.option("--limit", default=20, show_default=True)
+def retention_runs(limit: int) -> None:
+    """The last runs: when, as of when, where, what they did."""
+    from . import retention
+
+    for run in retention.recent_runs(limit):
+        click.echo(f"{run.id}\t{run.started_at:%Y-%m-%d %H:%M:%S}\tas_of={run.as_of.isoformat()}\t"
+                   f"{'dry' if run.dry_run else 'real'}\t{run.host}\t{json.dumps(run.counts)}")
+
+
+# --- proof of consent --------------------------------------------------------------------
+
+
+@click.command("proof")
+@with_appcontext
+@click.argument("email")
+@click.option("--list", "slug", required=True, help="List slug.")
+@click.option("--format", "fmt", default="text", show_default=True,
+              type=click.Choice(["text", "json", "html", "receipt"]))
+@click.option("--actor", default=None, help="Name recorded in the audit trail (default: cli:$USER).")
+def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
+    """Print the proof of consent of EMAIL on a list (audited)."""
+    import getpass
+
+    from . import proof, rights
+
+    actor = actor or f"cli:{getpass.getuser()}"
+    try:
+        record = proof.build(email, slug, actor, purpose=fmt)
+        if fmt == "receipt":
+            click.echo(json.dumps(proof.receipt(record), indent=2, ensure_ascii=False))
+            return
+    except (rights.InvalidAddress, proof.UnknownList, proof.NoConsent) as exc:
+        raise click.ClickException(str(exc) if not isinstance(exc, proof.UnknownList)
+                                   else f"no list {slug!r} (see `optin lists list`)") from None
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    elif fmt == "html":
+        click.echo(proof.render_html(record, standalone=True))
+    else:
+        click.echo(proof.render_text(record))
+        if not record["ledger_ok"]:
+            sys.exit(1)
+
+
+commands.extend([serve, worker_command, proof_command])
 
 
 def init_app(app) -> None:  # noqa: ANN001

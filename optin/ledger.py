@@ -26,8 +26,12 @@ from .models import ConsentEvent, Subscription, utcnow
 GENESIS = "0" * 64
 
 
-def content_hash(event: ConsentEvent) -> str:
-    """SHA-256 over the event's content in a canonical JSON form."""
+def canonical_content(event: ConsentEvent) -> str:
+    """The event's content as canonical JSON: what ``content_hash`` hashes.
+
+    Public so set-based SQL that writes events (the retention job) can build
+    the same text and be checked against this one definition.
+    """
     content = {
         "subscription_id": event.subscription_id,
         "seq": event.seq,
@@ -39,8 +43,12 @@ def content_hash(event: ConsentEvent) -> str:
         "origin": event.origin,
         "details": event.details or {},
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(event: ConsentEvent) -> str:
+    """SHA-256 over the event's content in a canonical JSON form."""
+    return hashlib.sha256(canonical_content(event).encode()).hexdigest()
 
 
 def chain_hash(previous: str | None, seq: int, content: str) -> str:

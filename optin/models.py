@@ -125,7 +125,14 @@ class Subscription(db.Model):
             sqlite_where=text("status IN ('pending', 'confirmed')"),
             postgresql_where=text("status IN ('pending', 'confirmed')"),
         ),
-        Index("ix_subscription_retain_until", "retain_until"),
+        # The retention job's queue: only rows not yet minimized, in lapse order.
+        Index(
+            "ix_subscription_retain_until",
+            "retain_until",
+            "id",
+            sqlite_where=text("minimized_at IS NULL"),
+            postgresql_where=text("minimized_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)

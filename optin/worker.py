@@ -136,3 +136,11 @@ class Worker:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+
+
+@periodic("retention", lambda: timedelta(days=1))
+def minimize_lapsed() -> object:
+    """Once a day: minimize what has lapsed (see retention.py; recorded per run)."""
+    from . import retention
+
+    return retention.run()

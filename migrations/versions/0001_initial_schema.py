@@ -119,7 +119,9 @@ def upgrade():
     )
     with op.batch_alter_table('subscription', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_subscription_email_hash'), ['email_hash'], unique=False)
-        batch_op.create_index('ix_subscription_retain_until', ['retain_until'], unique=False)
+        batch_op.create_index('ix_subscription_retain_until', ['retain_until', 'id'], unique=False,
+                              sqlite_where=sa.text('minimized_at IS NULL'),
+                              postgresql_where=sa.text('minimized_at IS NULL'))
         batch_op.create_index('uq_subscription_active', ['list_id', 'email_hash'], unique=True, sqlite_where=sa.text("status IN ('pending', 'confirmed')"), postgresql_where=sa.text("status IN ('pending', 'confirmed')"))
 
     op.create_table('consent_event',
@@ -180,7 +182,9 @@ def downgrade():
     op.drop_table('consent_event')
     with op.batch_alter_table('subscription', schema=None) as batch_op:
         batch_op.drop_index('uq_subscription_active', sqlite_where=sa.text("status IN ('pending', 'confirmed')"), postgresql_where=sa.text("status IN ('pending', 'confirmed')"))
-        batch_op.drop_index('ix_subscription_retain_until')
+        batch_op.drop_index('ix_subscription_retain_until',
+                            sqlite_where=sa.text('minimized_at IS NULL'),
+                            postgresql_where=sa.text('minimized_at IS NULL'))
         batch_op.drop_index(batch_op.f('ix_subscription_email_hash'))
 
     op.drop_table('subscription')

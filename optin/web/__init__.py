@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from ..extensions import api
-from . import health, links, subscribe
+from . import health, links, operator, subscribe
 
 # No inline script or style, nothing from third parties, never framed.
 CSP = (
@@ -29,4 +29,6 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(subscribe.bp)
     api.register_blueprint(health.bp)
     app.register_blueprint(links.bp)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.register_blueprint(operator.bp)
     app.after_request(_security_headers)
