@@ -117,8 +117,7 @@ def _mail(event: ConsentEvent) -> dict[str, Any]:
         record["reconstructed_text"] = None
         if record["matches_current_template"]:
             sub = event.subscription
-            signup = _first(list(sub.events), "signup_requested")
-            entered = (signup.details or {}) if signup else {}
+            entered = {"first_name": sub.first_name}  # names are gone after a withdrawal
             shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
                      and e.kind in ("signup_requested", "signup_repeated")]
             text = shown[-1].consent_text if shown else sub.consent_text
@@ -155,8 +154,11 @@ def _cycle(sub: Subscription) -> dict[str, Any]:
             "ip": signup.ip,
             "user_agent": signup.user_agent,
             "source_url": signup_details.get("source_url"),
-            "entered": {k: signup_details[k] for k in ("email", "first_name", "last_name", "fields")
-                        if k in signup_details},
+            # Names and fields live on the row until withdrawal; the ledger keeps their digest.
+            "entered": {k: v for k, v in {
+                "email": signup_details.get("email"), "first_name": sub.first_name,
+                "last_name": sub.last_name, "fields": sub.fields}.items() if v},
+            "entered_sha256": signup_details.get("entered_sha256"),
             "fields_entered": signup_details.get("fields_entered"),
             "consent_text": _text(signup.consent_text_id),
             "redacted_at": iso(signup.redacted_at),

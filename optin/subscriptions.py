@@ -12,6 +12,8 @@ here once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -128,6 +130,18 @@ def request_signup(req: SignupRequest, client: Client, settings: Settings) -> No
     raise RuntimeError("signup kept colliding")
 
 
+def entered_digest(personal: dict[str, Any]) -> str:
+    """SHA-256 of the names and fields as entered.
+
+    The ledger keeps this digest, not the values: the values live on the
+    subscription row and are deleted at withdrawal, yet a value someone later
+    claims was entered can still be checked against the proof.
+    """
+    entered = {k: personal.get(k) for k in ("first_name", "last_name", "fields")}
+    canonical = json.dumps(entered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _active(list_id: int, digest: str) -> Subscription | None:
     return db.session.scalar(
         select(Subscription)
@@ -186,7 +200,8 @@ def _signup(
             db.session.flush()
         ledger.append(sub, "signup_requested", origin="form", at=now, ip=client.ip,
                       user_agent=client.user_agent, consent_text_id=text.id,
-                      details={**evidence, "email": email, **{k: v for k, v in personal.items() if v}})
+                      details={**evidence, "email": email,
+                               "entered_sha256": entered_digest(personal)})
         outbox.enqueue("confirm_mail", subscription_id=sub.id)
         return
 
