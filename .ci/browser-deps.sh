@@ -18,7 +18,7 @@ if ! python3 -c "import playwright" >/dev/null 2>&1; then
 fi
 
 if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
-    npm install --silent --no-audit --no-fund --prefix tests/browser axe-core@4 >/dev/null
+    npm install --silent --no-audit --no-fund --no-package-lock --prefix tests/browser >/dev/null
 fi
 
 echo "browser test dependencies: $(chromium --version 2>/dev/null | head -1)," \
