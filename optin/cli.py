@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -56,6 +57,9 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         upgrade()
         lists.ensure_demo_list()
         click.echo(f"Mail goes to {settings.mail_url}")
+        if urlsplit(settings.base_url).port != port:
+            click.echo(f"Note: links in mails point to OPTIN_BASE_URL={settings.base_url}; "
+                       f"set it to http://{host}:{port} to follow them to this server.")
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
