@@ -6,15 +6,20 @@
 # tests drive the system's /usr/bin/chromium through executable_path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
 
-if ! command -v chromium >/dev/null 2>&1; then
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="chromium"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! python3 -c "import playwright" >/dev/null 2>&1; then
-    python3 -m pip install --quiet "playwright>=1.45"
+if ! "$PYTHON" -c "import playwright" >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet "playwright>=1.45"
 fi
 
 if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
@@ -22,5 +27,5 @@ if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
 fi
 
 echo "browser test dependencies: $(chromium --version 2>/dev/null | head -1)," \
-     "playwright $(python3 -c 'import importlib.metadata as m; print(m.version("playwright"))')," \
+     "playwright $("$PYTHON" -c 'import importlib.metadata as m; print(m.version("playwright"))')," \
      "axe-core $(node -p 'require("./tests/browser/node_modules/axe-core/package.json").version')"

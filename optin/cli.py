@@ -49,7 +49,6 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     demo list ``newsletter``, so the whole flow works with no set-up.
     """
     from flask_migrate import upgrade
-    from werkzeug.serving import run_simple
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = current_settings()
@@ -60,13 +59,14 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         if urlsplit(settings.base_url).port != port:
             click.echo(f"Note: links in mails point to OPTIN_BASE_URL={settings.base_url}; "
                        f"set it to http://{host}:{port} to follow them to this server.")
+        click.echo(f"Demo page: http://{host}:{port}/  (mail folder: /dev/mail)")
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
-    click.echo(f"Serving on http://{host}:{port}/" + ("  (demo page and /dev/mail)"
-                                                       if settings.development else ""))
-    # Not app.run(): Flask ignores it inside a ``flask``/FlaskGroup command.
-    run_simple(host, port, app, use_reloader=False, threaded=True)
+    from werkzeug.serving import run_simple
+
+    # run_simple rather than app.run(): Flask ignores app.run() inside its own CLI.
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
 
 @click.command("worker")
