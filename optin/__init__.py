@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask
+from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, problems, web
+from . import brand, cli, problems, web
 from .config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
 from .extensions import api, db, limiter, migrate
 from .mailer import MailTemplates, backend_from_url
@@ -37,7 +38,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.config.from_mapping(settings.flask_config())
     app.extensions["optin.settings"] = settings
     app.extensions["optin.brand"] = settings.brand
-    app.extensions["optin.mail_templates"] = MailTemplates()
+    app.extensions["optin.mail_templates"] = MailTemplates(settings.template_dir)
+    if settings.template_dir is not None:
+        _prefer_operator_templates(app, settings.template_dir)
+    for problem in brand.problems(settings.brand):
+        app.logger.warning("brand: %s", problem)
     app.extensions["optin.mail_backend"] = backend_from_url(settings.mail_url)
 
     if settings.trusted_proxies:
@@ -52,6 +57,15 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     problems.init_app(app)  # after the Api, whose own error handler it replaces
     cli.init_app(app)
     return app
+
+
+def _prefer_operator_templates(app: Flask, template_dir: Path) -> None:
+    """OPTIN_TEMPLATE_DIR's ``pages/…``, ``embed/…`` are found before the built-in ones."""
+    builtin: BaseLoader | None = app.jinja_loader
+    loaders: list[BaseLoader] = [FileSystemLoader(str(template_dir))]
+    if builtin is not None:
+        loaders.append(builtin)
+    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[method-assign,assignment]
 
 
 def _configure_logging(settings: Settings) -> None:

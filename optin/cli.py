@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -55,6 +56,10 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         upgrade()
         lists.ensure_demo_list()
         click.echo(f"Mail goes to {settings.mail_url}")
+        if urlsplit(settings.base_url).port != port:
+            click.echo(f"Note: links in mails point to OPTIN_BASE_URL={settings.base_url}; "
+                       f"set it to http://{host}:{port} to follow them to this server.")
+        click.echo(f"Demo page: http://{host}:{port}/  (mail folder: /dev/mail)")
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
@@ -102,13 +107,18 @@ def _list_or_exit(slug: str):  # noqa: ANN202
               help="Send the welcome mail after confirmation.")
 @click.option("--goodbye/--no-goodbye", default=False, show_default=True,
               help="Send a goodbye mail after unsubscribe.")
+@click.option("--sender", help="From of this list's mails, e.g. 'Example News <news@example.com>' "
+              "(default: OPTIN_MAIL_FROM).")
+@click.option("--reply-to", help="Reply-To of this list's mails (default: none).")
 def lists_create(slug: str, name: str, ac_list_id: int | None, redirect_url: tuple[str, ...],
-                 origin: tuple[str, ...], locale: str, welcome: bool, goodbye: bool) -> None:
+                 origin: tuple[str, ...], locale: str, welcome: bool, goodbye: bool,
+                 sender: str | None, reply_to: str | None) -> None:
     """Create a list."""
     try:
         mailing_list = lists.create_list(
             slug, name, ac_list_id=ac_list_id, redirect_urls=redirect_url, origins=origin,
             default_locale=locale, send_welcome=welcome, send_goodbye=goodbye,
+            sender=sender, reply_to=reply_to,
         )
     except lists.ListError as exc:
         raise click.ClickException(str(exc)) from None
@@ -123,12 +133,61 @@ def lists_list() -> None:
         click.echo(f"{mailing_list.slug}\t{mailing_list.name}\tac={mailing_list.ac_list_id or '-'}")
 
 
+@lists_group.command("update")
+@click.argument("slug")
+@click.option("--name", help="Name shown to subscribers.")
+@click.option("--ac-list-id", type=int, help="ActiveCampaign list id.")
+@click.option("--redirect-url", multiple=True,
+              help="Allowed thank-you URL (repeatable; replaces the list's URLs).")
+@click.option("--origin", multiple=True,
+              help="Origin of a landing page (repeatable; replaces the list's origins).")
+@click.option("--locale", type=click.Choice(lists.LOCALES), help="Default locale.")
+@click.option("--welcome/--no-welcome", default=None, help="Send the welcome mail.")
+@click.option("--goodbye/--no-goodbye", default=None, help="Send the goodbye mail.")
+@click.option("--sender", help="From of this list's mails; '' = OPTIN_MAIL_FROM.")
+@click.option("--reply-to", help="Reply-To of this list's mails; '' = none.")
+@click.option("--privacy-policy-url", help="Privacy policy linked from forms and pages; '' = none.")
+def lists_update(slug: str, name: str | None, ac_list_id: int | None,
+                 redirect_url: tuple[str, ...], origin: tuple[str, ...], locale: str | None,
+                 welcome: bool | None, goodbye: bool | None, sender: str | None,
+                 reply_to: str | None, privacy_policy_url: str | None) -> None:
+    """Change a list's settings (only the options given)."""
+    mailing_list = _list_or_exit(slug)
+    given = {
+        "name": name, "ac_list_id": ac_list_id, "default_locale": locale,
+        "send_welcome": welcome, "send_goodbye": goodbye, "sender": sender,
+        "reply_to": reply_to, "privacy_policy_url": privacy_policy_url,
+        "redirect_urls": list(redirect_url) or None, "origins": list(origin) or None,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one option")
+    try:
+        lists.update_list(mailing_list, **changes)
+    except lists.ListError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"updated list {slug}: {', '.join(sorted(changes))}")
+
+
 @lists_group.command("show")
 @click.argument("slug")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def lists_show(slug: str, as_json: bool) -> None:
-    """One list with its consent texts."""
+@click.option("--embed", is_flag=True,
+              help="Print the HTML signup form to paste into a landing page.")
+@click.option("--locale", type=click.Choice(lists.LOCALES),
+              help="Language of the --embed form (default: the list's).")
+def lists_show(slug: str, as_json: bool, embed: bool, locale: str | None) -> None:
+    """One list with its consent texts, or (--embed) its signup form."""
     mailing_list = _list_or_exit(slug)
+    if embed:
+        from . import embed as embedding
+
+        try:
+            click.echo(embedding.snippet(mailing_list, locale or mailing_list.default_locale,
+                                         current_settings().base_url), nl=False)
+        except embedding.EmbedError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     info = {
         "slug": mailing_list.slug,
         "name": mailing_list.name,
@@ -138,6 +197,9 @@ def lists_show(slug: str, as_json: bool) -> None:
         "origins": mailing_list.origins,
         "send_welcome": mailing_list.send_welcome,
         "send_goodbye": mailing_list.send_goodbye,
+        "sender": mailing_list.sender,
+        "reply_to": mailing_list.reply_to,
+        "privacy_policy_url": mailing_list.privacy_policy_url,
         "consent_texts": [
             {"locale": t.locale, "version": t.version, "sha256": t.sha256, "text": t.text}
             for t in mailing_list.consent_texts

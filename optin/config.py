@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
+from .brand import brand_from
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -90,6 +92,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIN_BRAND_NAME", "Newsletter", "name shown on pages and in mails"),
     Setting("OPTIN_BRAND_LOGO_URL", None, "logo on pages and in mails (your own host)"),
     Setting("OPTIN_BRAND_COLOR", "#1d4ed8", "accent colour of buttons and links"),
+    Setting("OPTIN_BRAND_TEXT_COLOR", "#1f2937", "text colour of pages and mails"),
+    Setting("OPTIN_BRAND_BACKGROUND_COLOR", "#ffffff", "background colour of the page's card and mails"),
+    Setting("OPTIN_TEMPLATE_DIR", None,
+            "folder of your own templates (`pages/`, `email/`, `embed/`), each found there "
+            "before the built-in one of the same name; default: built-in only"),
 )
 
 _KNOWN = {s.name for s in SETTINGS}
@@ -165,6 +172,7 @@ class Settings:
     log_level: str
     instance_path: Path
     brand: dict[str, str | None]
+    template_dir: Path | None = None
 
     @property
     def development(self) -> bool:
@@ -251,11 +259,15 @@ class Settings:
             email_check_deliverability=_bool(env, "OPTIN_EMAIL_CHECK_DELIVERABILITY"),
             log_level=log_level,
             instance_path=instance_path,
-            brand={
-                "name": env["OPTIN_BRAND_NAME"],
-                "logo_url": env.get("OPTIN_BRAND_LOGO_URL") or None,
-                "primary_color": _color(env["OPTIN_BRAND_COLOR"]),
-            },
+            brand=brand_from(
+                name=env["OPTIN_BRAND_NAME"],
+                logo_url=env.get("OPTIN_BRAND_LOGO_URL") or None,
+                primary_color=_color(env["OPTIN_BRAND_COLOR"]),
+                text_color=_color(env["OPTIN_BRAND_TEXT_COLOR"], "OPTIN_BRAND_TEXT_COLOR"),
+                background_color=_color(env["OPTIN_BRAND_BACKGROUND_COLOR"],
+                                        "OPTIN_BRAND_BACKGROUND_COLOR"),
+            ),
+            template_dir=_template_dir(env.get("OPTIN_TEMPLATE_DIR")),
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -278,10 +290,19 @@ class Settings:
         }
 
 
-def _color(value: str) -> str:
+def _color(value: str, name: str = "OPTIN_BRAND_COLOR") -> str:
     if not re.fullmatch(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?", value):
-        raise ConfigError(f"OPTIN_BRAND_COLOR must be a hex colour like #1d4ed8, got {value!r}")
+        raise ConfigError(f"{name} must be a hex colour like #1d4ed8, got {value!r}")
     return value
+
+
+def _template_dir(raw: str | None) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"OPTIN_TEMPLATE_DIR must be an existing folder, got {raw!r}")
+    return path
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

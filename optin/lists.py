@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from email.headerregistry import Address
+from email.utils import getaddresses
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -54,6 +57,8 @@ def create_list(
     default_locale: str = "de",
     send_welcome: bool = True,
     send_goodbye: bool = False,
+    sender: str | None = None,
+    reply_to: str | None = None,
 ) -> MailingList:
     """Create a list (committed). Slugs are lowercase words joined by hyphens."""
     if not slug or not all(c.isalnum() or c == "-" for c in slug) or slug != slug.lower():
@@ -71,8 +76,62 @@ def create_list(
         default_locale=default_locale,
         send_welcome=send_welcome,
         send_goodbye=send_goodbye,
+        sender=_mail_address(sender, "sender"),
+        reply_to=_mail_address(reply_to, "reply-to"),
     )
     db.session.add(mailing_list)
+    db.session.commit()
+    return mailing_list
+
+
+def _mail_address(value: str | None, what: str) -> str | None:
+    """``news@example.com`` or ``Example News <news@example.com>``, or None for the default."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or any(c in value for c in "\r\n"):
+        raise ListError(f"{what} must be one address like 'News <news@example.com>': {value!r}")
+    name, addr = parsed[0]
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or "." not in domain:
+        raise ListError(f"{what} must be one address like 'News <news@example.com>': {value!r}")
+    return str(Address(display_name=name, addr_spec=addr))
+
+
+# What ``update_list`` may change, and how each new value is checked.
+_UPDATABLE = {
+    "name": lambda v: v,
+    "ac_list_id": lambda v: v,
+    "redirect_urls": lambda v: [_check_url(u, "redirect URL") for u in v],
+    "origins": lambda v: [_origin(o) for o in v],
+    "default_locale": lambda v: _locale(v),
+    "send_welcome": bool,
+    "send_goodbye": bool,
+    "sender": lambda v: _mail_address(v, "sender"),
+    "reply_to": lambda v: _mail_address(v, "reply-to"),
+    "privacy_policy_url": lambda v: _check_url(v, "privacy policy URL") if v else None,
+}
+
+
+def _locale(value: str) -> str:
+    if value not in LOCALES:
+        raise ListError(f"locale must be one of {', '.join(LOCALES)}")
+    return value
+
+
+def update_list(mailing_list: MailingList, **changes: Any) -> MailingList:
+    """Change a list's settings (committed); every value is checked before any is set.
+
+    An empty ``sender``/``reply_to`` goes back to the default (OPTIN_MAIL_FROM, none).
+    The slug never changes: forms and ActiveCampaign refer to it.
+    """
+    unknown = set(changes) - set(_UPDATABLE)
+    if unknown:
+        raise ListError(f"cannot change {', '.join(sorted(unknown))}")
+    checked = {key: _UPDATABLE[key](value) for key, value in changes.items()}
+    for key, value in checked.items():
+        setattr(mailing_list, key, value)
     db.session.commit()
     return mailing_list
 

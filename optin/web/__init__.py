@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from ..extensions import api
-from . import health, links, operator, subscribe
+from . import health, links, operator, pages, subscribe
 
 # No inline script or style, nothing from third parties, never framed.
 CSP = (
@@ -31,4 +31,10 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(links.bp)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_blueprint(operator.bp)
+    app.register_blueprint(pages.bp)
+    # The demo landing page and the mail viewer: development only, never in production.
+    if app.extensions["optin.settings"].development:
+        from . import demo
+
+        app.register_blueprint(demo.bp)
     app.after_request(_security_headers)

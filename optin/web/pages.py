@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, make_response, render_template, request
+from flask import Blueprint, Response, current_app, has_request_context, make_response, render_template
+from flask import request as flask_request
 
+from ..brand import stylesheet
 from ..lists import LOCALES
 from ..models import MailingList
 
+bp = Blueprint("pages", __name__)
+
 
 def pick_locale(preferred: str | None = None, mailing_list: MailingList | None = None) -> str:
-    """The signup's locale, else the browser's (Accept-Language), else the list's default."""
+    """The language of a page, from the most to the least specific hint.
+
+    1. ``preferred``: the locale the signup was made in (its consent text's),
+    2. a ``locale`` parameter of the request (the embedded form sends one, so the
+       thank-you and error pages after a form post speak the form's language),
+    3. the browser's Accept-Language (``de-AT`` counts as ``de``),
+    4. the list's default locale, 5. English.
+    """
     if preferred in LOCALES:
         return preferred  # type: ignore[return-value]
-    best = request.accept_languages.best_match(LOCALES) if request else None
-    if best:
-        return best
+    if has_request_context():
+        asked = flask_request.values.get("locale")
+        if asked in LOCALES:
+            return asked
+        best = flask_request.accept_languages.best_match(LOCALES)
+        if best:
+            return best
     if mailing_list is not None and mailing_list.default_locale in LOCALES:
         return mailing_list.default_locale
     return "en"
@@ -24,15 +39,28 @@ def pick_locale(preferred: str | None = None, mailing_list: MailingList | None =
 
 def render_page(name: str, *, status: int = 200, locale: str | None = None,
                 mailing_list: MailingList | None = None, **context: Any) -> Response:
+    """``templates/pages/<name>.<locale>.html`` (an operator's copy first, see OPTIN_TEMPLATE_DIR)."""
     locale = pick_locale(locale, mailing_list)
     html = render_template(
         f"pages/{name}.{locale}.html",
         locale=locale,
         brand=current_app.extensions["optin.brand"],
         list=mailing_list,
+        status=status,
         **context,
     )
     response = make_response(html, status)
     response.headers["Content-Language"] = locale
     response.vary.add("Accept-Language")
     return response
+
+
+@bp.get("/brand.css")
+def brand_css() -> Response:
+    """The brand colours as CSS custom properties (no inline style under our CSP)."""
+    response = make_response(stylesheet(current_app.extensions["optin.brand"]))
+    response.mimetype = "text/css"
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
+    response.add_etag()
+    return response.make_conditional(flask_request)
