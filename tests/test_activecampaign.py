@@ -21,17 +21,8 @@ from optin.activecampaign import (
     TransientError,
     parse_retry_after,
 )
-from tests.fake_activecampaign import FakeActiveCampaign
 
 ADA = "ada@example.org"
-
-
-# Fixtures live here for now; the lead moves them to conftest.py later.
-@pytest.fixture
-def fake_ac():
-    """A fresh fake ActiveCampaign per test (its rate-limit window included)."""
-    with FakeActiveCampaign(lists={1: "Newsletter", 2: "Product news"}) as server:
-        yield server
 
 
 @pytest.fixture
