@@ -15,7 +15,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from . import lists, outbox
+from . import backfill, lists, outbox, reconcile  # reconcile registers the periodic job
 from .config import ConfigError, current_settings
 from .extensions import db
 from .worker import Worker
@@ -377,6 +377,98 @@ def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
 
 
 commands.extend([serve, worker_command, proof_command])
+# --- ActiveCampaign ------------------------------------------------------------------------
+
+ac_group = AppGroup("ac", help="ActiveCampaign: bulk sync and drift repair.")
+commands.append(ac_group)
+
+
+def _ac_lists(slug: str | None) -> list:
+    """The named list, or every list mapped to an ActiveCampaign list."""
+    if slug:
+        mailing_list = _list_or_exit(slug)
+        if mailing_list.ac_list_id is None:
+            raise click.ClickException(f"list {slug!r} has no ActiveCampaign list id")
+        return [mailing_list]
+    found = [m for m in lists.all_lists() if m.ac_list_id is not None]
+    if not found:
+        raise click.ClickException("no list has an ActiveCampaign list id "
+                                   "(`optin lists create SLUG --ac-list-id ID`)")
+    return found
+
+
+@ac_group.command("backfill")
+@click.option("--list", "slug", help="Only this list (default: every list with an AC list id).")
+@click.option("--batch", default=250, show_default=True, type=click.IntRange(1, 250),
+              help="Contacts per bulk import.")
+@click.option("--restart", is_flag=True, help="Ignore where an interrupted run stopped.")
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(0, 100),
+              help="Retries of a failing import before the run stops (to be resumed).")
+def ac_backfill(slug: str | None, batch: int, restart: bool, retries: int) -> None:
+    """Push every confirmed contact (and every withdrawal, as unsubscribed) in bulk imports.
+
+    Resumable: an interrupted run continues where it stopped when run again.
+    """
+    if current_settings().ac_dry_run:
+        click.echo("dry-run: OPTIN_AC_URL is unset; nothing is sent, each would-be import "
+                   "is logged and ledgered as skipped")
+    trouble = False
+    for mailing_list in _ac_lists(slug):
+        after = None if restart else backfill.cursor(mailing_list)
+        if after:
+            click.echo(f"{mailing_list.slug}: resuming after subscription {after}")
+        interrupted = None
+        with click.progressbar(length=backfill.remaining(mailing_list, after),
+                               label=f"{mailing_list.slug} -> ActiveCampaign list "
+                                     f"{mailing_list.ac_list_id}") as bar:
+            try:
+                summary = backfill.backfill(mailing_list, batch=batch, restart=restart,
+                                            retries=retries, progress=bar.update)
+            except backfill.BackfillInterrupted as exc:
+                summary, interrupted = exc.summary, exc
+        click.echo(f"{mailing_list.slug}: sent {summary.sent}, skipped {summary.skipped}, "
+                   f"failed {summary.failed} ({summary.requests} requests)")
+        if interrupted is not None:
+            click.echo(f"{mailing_list.slug}: interrupted: {interrupted}; run the same command "
+                       "again to resume", err=True)
+        elif summary.failed:
+            click.echo(f"{mailing_list.slug}: ActiveCampaign rejected {summary.failed} contacts "
+                       "(see the log); fix them and run again with --restart", err=True)
+        trouble = trouble or interrupted is not None or summary.failed > 0
+    if trouble:
+        sys.exit(1)
+
+
+@ac_group.command("reconcile")
+@click.option("--list", "slug", help="Only this list (default: every list with an AC list id).")
+@click.option("--dry-run", is_flag=True, help="Report the drift; change nothing.")
+def ac_reconcile(slug: str | None, dry_run: bool) -> None:
+    """Compare ActiveCampaign's list members with the consent records and repair the drift."""
+    from .activecampaign import ActiveCampaignError
+
+    if current_settings().ac_dry_run:
+        click.echo("dry-run: OPTIN_AC_URL is unset; there is no ActiveCampaign list to compare")
+        return
+    for mailing_list in _ac_lists(slug):
+        try:
+            report = reconcile.reconcile(mailing_list, dry_run=dry_run)
+        except ActiveCampaignError as exc:
+            raise click.ClickException(f"{mailing_list.slug}: {exc}") from None
+        suffix = " (dry run: nothing changed)" if dry_run else ""
+        click.echo(f"{report.list_slug} <-> ActiveCampaign list {report.ac_list_id}: "
+                   f"{report.members} members compared{suffix}")
+        for kind, (drift, done, would) in reconcile.KINDS.items():
+            found = [f for f in report.findings if f.kind == kind]
+            if found:
+                click.echo(f"  {drift}: {len(found)} ({would if dry_run else done})")
+                for f in found:
+                    click.echo(f"    {f.email or '(address minimized)'}"
+                               f"{f' (contact {f.ac_contact_id})' if f.ac_contact_id else ''}")
+        if not report.findings:
+            click.echo("  no drift")
+
+
+commands.extend([serve, worker_command])
 
 
 def init_app(app) -> None:  # noqa: ANN001

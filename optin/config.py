@@ -67,6 +67,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIN_AC_API_KEY", None, "ActiveCampaign API key"),
     Setting("OPTIN_AC_WEBHOOK_SECRET", None,
             "shared secret ActiveCampaign webhooks carry; unset = webhooks refused"),
+    Setting("OPTIN_AC_RATE_LIMIT", "4.5",
+            "ActiveCampaign requests per second, all workers together (the account allows 5)"),
+    Setting("OPTIN_AC_FIELD_MAP", None,
+            "personal fields sent to ActiveCampaign custom fields, `name:field id,…` "
+            "(e.g. `company:3,role:7`); unset = only address and names"),
+    Setting("OPTIN_AC_RECONCILE_MINUTES", "60",
+            "how often the worker compares ActiveCampaign's lists with the service; 0 = never"),
+    Setting("OPTIN_AC_TIMEOUT_SECONDS", "10",
+            "read timeout of one ActiveCampaign request"),
     Setting("OPTIN_ADMIN_TOKENS", None,
             "comma-separated bearer tokens for the operator API (`name:token` names one for "
             "the audit trail); unset = operator API refused"),
@@ -129,6 +138,28 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be 0 or 1, got {env[name]!r}")
 
 
+def _positive(env: Mapping[str, str], name: str) -> float:
+    value = _float(env, name)
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a number above 0, got {env[name]!r}")
+    return value
+
+
+def _field_map(raw: str | None) -> dict[str, str]:
+    """``company:3,role:7`` -> {"company": "3", "role": "7"} (our field name -> AC field id)."""
+    mapping: dict[str, str] = {}
+    for entry in filter(None, (p.strip() for p in (raw or "").split(","))):
+        name, sep, field_id = (part.strip() for part in entry.partition(":"))
+        if not sep or not name or not field_id.isdigit():
+            raise ConfigError(
+                f"OPTIN_AC_FIELD_MAP entry {entry!r} must look like name:field_id (e.g. company:3)"
+            )
+        if name in mapping:
+            raise ConfigError(f"OPTIN_AC_FIELD_MAP names {name!r} twice")
+        mapping[name] = field_id
+    return mapping
+
+
 def _admin_tokens(raw: str | None) -> dict[str, str]:
     """``name:token`` or bare ``token`` entries → {token: name}."""
     tokens: dict[str, str] = {}
@@ -158,6 +189,10 @@ class Settings:
     ac_url: str | None
     ac_api_key: str | None = field(repr=False)
     ac_webhook_secret: str | None = field(repr=False)
+    ac_rate_limit: float
+    ac_field_map: dict[str, str]
+    ac_reconcile_minutes: int
+    ac_timeout_seconds: float
     admin_tokens: dict[str, str] = field(repr=False)
     trusted_proxies: int
     ratelimit_storage_url: str = field(repr=False)
@@ -230,6 +265,10 @@ class Settings:
         ac_key = env.get("OPTIN_AC_API_KEY") or None
         if ac_url and not ac_key:
             raise ConfigError("OPTIN_AC_API_KEY is required when OPTIN_AC_URL is set")
+        ac_parts = urlsplit(ac_url or "")
+        if ac_url and (ac_parts.scheme not in {"http", "https"} or not ac_parts.netloc
+                       or ac_parts.query):
+            raise ConfigError("OPTIN_AC_URL must look like https://<account>.api-us1.com")
 
         log_level = env["OPTIN_LOG_LEVEL"].upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -246,6 +285,10 @@ class Settings:
             ac_url=ac_url,
             ac_api_key=ac_key,
             ac_webhook_secret=env.get("OPTIN_AC_WEBHOOK_SECRET") or None,
+            ac_rate_limit=_positive(env, "OPTIN_AC_RATE_LIMIT"),
+            ac_field_map=_field_map(env.get("OPTIN_AC_FIELD_MAP")),
+            ac_reconcile_minutes=_int(env, "OPTIN_AC_RECONCILE_MINUTES"),
+            ac_timeout_seconds=_positive(env, "OPTIN_AC_TIMEOUT_SECONDS"),
             admin_tokens=_admin_tokens(env.get("OPTIN_ADMIN_TOKENS")),
             trusted_proxies=_int(env, "OPTIN_TRUSTED_PROXIES"),
             ratelimit_storage_url=env["OPTIN_RATELIMIT_STORAGE_URL"],

@@ -228,7 +228,9 @@ def _signup(
 
 
 def _locked(subscription_id: int) -> Subscription | None:
-    return db.session.get(Subscription, subscription_id, with_for_update=True)
+    # populate_existing: the view may have loaded the row before the lock; use what the lock sees.
+    return db.session.get(Subscription, subscription_id, with_for_update=True,
+                          populate_existing=True)
 
 
 def confirm(subscription_id: int, nonce: str, client: Client) -> str:

@@ -30,6 +30,8 @@ from optin import create_app, lists
 from optin.extensions import db
 from optin.worker import Worker
 
+from .fake_activecampaign import FakeActiveCampaign
+
 PG_URL = os.environ.get("OPTIN_TEST_DATABASE_URL")
 SECRET = "test-secret-key-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -244,3 +246,44 @@ def confirmed(app: Flask, client: FlaskClient, signed_up, mailbox: Mailbox):
         return links(mailbox.to(address)[-1])["unsubscribe"]
 
     return _confirmed
+
+
+# --- a fake ActiveCampaign ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_ac() -> Iterator[FakeActiveCampaign]:
+    """A fresh fake ActiveCampaign per test (its rate-limit window included)."""
+    with FakeActiveCampaign(lists={1: "Newsletter", 2: "Product news"}) as server:
+        yield server
+
+
+def with_fake_ac(config: dict[str, str], fake: FakeActiveCampaign) -> dict[str, str]:
+    """``config`` with ActiveCampaign sync live against ``fake`` (not dry-run)."""
+    config.update(OPTIN_AC_URL=fake.url, OPTIN_AC_API_KEY=fake.api_key)
+    return config
+
+
+@pytest.fixture
+def ac_config(app_config: dict[str, str], fake_ac: FakeActiveCampaign) -> dict[str, str]:
+    """``app_config`` pointing at ``fake_ac``. It must be set up before ``app``: list it
+    first, use ``pytest.mark.usefixtures("ac_config")``, or override ``app_config`` in the
+    module with ``with_fake_ac``."""
+    return with_fake_ac(app_config, fake_ac)
+
+
+@pytest.fixture
+def ac_app(ac_config: dict[str, str], request: pytest.FixtureRequest) -> Flask:
+    """The app with ActiveCampaign sync live against ``fake_ac``."""
+    return request.getfixturevalue("app")
+
+
+@pytest.fixture
+def ac_newsletter(ac_app: Flask, newsletter: dict[str, Any]) -> dict[str, Any]:
+    """``newsletter`` mapped to ActiveCampaign list 1, with sync live against ``fake_ac``."""
+    from optin.models import MailingList
+
+    with ac_app.app_context():
+        db.session.get(MailingList, newsletter["id"]).ac_list_id = 1
+        db.session.commit()
+    return {**newsletter, "ac_list_id": 1}

@@ -196,6 +196,14 @@ class FakeActiveCampaign:
             record = self._members.get((contact_id or "", str(list_id)))
             return None if record is None else int(record["status"])
 
+    def delete_contact(self, email: str) -> None:
+        """Delete a contact and its list memberships, as an ActiveCampaign user can."""
+        with self._lock:
+            contact_id = self._by_email.pop(email.strip().lower())
+            del self._contacts[contact_id]
+            for key in [k for k in self._members if k[0] == contact_id]:
+                del self._members[key]
+
     @property
     def contact_count(self) -> int:
         return len(self._contacts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from ..extensions import api
-from . import health, links, operator, pages, subscribe
+from . import health, links, operator, pages, subscribe, webhooks
 
 # No inline script or style, nothing from third parties, never framed.
 CSP = (
@@ -28,6 +28,7 @@ def _security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     api.register_blueprint(subscribe.bp)
     api.register_blueprint(health.bp)
+    api.register_blueprint(webhooks.bp)
     app.register_blueprint(links.bp)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_blueprint(operator.bp)
