@@ -147,16 +147,21 @@ def lists_list() -> None:
 @click.option("--sender", help="From of this list's mails; '' = OPTIN_MAIL_FROM.")
 @click.option("--reply-to", help="Reply-To of this list's mails; '' = none.")
 @click.option("--privacy-policy-url", help="Privacy policy linked from forms and pages; '' = none.")
+@click.option("--controller", help="Controller named in consent receipts, e.g. 'Example GmbH, "
+              "Berlin'; '' = the brand name.")
+@click.option("--purpose", help="Purpose named in consent receipts; '' = 'Newsletter … by email'.")
 def lists_update(slug: str, name: str | None, ac_list_id: int | None,
                  redirect_url: tuple[str, ...], origin: tuple[str, ...], locale: str | None,
                  welcome: bool | None, goodbye: bool | None, sender: str | None,
-                 reply_to: str | None, privacy_policy_url: str | None) -> None:
+                 reply_to: str | None, privacy_policy_url: str | None, controller: str | None,
+                 purpose: str | None) -> None:
     """Change a list's settings (only the options given)."""
     mailing_list = _list_or_exit(slug)
     given = {
         "name": name, "ac_list_id": ac_list_id, "default_locale": locale,
         "send_welcome": welcome, "send_goodbye": goodbye, "sender": sender,
         "reply_to": reply_to, "privacy_policy_url": privacy_policy_url,
+        "controller": controller, "purpose": purpose,
         "redirect_urls": list(redirect_url) or None, "origins": list(origin) or None,
     }
     changes = {key: value for key, value in given.items() if value is not None}

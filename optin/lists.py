@@ -111,6 +111,8 @@ _UPDATABLE = {
     "sender": lambda v: _mail_address(v, "sender"),
     "reply_to": lambda v: _mail_address(v, "reply-to"),
     "privacy_policy_url": lambda v: _check_url(v, "privacy policy URL") if v else None,
+    "controller": lambda v: v.strip() or None,  # who is responsible, for the consent receipt
+    "purpose": lambda v: v.strip() or None,
 }
 
 

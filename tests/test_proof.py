@@ -123,6 +123,17 @@ def test_consent_receipt_in_kantara_shape(app, client, anna):
     assert again["consentReceiptID"] == receipt["consentReceiptID"]
 
 
+def test_receipt_names_the_controller_policy_and_purpose_set_by_the_operator(client, runner, anna):
+    result = runner.invoke(args=["lists", "update", "newsletter", "--controller",
+                                 "Example GmbH, Berlin", "--purpose", "Monthly product news",
+                                 "--privacy-policy-url", "https://www.example.com/privacy"])
+    assert result.exit_code == 0, result.output
+    receipt = client.get(PROOF + "&format=receipt", headers=AUTH).json
+    assert receipt["policyUrl"] == "https://www.example.com/privacy"
+    assert receipt["piiControllers"][0]["piiController"] == "Example GmbH, Berlin"
+    assert receipt["services"][0]["purposes"][0]["purpose"] == "Monthly product news"
+
+
 def test_proof_cli_in_every_format(app, runner, anna):
     text = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter"])
     assert text.exit_code == 0, text.output
