@@ -4,8 +4,13 @@ Every value can be overridden with gunicorn's own ``GUNICORN_CMD_ARGS`` or
 command-line flags. The outbox worker is a separate process (``optin worker``).
 """
 
+import json
 import multiprocessing
 import os
+import re
+from datetime import UTC, datetime
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Requests are short and mostly wait on the database: a few processes per core.
@@ -16,8 +21,61 @@ graceful_timeout = 30
 keepalive = 5
 max_requests = 10_000  # recycle workers now and then, bounding any slow growth
 max_requests_jitter = 1_000
-# No query strings in the access log: operator calls carry addresses there.
+# No query strings in the access log (operator calls carry addresses there), no client IP,
+# no user agent, no link token: the request id (optin's X-Request-ID answer header) ties a
+# line to the app's own log lines instead. One JSON object a line like the app's, unless
+# OPTIN_LOG_FORMAT=text, which uses this format:
 accesslog = "-"
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+access_log_format = ('request_id=%({x-request-id}o)s method=%(m)s path="%(U)s" status=%(s)s '
+                     'bytes=%(B)s duration_ms=%(M)s')
 errorlog = "-"
+ACCESS_LOG_JSON = os.environ.get("OPTIN_LOG_FORMAT", "json").strip().lower() != "text"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger, its access log with the token of /confirm/<token> and
+    /unsubscribe/<token> blanked (a logged token could confirm or unsubscribe someone),
+    control characters escaped (a %0A in a path must not forge a line), and JSON lines."""
+
+    def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
+        from optin.logs import scrub_path
+
+        atoms = super().atoms(resp, req, environ, request_time)
+        path = scrub_path(atoms["U"] or "")
+        atoms["U"] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
+        return atoms
+
+    def access(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
+        if not ACCESS_LOG_JSON:
+            return super().access(resp, req, environ, request_time)
+        if not self.access_log_enabled:
+            return None
+        atoms = self.atoms(resp, req, environ, request_time)
+        line = {
+            "time": datetime.now(UTC).isoformat(), "level": "INFO", "logger": "gunicorn.access",
+            "request_id": atoms.get("{x-request-id}o", "-"), "method": atoms["m"],
+            "path": atoms["U"],
+            "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+            "bytes": atoms["B"], "duration_ms": atoms["M"],
+        }
+        self.access_log.info("%s", json.dumps(line, ensure_ascii=False))
+        return None
+
+
+logger_class = AccessLogger
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    if workers > 1 and not os.environ.get("OPTIN_METRICS_DIR"):
+        server.log.warning("OPTIN_METRICS_DIR is unset: each of the %s workers answers /metrics "
+                           "with its own counts only (see README, Metrics)", workers)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    """With OPTIN_METRICS_DIR, a dead worker's counts stay summed in /metrics; this only
+    drops its live-process gauges (prometheus-client's multi-process mode)."""
+    from optin import metrics
+
+    metrics.mark_process_dead(worker.pid)

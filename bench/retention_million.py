@@ -26,6 +26,7 @@ name must contain "bench" (or pass --force).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -144,6 +145,7 @@ def main() -> None:
                         help="confirmed subscriptions that must stay (default: rows / 10)")
     parser.add_argument("--batch", type=int, default=retention.DEFAULT_BATCH)
     parser.add_argument("--force", action="store_true", help="allow a database not named *bench*")
+    parser.add_argument("--json", action="store_true", help="also print a JSON line (for bench/)")
     args = parser.parse_args()
     active = args.rows // 10 if args.active is None else args.active
     url = sa.engine.make_url(args.database_url)
@@ -189,6 +191,10 @@ def main() -> None:
         print(f"\n{args.rows:,} lapsed subscriptions ({3 * args.rows:,} events): "
               f"optin {optin_seconds:.1f} s, hand-written {hand_seconds:.1f} s, "
               f"ratio {optin_seconds / hand_seconds:.2f}")
+        if args.json:
+            print("JSON " + json.dumps({"rows": args.rows, "active": active, "batch": args.batch,
+                                        "optin_seconds": round(optin_seconds, 2),
+                                        "hand_seconds": round(hand_seconds, 2)}))
         db.session.remove()
         db.engine.dispose()
 

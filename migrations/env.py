@@ -12,7 +12,11 @@ config = context.config
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
 # keep the app's loggers (the default would silence them after an upgrade)
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# and optin's own handler (JSON logs) when the app configured one (optin/logs.py)
+if any(h.name == "optin" for h in logging.getLogger().handlers):
+    logging.getLogger("alembic").setLevel(logging.INFO)
+else:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

@@ -6,7 +6,6 @@ environment (or ``test_config``), extensions, mail backend, blueprints, CLI.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +14,9 @@ from flask import Flask
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import brand, cli, problems, web
+from . import brand, cli, limits, logs, metrics, problems, web
 from .config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from .extensions import api, db, limiter, migrate
+from .extensions import api, db, migrate
 from .mailer import MailTemplates, backend_from_url
 
 __all__ = ["create_app"]
@@ -31,7 +30,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     settings = Settings.from_env(environ, Path(app.instance_path))
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
-    _configure_logging(settings)
+    logs.init_app(app, settings)
     for name in unknown_variables(environ):
         app.logger.warning("ignoring unknown setting %s (typo?)", name)
 
@@ -51,9 +50,10 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    limiter.init_app(app)
+    limits.init_app(app)
     api.init_app(app)
     web.init_app(app)
+    metrics.init_app(app)
     problems.init_app(app)  # after the Api, whose own error handler it replaces
     cli.init_app(app)
     return app
@@ -67,9 +67,3 @@ def _prefer_operator_templates(app: Flask, template_dir: Path) -> None:
         loaders.append(builtin)
     app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[method-assign,assignment]
 
-
-def _configure_logging(settings: Settings) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("optin").setLevel(settings.log_level)

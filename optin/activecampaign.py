@@ -42,6 +42,7 @@ STATUS_UNCONFIRMED, STATUS_ACTIVE, STATUS_UNSUBSCRIBED, STATUS_BOUNCED = 0, 1, 2
 BULK_IMPORT_MAX = 250  # contacts per POST import/bulk_import
 PAGE_MAX = 100  # largest ``limit`` a collection endpoint accepts
 # Bulk import allows 100 calls a minute; past it a 400 says "retry this request in a minute".
+BULK_IMPORTS_PER_MINUTE = 100
 BULK_RATE_LIMIT_WAIT = 60.0
 POOL_SIZE = 10
 _TEXT_MAX = 500

@@ -15,7 +15,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from . import backfill, lists, outbox, reconcile  # reconcile registers the periodic job
+from . import backfill, lists, metrics, outbox, reconcile  # reconcile registers the periodic job
 from .config import ConfigError, current_settings
 from .extensions import db
 from .worker import Worker
@@ -73,9 +73,16 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 @with_appcontext
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
 @click.option("--batch", default=20, show_default=True, help="Rows claimed at a time.")
-def worker_command(once: bool, batch: int) -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on this port (for hosts without a web process).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="Address the metrics port listens on.")
+def worker_command(once: bool, batch: int, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver the outbox (mails, ActiveCampaign) until SIGTERM."""
-    worker = Worker(current_app._get_current_object(), batch=batch)  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    worker = Worker(app, batch=batch)
+    if metrics_port:
+        metrics.serve(app, metrics_port, metrics_host)
     if once:
         click.echo(f"delivered {worker.drain()} outbox rows")
         return
@@ -472,8 +479,6 @@ def ac_reconcile(slug: str | None, dry_run: bool) -> None:
         if not report.findings:
             click.echo("  no drift")
 
-
-commands.extend([serve, worker_command])
 
 
 def init_app(app) -> None:  # noqa: ANN001

@@ -7,6 +7,8 @@ A wrong value stops the app with one line that names the variable.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -80,7 +82,21 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated bearer tokens for the operator API (`name:token` names one for "
             "the audit trail); unset = operator API refused"),
     Setting("OPTIN_TRUSTED_PROXIES", "0", "how many proxies' X-Forwarded-For hops to trust"),
-    Setting("OPTIN_RATELIMIT_STORAGE_URL", "memory://", "`memory://` or `redis://…`"),
+    Setting("OPTIN_RATELIMIT_STORAGE_URL", "memory://",
+            "where rate-limit counts live: `memory://` (one process) or `redis://host:port/db` "
+            "(shared by every host and worker process; also `rediss://`, `redis+sentinel://`, "
+            "`redis+cluster://`)"),
+    Setting("OPTIN_RATELIMIT_SIGNUP", "10/minute;100/hour",
+            "signups (`POST /v1/subscriptions`) per client IP (IPv6: per /64); `;` separates "
+            "limits, e.g. `10/minute;100/hour`"),
+    Setting("OPTIN_RATELIMIT_LINKS", "20/minute;200/hour",
+            "requests per client IP to the confirm and unsubscribe links (page and button)"),
+    Setting("OPTIN_RATELIMIT_WEBHOOK", "300/minute",
+            "ActiveCampaign webhook posts per client IP (a refused one is caught up by "
+            "`optin ac reconcile`)"),
+    Setting("OPTIN_MAILS_PER_ADDRESS_PER_DAY", "3",
+            "confirmation mails to one address in 24 hours, whatever the IP or list; signups "
+            "beyond it are answered as usual and send no mail"),
     Setting("OPTIN_CONFIRM_TTL_HOURS", "72", "validity of a confirmation link"),
     Setting("OPTIN_RESEND_INTERVAL_MINUTES", "15",
             "a pending signup that signs up again gets at most one new mail per interval"),
@@ -95,6 +111,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIN_EMAIL_CHECK_DELIVERABILITY", "0",
             "1 = look up the address's domain in DNS at signup"),
     Setting("OPTIN_LOG_LEVEL", "INFO", "log level"),
+    Setting("OPTIN_LOG_FORMAT", None,
+            "`json` (one object a line, with `request_id`) or `text`; default: json in "
+            "production, text in development"),
+    Setting("OPTIN_METRICS_DIR", None,
+            "folder where every optin process of a host keeps its Prometheus counters, so "
+            "`/metrics` adds up all gunicorn workers (and `optin worker`s); required with "
+            "several gunicorn workers; default: unset (counters of this process only)"),
     Setting("OPTIN_INSTANCE_PATH", None,
             "folder for the development database, secret key and mail; default: Flask's "
             "instance folder"),
@@ -143,6 +166,37 @@ def _positive(env: Mapping[str, str], name: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a number above 0, got {env[name]!r}")
     return value
+
+
+# The storages of the ``limits`` package that optin supports (and that throttle.py understands).
+STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+
+
+def _storage_url(raw: str) -> str:
+    scheme, sep, _ = raw.partition("://")
+    if not sep or scheme not in STORAGE_SCHEMES:
+        others = ", ".join(f"{s}://" for s in STORAGE_SCHEMES[2:])
+        raise ConfigError(
+            f"OPTIN_RATELIMIT_STORAGE_URL must start with memory:// or redis:// (or {others}), "
+            f"got {'a ' + scheme + ':// URL' if sep else 'no scheme'}"
+        )
+    return raw
+
+
+def _rate_limit(env: Mapping[str, str], name: str) -> str:
+    """``10/minute;100/hour``: checked with the ``limits`` parser Flask-Limiter uses."""
+    from limits import parse_many
+
+    raw = env[name].strip()
+    try:
+        parsed = parse_many(raw)
+    except ValueError:
+        parsed = []
+    if not parsed or any(item.amount < 1 for item in parsed):
+        raise ConfigError(
+            f"{name} must look like 10/minute or 10/minute;100/hour, got {env[name]!r}"
+        )
+    return raw
 
 
 def _field_map(raw: str | None) -> dict[str, str]:
@@ -196,6 +250,10 @@ class Settings:
     admin_tokens: dict[str, str] = field(repr=False)
     trusted_proxies: int
     ratelimit_storage_url: str = field(repr=False)
+    ratelimit_signup: str
+    ratelimit_links: str
+    ratelimit_webhook: str
+    mails_per_address_per_day: int
     confirm_ttl_hours: int
     resend_interval_minutes: int
     pending_retention_days: int
@@ -205,6 +263,8 @@ class Settings:
     worker_poll_seconds: float
     email_check_deliverability: bool
     log_level: str
+    log_format: str
+    metrics_dir: Path | None
     instance_path: Path
     brand: dict[str, str | None]
     template_dir: Path | None = None
@@ -274,6 +334,11 @@ class Settings:
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"OPTIN_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+        log_format = (env.get("OPTIN_LOG_FORMAT") or
+                      ("text" if mode == "development" else "json")).lower()
+        if log_format not in {"json", "text"}:
+            raise ConfigError(f"OPTIN_LOG_FORMAT must be json or text, got {log_format!r}")
+
         return cls(
             env=mode,
             database_url=database_url,
@@ -291,7 +356,11 @@ class Settings:
             ac_timeout_seconds=_positive(env, "OPTIN_AC_TIMEOUT_SECONDS"),
             admin_tokens=_admin_tokens(env.get("OPTIN_ADMIN_TOKENS")),
             trusted_proxies=_int(env, "OPTIN_TRUSTED_PROXIES"),
-            ratelimit_storage_url=env["OPTIN_RATELIMIT_STORAGE_URL"],
+            ratelimit_storage_url=_storage_url(env["OPTIN_RATELIMIT_STORAGE_URL"]),
+            ratelimit_signup=_rate_limit(env, "OPTIN_RATELIMIT_SIGNUP"),
+            ratelimit_links=_rate_limit(env, "OPTIN_RATELIMIT_LINKS"),
+            ratelimit_webhook=_rate_limit(env, "OPTIN_RATELIMIT_WEBHOOK"),
+            mails_per_address_per_day=_int(env, "OPTIN_MAILS_PER_ADDRESS_PER_DAY", 1),
             confirm_ttl_hours=_int(env, "OPTIN_CONFIRM_TTL_HOURS", 1),
             resend_interval_minutes=_int(env, "OPTIN_RESEND_INTERVAL_MINUTES"),
             pending_retention_days=_int(env, "OPTIN_PENDING_RETENTION_DAYS", 1),
@@ -301,6 +370,8 @@ class Settings:
             worker_poll_seconds=_float(env, "OPTIN_WORKER_POLL_SECONDS"),
             email_check_deliverability=_bool(env, "OPTIN_EMAIL_CHECK_DELIVERABILITY"),
             log_level=log_level,
+            log_format=log_format,
+            metrics_dir=_metrics_dir(env.get("OPTIN_METRICS_DIR")),
             instance_path=instance_path,
             brand=brand_from(
                 name=env["OPTIN_BRAND_NAME"],
@@ -324,6 +395,11 @@ class Settings:
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
             "RATELIMIT_STORAGE_URI": self.ratelimit_storage_url,
+            # Counts slide over the window (two counters per key, unlike a moving window's list).
+            "RATELIMIT_STRATEGY": "sliding-window-counter",
+            "RATELIMIT_KEY_PREFIX": "optin",
+            # A storage outage lets requests through (logged) rather than failing signups.
+            "RATELIMIT_SWALLOW_ERRORS": True,
             "MAX_CONTENT_LENGTH": 64 * 1024,
             "API_TITLE": "optin",
             "API_VERSION": "1",
@@ -346,6 +422,27 @@ def _template_dir(raw: str | None) -> Path | None:
     if not path.is_dir():
         raise ConfigError(f"OPTIN_TEMPLATE_DIR must be an existing folder, got {raw!r}")
     return path
+
+
+def _metrics_dir(raw: str | None) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"OPTIN_METRICS_DIR {raw!r} cannot be created: {exc.strerror}") from None
+    return path.resolve()
+
+
+def export_metrics_dir(environ: Mapping[str, str] = os.environ) -> None:
+    """Hand OPTIN_METRICS_DIR to prometheus-client, which reads PROMETHEUS_MULTIPROC_DIR
+    itself, once, when it is first imported (``optin.metrics`` calls this before that)."""
+    directory = environ.get("OPTIN_METRICS_DIR")
+    if directory:
+        with contextlib.suppress(OSError):  # Settings.from_env reports it as a ConfigError
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from .models import ConsentEvent, Subscription, utcnow
 
@@ -73,24 +74,51 @@ def append(
     """
     if subscription.id is None:
         raise RuntimeError("flush the subscription before appending to its ledger")
-    seq = (subscription.ledger_seq or 0) + 1
-    event = ConsentEvent(
-        subscription_id=subscription.id,
-        seq=seq,
-        kind=kind,
-        at=at or utcnow(),
-        ip=ip,
-        user_agent=(user_agent or None) and user_agent[:512],
-        consent_text_id=consent_text_id,
-        origin=origin,
-        details=details or {},
-    )
-    event.content_hash = content_hash(event)
-    event.chain_hash = chain_hash(subscription.ledger_head, seq, event.content_hash)
-    subscription.ledger_seq = seq
+    row = event_row(subscription.id, subscription.ledger_seq or 0, subscription.ledger_head,
+                    kind, origin=origin, at=at, ip=ip, user_agent=user_agent,
+                    consent_text_id=consent_text_id, details=details)
+    event = ConsentEvent(**row)
+    subscription.ledger_seq = event.seq
     subscription.ledger_head = event.chain_hash
-    subscription.events.append(event)
+    # Added to the session, not to ``subscription.events``: appending to the
+    # collection would load every earlier event first (one more query per write).
+    object_session(subscription).add(event)  # type: ignore[union-attr]
     return event
+
+
+def event_row(
+    subscription_id: int,
+    previous_seq: int,
+    previous_head: str | None,
+    kind: str,
+    *,
+    origin: str,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of the next event of a chain, hashes included.
+
+    For writers that insert without the ORM (the signup's fast path); the
+    caller stores ``seq`` and ``chain_hash`` as the subscription's new head in
+    the same transaction.
+    """
+    row: dict[str, Any] = {
+        "subscription_id": subscription_id,
+        "seq": previous_seq + 1,
+        "kind": kind,
+        "at": at or utcnow(),
+        "ip": ip,
+        "user_agent": (user_agent or None) and user_agent[:512],
+        "consent_text_id": consent_text_id,
+        "origin": origin,
+        "details": details or {},
+    }
+    row["content_hash"] = content_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
+    row["chain_hash"] = chain_hash(previous_head, row["seq"], row["content_hash"])
+    return row
 
 
 @dataclass

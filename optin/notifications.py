@@ -13,8 +13,10 @@ import hashlib
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
-from . import ledger, outbox
+from . import ledger, metrics, outbox
 from .config import current_settings
 from .extensions import db
 from .mailer import Backend, MailTemplates, build_message
@@ -67,7 +69,9 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     try:
         backend.send(message)
     except OSError as exc:  # SMTP down, refused, timed out: retry later
+        metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
+    metrics.mail_delivered(name)
     ledger.append(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
                   origin="worker", details={
                       "message_id": str(message["Message-ID"]),
@@ -80,9 +84,14 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:
+    """The subscription, locked, with its list and consent text in the same query."""
     if item.subscription_id is None:
         return None
-    return db.session.get(Subscription, item.subscription_id, with_for_update=True)
+    return db.session.scalar(
+        select(Subscription).where(Subscription.id == item.subscription_id)
+        .options(joinedload(Subscription.mailing_list), joinedload(Subscription.consent_text))
+        .with_for_update(of=Subscription)
+    )
 
 
 def _list_unsubscribe_headers(sub: Subscription) -> dict[str, str]:

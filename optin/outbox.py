@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
+from . import logs, metrics
 from .extensions import db
 from .models import OutboxItem, utcnow
 
@@ -72,6 +73,16 @@ def enqueue(
     )
     db.session.add(item)
     return item
+
+
+def insert_now(kind: str, *, subscription_id: int | None = None,
+               payload: dict[str, Any] | None = None, now: datetime | None = None) -> None:
+    """Like :func:`enqueue`, as one INSERT at once instead of at the next ORM flush
+    (for hot paths that write without the ORM)."""
+    now = now or utcnow()
+    db.session.execute(OutboxItem.__table__.insert(), {
+        "kind": kind, "subscription_id": subscription_id, "payload": payload or {},
+        "status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now})
 
 
 def claim(worker_id: str, limit: int = 20, now: datetime | None = None) -> list[int]:
@@ -135,6 +146,12 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
     if item is None or item.status != PENDING or item.claimed_by != worker_id:
         db.session.rollback()
         return "skipped"
+    with logs.context(outbox_id=item_id, outbox_kind=item.kind):
+        return _run(item, max_attempts=max_attempts, horizon=horizon)
+
+
+def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
+    item_id = item.id
     fn = HANDLERS.get(item.kind)
     try:
         if fn is None:
@@ -179,7 +196,10 @@ def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon:
                 item.id, item.kind, item.attempts, delay, item.last_error,
                 exc_info=not isinstance(exc, RetryLater | PermanentFailure))
     outcome = item.status if item.status == DEAD else "retry"
+    kind = item.kind
     db.session.commit()
+    if outcome == DEAD:
+        metrics.dead_letter(kind)
     return outcome
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, json, request
 from sqlalchemy.exc import OperationalError
@@ -59,10 +60,17 @@ def error_response(status: int, title: str, detail: str | None = None,
     from .web.pages import render_page
 
     response = render_page("error", status=status, title=title, detail=detail,
-                           errors=errors or {}, back_url=request.referrer)
+                           errors=errors or {}, back_url=_back_url(request.referrer))
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
+
+
+def _back_url(referrer: str | None) -> str | None:
+    """The page to go back to, if it is a web page (a ``javascript:`` Referer is not)."""
+    if referrer and urlsplit(referrer).scheme in {"http", "https"}:
+        return referrer
+    return None
 
 
 def _http_error(exc: HTTPException) -> Response:

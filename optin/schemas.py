@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from marshmallow import EXCLUDE, Schema, ValidationError, validate, validates_schema
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as ma
 
 MAX_FIELDS = 20
@@ -31,8 +31,9 @@ class SignupSchema(Schema):
     email = ma.String(required=True, validate=[validate.Length(min=3, max=320),
                                                no_control_characters],
                           metadata={"example": "anna@example.org"})
-    list = ma.String(required=True, validate=validate.Length(min=1, max=64),
-                         metadata={"example": "newsletter"})
+    list = ma.String(required=True, validate=[validate.Length(min=1, max=64),
+                                              no_control_characters],
+                     metadata={"example": "newsletter"})
     consent_text_version = ma.Integer(required=True, strict=False,
                                           validate=validate.Range(min=1, max=1_000_000),
                                           metadata={"example": 1})
@@ -60,10 +61,334 @@ class SignupAcceptedSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details (extension members allowed)."""
 
-    type = ma.String()
-    title = ma.String()
-    status = ma.Integer()
+    class Meta:
+        unknown = INCLUDE
+
+    type = ma.String(required=True, metadata={"example": "about:blank"})
+    title = ma.String(required=True, metadata={"example": "Unprocessable Content"})
+    status = ma.Integer(required=True, metadata={"example": 422})
     detail = ma.String()
-    errors = ma.Dict(keys=ma.String(), values=ma.List(ma.String()))
+    errors = ma.Dict(keys=ma.String(), values=ma.List(ma.String()),
+                     metadata={"example": {"email": ["Not a valid email address."]}})
+
+
+# --- answers (for the OpenAPI document: the views build these dicts themselves) ----------
+
+
+class Answer(Schema):
+    """A response shape. Extra keys are allowed, so adding one never breaks a client."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+def _when(**kwargs: object) -> ma.String:
+    """An ISO 8601 UTC time as the views write it (``datetime.isoformat``), or null."""
+    return ma.String(allow_none=True, metadata={"format": "date-time", **kwargs})
+
+
+class StatusSchema(Answer):
+    status = ma.String(metadata={"example": "ok"})
+
+
+class ReadySchema(Answer):
+    status = ma.String(validate=validate.OneOf(["ok", "unavailable"]))
+    database = ma.String(metadata={"example": "ok"})
+    migrations = ma.String(metadata={"example": "ok"})
+    error = ma.String(metadata={"description": "exception class when the database is unreachable"})
+
+
+class WebhookFormSchema(Schema):
+    """The form fields ActiveCampaign posts (only the ones optin reads are listed)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = ma.String(metadata={"example": "unsubscribe",
+                               "description": "unsubscribe, spam/complaint, bounce, …"})
+    date_time = ma.String(metadata={"example": "2026-05-02T08:41:07-05:00"})
+    initiated_by = ma.String(metadata={"example": "contact"})
+    initiated_from = ma.String(metadata={"example": "unsubscribe_link"})
+    list = ma.String(metadata={"example": "1", "description": "ActiveCampaign list id; 0 = all"})
+    contact_id = ma.String(data_key="contact[id]", metadata={"example": "42"})
+    contact_email = ma.String(data_key="contact[email]", metadata={"example": "anna@example.org"})
+    campaign_id = ma.String(data_key="campaign[id]")
+    unsubscribe_reason = ma.String(data_key="unsubscribe[reason]")
+    bounce_type = ma.String(data_key="bounce[type]")
+
+
+class OneClickSchema(Schema):
+    """RFC 8058: the body a mail client posts for ``List-Unsubscribe-Post``."""
+
+    list_unsubscribe = ma.String(data_key="List-Unsubscribe",
+                                 validate=validate.OneOf(["One-Click"]),
+                                 metadata={"example": "One-Click"})
+
+
+class ThanksQuerySchema(Schema):
+    list = ma.String(metadata={"example": "newsletter"})
+    locale = ma.String(metadata={"example": "de"})
+
+
+class EmailQuerySchema(Schema):
+    email = ma.String(required=True, metadata={"example": "anna@example.org"})
+
+
+class ProofQuerySchema(EmailQuerySchema):
+    list = ma.String(required=True, metadata={"example": "newsletter"})
+
+
+class ProofFormatQuerySchema(ProofQuerySchema):
+    format = ma.String(validate=validate.OneOf(["json", "html", "receipt"]),
+                       metadata={"description": "default: json, or html for Accept: text/html"})
+
+
+class OutboxQuerySchema(Schema):
+    status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
+    limit = ma.Integer(validate=validate.Range(min=1, max=1000), metadata={"example": 100})
+
+
+class EventSchema(Answer):
+    seq = ma.Integer()
+    kind = ma.String(metadata={"example": "confirmed"})
+    at = _when()
+    origin = ma.String(allow_none=True, metadata={"example": "link"})
+    ip = ma.String(allow_none=True)
+    user_agent = ma.String(allow_none=True)
+    consent_text_id = ma.Integer(allow_none=True)
+    details = ma.Dict()
+    redacted_at = _when()
+    content_hash = ma.String()
+    chain_hash = ma.String()
+
+
+class ConsentTextSchema(Answer):
+    id = ma.Integer()
+    list = ma.String(metadata={"example": "newsletter"})
+    locale = ma.String(metadata={"example": "de"})
+    version = ma.Integer(metadata={"example": 1})
+    text = ma.String()
+    sha256 = ma.String()
+    privacy_policy_version = ma.String(allow_none=True)
+    created_at = _when()
+
+
+class SubscriptionSummarySchema(Answer):
+    id = ma.Integer()
+    list = ma.String(metadata={"example": "newsletter"})
+    status = ma.String(validate=validate.OneOf(["pending", "confirmed", "unsubscribed",
+                                                "minimized"]))
+    created_at = _when()
+    confirmed_at = _when()
+    withdrawn_at = _when()
+    withdrawal_origin = ma.String(allow_none=True)
+    erased_at = _when()
+    minimized_at = _when()
+    retain_until = _when()
+    retention = ma.String()
+
+
+class SubscriptionRecordSchema(SubscriptionSummarySchema):
+    list_name = ma.String()
+    email = ma.String(allow_none=True)
+    locale = ma.String(allow_none=True)
+    first_name = ma.String(allow_none=True)
+    last_name = ma.String(allow_none=True)
+    fields = ma.Dict(allow_none=True)
+    source_url = ma.String(allow_none=True)
+    consent_text_id = ma.Integer(allow_none=True)
+    activecampaign_contact_id = ma.String(allow_none=True)
+    events = ma.List(ma.Nested(EventSchema))
+
+
+class SuppressionSchema(Answer):
+    list = ma.String()
+    reason = ma.String(allow_none=True)
+    since = _when()
+
+
+class ContactExportSchema(Answer):
+    """Art. 15 / Art. 20: everything stored about an address."""
+
+    address = ma.String(metadata={"example": "anna@example.org"})
+    address_hash = ma.String()
+    generated_at = _when()
+    purpose = ma.String()
+    recipients = ma.List(ma.String())
+    subscriptions = ma.List(ma.Nested(SubscriptionRecordSchema))
+    consent_texts = ma.List(ma.Nested(ConsentTextSchema))
+    suppressions = ma.List(ma.Nested(SuppressionSchema))
+
+
+class ContactLookupSchema(Answer):
+    address = ma.String(metadata={"example": "anna@example.org"})
+    address_hash = ma.String()
+    subscriptions = ma.List(ma.Nested(SubscriptionSummarySchema))
+
+
+class ErasedSubscriptionSchema(Answer):
+    subscription_id = ma.Integer()
+    list = ma.String()
+    status_before = ma.String()
+    status = ma.String()
+    deleted_now = ma.List(ma.String())
+    kept = ma.List(ma.String())
+    kept_until = _when()
+    retention = ma.String()
+
+
+class ErasureSchema(Answer):
+    """Art. 17: what was deleted now and what is kept as proof until when."""
+
+    address_hash = ma.String()
+    erased_at = _when()
+    found = ma.Boolean()
+    detail = ma.String()
+    legal_basis = ma.String(allow_none=True)
+    activecampaign = ma.String()
+    subscriptions = ma.List(ma.Nested(ErasedSubscriptionSchema))
+
+
+class ProofListSchema(Answer):
+    slug = ma.String()
+    name = ma.String()
+    controller = ma.String(allow_none=True)
+    privacy_policy_url = ma.String(allow_none=True)
+    purpose = ma.String()
+    activecampaign_list_id = ma.Integer(allow_none=True)
+
+
+class LedgerCheckSchema(Answer):
+    ok = ma.Boolean()
+    events = ma.Integer()
+    head = ma.String(allow_none=True)
+    problems = ma.List(ma.String())
+
+
+class ConsentCycleSchema(Answer):
+    """One consent cycle (signup → confirmation → withdrawal) with its evidence."""
+
+    subscription_id = ma.Integer()
+    status = ma.String()
+    address = ma.String(allow_none=True)
+    retention = ma.String()
+    retain_until = _when()
+    consent_text = ma.Dict(allow_none=True)
+    signup = ma.Dict(allow_none=True)
+    repeated_signups = ma.List(ma.Dict())
+    mails = ma.List(ma.Dict())
+    confirmation = ma.Dict(allow_none=True)
+    withdrawal = ma.Dict(allow_none=True)
+    erased_at = _when()
+    minimized_at = _when()
+    later_events = ma.List(ma.Nested(EventSchema))
+    events = ma.List(ma.Nested(EventSchema))
+    ledger = ma.Nested(LedgerCheckSchema)
+
+
+class ProofSchema(Answer):
+    """The proof of consent (BGH I ZR 164/09, EDPB 05/2020 §108), newest cycle first."""
+
+    title = ma.String()
+    generated_at = _when()
+    generated_by = ma.String()
+    address = ma.String()
+    address_hash = ma.String()
+    list = ma.Nested(ProofListSchema)
+    consents = ma.List(ma.Nested(ConsentCycleSchema))
+    ledger_ok = ma.Boolean()
+    legal_notes = ma.List(ma.String())
+
+
+class ReceiptSchema(Answer):
+    """Kantara Consent Receipt v1.1, with the double-opt-in evidence in ``doubleOptIn``."""
+
+    version = ma.String(metadata={"example": "KI-CR-v1.1.0"})
+    jurisdiction = ma.String()
+    consentTimestamp = ma.Integer()  # noqa: N815 (the receipt's own field names)
+    collectionMethod = ma.String()  # noqa: N815
+    consentReceiptID = ma.String()  # noqa: N815
+    language = ma.String(allow_none=True)
+    piiPrincipalId = ma.String(allow_none=True)  # noqa: N815
+    piiControllers = ma.List(ma.Dict())  # noqa: N815
+    policyUrl = ma.String(allow_none=True)  # noqa: N815
+    services = ma.List(ma.Dict())
+    sensitive = ma.Boolean()
+    spiCat = ma.List(ma.String())  # noqa: N815
+    doubleOptIn = ma.Dict()  # noqa: N815
+
+
+class ListSchema(Answer):
+    slug = ma.String(metadata={"example": "newsletter"})
+    name = ma.String(metadata={"example": "Example Newsletter"})
+    ac_list_id = ma.Integer(allow_none=True)
+    default_locale = ma.String()
+    redirect_urls = ma.List(ma.String(), allow_none=True)
+    origins = ma.List(ma.String(), allow_none=True)
+    send_welcome = ma.Boolean()
+    send_goodbye = ma.Boolean()
+    controller = ma.String(allow_none=True)
+    privacy_policy_url = ma.String(allow_none=True)
+    purpose = ma.String(allow_none=True)
+    created_at = _when()
+
+
+class ListDetailSchema(ListSchema):
+    current_consent_texts = ma.Dict(keys=ma.String(), values=ma.Nested(ConsentTextSchema))
+
+
+class ListsSchema(Answer):
+    lists = ma.List(ma.Nested(ListSchema))
+
+
+class ConsentTextsSchema(Answer):
+    list = ma.String()
+    consent_texts = ma.List(ma.Nested(ConsentTextSchema))
+
+
+class OutboxItemSchema(Answer):
+    id = ma.Integer()
+    kind = ma.String(metadata={"example": "confirm_mail"})
+    status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
+    subscription_id = ma.Integer(allow_none=True)
+    attempts = ma.Integer()
+    next_attempt_at = _when()
+    last_error = ma.String(allow_none=True)
+    created_at = _when()
+    finished_at = _when()
+
+
+class BacklogSchema(Answer):
+    pending = ma.Integer()
+    due = ma.Integer()
+    dead = ma.Integer()
+    oldest_pending_age_seconds = ma.Float()
+
+
+class OutboxSchema(Answer):
+    items = ma.List(ma.Nested(OutboxItemSchema))
+    backlog = ma.Nested(BacklogSchema)
+
+
+class RetentionRunSchema(Answer):
+    id = ma.Integer()
+    as_of = _when()
+    dry_run = ma.Boolean()
+    host = ma.String(allow_none=True)
+    started_at = _when()
+    finished_at = _when()
+    counts = ma.Dict(allow_none=True)
+
+
+class RetentionRunsSchema(Answer):
+    runs = ma.List(ma.Nested(RetentionRunSchema))
+
+
+class StatsSchema(Answer):
+    subscriptions = ma.Dict(keys=ma.String(), values=ma.Dict(keys=ma.String(), values=ma.Integer()),
+                            metadata={"example": {"newsletter": {"confirmed": 12, "pending": 3}}})
+    suppressions = ma.Integer()
+    outbox = ma.Nested(BacklogSchema)
+    last_retention_run = ma.Nested(RetentionRunSchema, allow_none=True)

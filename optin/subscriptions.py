@@ -12,24 +12,31 @@ here once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, null, select
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import joinedload
 
-from . import ledger, outbox
+from . import ledger, limits, lists, logs, metrics, outbox
 from .addresses import InvalidAddress, address_hash, normalize_email
 from .config import Settings, current_settings
 from .extensions import db
+from .lists import ListSnapshot, TextSnapshot
 from .models import (
-    ConsentText,
-    MailingList,
+    ConsentEvent,
+    OutboxItem,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -75,7 +82,7 @@ def new_nonce() -> str:
     return secrets.token_hex(8)
 
 
-def _resolve(req: SignupRequest, settings: Settings) -> tuple[MailingList, ConsentText, str]:
+def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, TextSnapshot, str]:
     """Check what only the database can check; raise SignupInvalid with every problem."""
     errors: dict[str, list[str]] = {}
     try:
@@ -83,19 +90,13 @@ def _resolve(req: SignupRequest, settings: Settings) -> tuple[MailingList, Conse
     except InvalidAddress as exc:
         errors["email"] = [str(exc)]
         email = ""
-    mailing_list = db.session.scalar(select(MailingList).where(MailingList.slug == req.list))
+    mailing_list = lists.list_snapshot(req.list)
     text = None
     if mailing_list is None:
         errors["list"] = ["Unknown list."]
     else:
         locale = req.locale or mailing_list.default_locale
-        text = db.session.scalar(
-            select(ConsentText).where(
-                ConsentText.list_id == mailing_list.id,
-                ConsentText.locale == locale,
-                ConsentText.version == req.consent_text_version,
-            )
-        )
+        text = lists.text_snapshot(mailing_list.id, locale, req.consent_text_version)
         if text is None:
             errors["consent_text_version"] = [
                 f"No consent text version {req.consent_text_version} for locale {locale!r}."
@@ -111,23 +112,153 @@ def request_signup(req: SignupRequest, client: Client, settings: Settings) -> No
 
     Whatever the address's state (new, pending, confirmed, withdrawn), this
     returns the same way, so the response cannot reveal membership. A pending
-    signup gets at most one new mail per ``OPTIN_RESEND_INTERVAL_MINUTES``.
+    signup gets at most one new mail per ``OPTIN_RESEND_INTERVAL_MINUTES``, and
+    an address at most ``OPTIN_MAILS_PER_ADDRESS_PER_DAY`` (see limits.py); a
+    signup over either is recorded, answered the same, and mails nothing.
     """
     if req.website:
         log.info("signup dropped: honeypot filled")
+        metrics.honeypot()
         return
     mailing_list, text, email = _resolve(req, settings)
     digest = address_hash(email, settings.hash_key)
     for _ in range(3):
         try:
-            _signup(mailing_list, text, email, digest, req, client, settings)
+            outcome = _insert_new(mailing_list, text, email, digest, req, client, settings)
+            if outcome is None:
+                outcome = _signup(mailing_list, text, email, digest, req, client, settings)
+            metrics.signup(mailing_list.slug, outcome)
             db.session.commit()
+            log.info("signup on list %s: %s (address %s, IP %s)", mailing_list.slug, outcome,
+                     logs.pseudonym(email, settings.hash_key),
+                     logs.pseudonym(client.ip, settings.hash_key))
             return
         except IntegrityError:
             # A concurrent signup for the same address won the insert; go again,
             # this time finding its row.
             db.session.rollback()
     raise RuntimeError("signup kept colliding")
+
+
+def _personal(req: SignupRequest) -> dict[str, Any]:
+    return {
+        "first_name": req.first_name or None,
+        "last_name": req.last_name or None,
+        "fields": req.fields or None,
+        "source_url": req.source_url or None,
+    }
+
+
+def _evidence(req: SignupRequest, text: TextSnapshot) -> dict[str, Any]:
+    return {
+        "source_url": req.source_url,
+        "fields_entered": sorted(
+            k for k, v in {**req.fields, "first_name": req.first_name,
+                           "last_name": req.last_name}.items() if v
+        ),
+        "consent_text_sha256": text.sha256,
+        "consent_text_version": text.version,
+        "locale": text.locale,
+    }
+
+
+# Literally the predicate of the partial unique index ``uq_subscription_active``
+# (models.py), so PostgreSQL and SQLite infer that index as the conflict target.
+ACTIVE_PREDICATE = sql_text("status IN ('pending', 'confirmed')")
+
+
+_SUB = Subscription.__table__
+
+
+_EVENT_COLUMNS = ("subscription_id", "seq", "kind", "at", "ip", "user_agent", "consent_text_id",
+                  "origin", "details", "content_hash", "chain_hash")
+_OUTBOX_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts",
+                   "next_attempt_at", "created_at")
+
+
+def _params(table: Any, prefix: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
+@functools.cache
+def _dialect_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """(insert the subscription, move the chain head, write the rest), built once per dialect.
+
+    Executed with parameters: building a statement from values each time cost
+    more CPU than the database spent on it. On PostgreSQL "the rest" (ledger
+    event, chain head, outbox row) is one statement with data-modifying CTEs,
+    so a new signup takes two round trips besides BEGIN and COMMIT.
+    """
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    new = (insert(_SUB)
+           .on_conflict_do_nothing(index_elements=[_SUB.c.list_id, _SUB.c.email_hash],
+                                   index_where=ACTIVE_PREDICATE)
+           .returning(_SUB.c.id))
+    head = _SUB.update().where(_SUB.c.id == bindparam("sub_id")).values(
+        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"),
+        updated_at=bindparam("updated_at", type_=_SUB.c.updated_at.type))
+    if dialect != "postgresql":
+        return new, head, head
+    events, queue = ConsentEvent.__table__, OutboxItem.__table__
+    rest = head.add_cte(
+        events.insert().values(_params(events, "ev_", _EVENT_COLUMNS)).cte("new_event"),
+        queue.insert().values(_params(queue, "ob_", _OUTBOX_COLUMNS)).cte("new_outbox"),
+    )
+    return new, head, rest
+
+
+def _insert_new(
+    mailing_list: ListSnapshot,
+    text: TextSnapshot,
+    email: str,
+    digest: str,
+    req: SignupRequest,
+    client: Client,
+    settings: Settings,
+) -> str | None:
+    """The common case, a new address, in few statements; its outcome (``new``, or
+    ``capped`` when the address's mails for the day are spent), None if the address is active.
+
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` against the partial unique
+    index on active subscriptions both creates the row and tells whether one
+    existed, without a SELECT … FOR UPDATE first or a savepoint. The ledger
+    event, the chain head and the outbox row follow as plain INSERT/UPDATEs
+    (the ORM's unit of work cost more than the database did).
+    """
+    now = utcnow()
+    personal = _personal(req)
+    new, head_update, rest = _dialect_statements(db.session.get_bind().dialect.name)
+    sub_id = db.session.execute(new, {
+        "list_id": mailing_list.id, "status": S.PENDING, "email": email, "email_hash": digest,
+        "locale": text.locale, "consent_text_id": text.id, "nonce": new_nonce(),
+        "created_at": now, "updated_at": now,
+        "retain_until": pending_lapses_at(now, settings.pending_retention_days),
+        "last_mail_requested_at": now, "ledger_seq": 0,
+        **personal, "fields": personal["fields"] or null(),  # SQL NULL, not JSON null
+    }).scalar()
+    if sub_id is None:
+        return None
+    mail = limits.take_address_mail(digest, settings)  # after the insert: no retry counts twice
+    capped = {} if mail else {"action": "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)"}
+    event = ledger.event_row(
+        sub_id, 0, None, "signup_requested", origin="form", at=now, ip=client.ip,
+        user_agent=client.user_agent, consent_text_id=text.id,
+        details={**_evidence(req, text), "email": email,
+                 "entered_sha256": entered_digest(personal), **capped})
+    head = {"sub_id": sub_id, "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
+            "updated_at": now}
+    if not mail or db.session.get_bind().dialect.name != "postgresql":
+        db.session.execute(ConsentEvent.__table__.insert(), event)
+        db.session.execute(head_update, head)
+        if not mail:
+            return "capped"
+        outbox.insert_now("confirm_mail", subscription_id=sub_id, now=now)
+        return "new"
+    queued = {"kind": "confirm_mail", "subscription_id": sub_id, "payload": {},
+              "status": outbox.PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+    db.session.execute(rest, {**head, **{"ev_" + k: v for k, v in event.items()},
+                              **{"ob_" + k: v for k, v in queued.items()}})
+    return "new"
 
 
 def entered_digest(personal: dict[str, Any]) -> str:
@@ -155,31 +286,18 @@ def _active(list_id: int, digest: str) -> Subscription | None:
 
 
 def _signup(
-    mailing_list: MailingList,
-    text: ConsentText,
+    mailing_list: ListSnapshot,
+    text: TextSnapshot,
     email: str,
     digest: str,
     req: SignupRequest,
     client: Client,
     settings: Settings,
-) -> None:
+) -> str:
+    """Record one signup in the caller's transaction; return its outcome (for metrics)."""
     now = utcnow()
-    personal = {
-        "first_name": req.first_name or None,
-        "last_name": req.last_name or None,
-        "fields": req.fields or None,
-        "source_url": req.source_url or None,
-    }
-    evidence = {
-        "source_url": req.source_url,
-        "fields_entered": sorted(
-            k for k, v in {**req.fields, "first_name": req.first_name,
-                           "last_name": req.last_name}.items() if v
-        ),
-        "consent_text_sha256": text.sha256,
-        "consent_text_version": text.version,
-        "locale": text.locale,
-    }
+    personal = _personal(req)
+    evidence = _evidence(req, text)
     sub = _active(mailing_list.id, digest)
     if sub is None:
         sub = Subscription(
@@ -195,22 +313,28 @@ def _signup(
             last_mail_requested_at=now,
             **personal,
         )
-        with db.session.begin_nested():
-            db.session.add(sub)
-            db.session.flush()
+        # No savepoint: a collision rolls the whole transaction back (request_signup tries
+        # again), and under pysqlite a SAVEPOINT opened before any write is the outermost
+        # transaction, so its RELEASE would commit the row without its event and mail.
+        db.session.add(sub)
+        db.session.flush()
+        mail = limits.take_address_mail(digest, settings)  # after the insert: no retry counts twice
+        capped = {} if mail else {"action": "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)"}
         ledger.append(sub, "signup_requested", origin="form", at=now, ip=client.ip,
                       user_agent=client.user_agent, consent_text_id=text.id,
                       details={**evidence, "email": email,
-                               "entered_sha256": entered_digest(personal)})
+                               "entered_sha256": entered_digest(personal), **capped})
+        if not mail:
+            return "capped"
         outbox.enqueue("confirm_mail", subscription_id=sub.id)
-        return
+        return "new"
 
     if sub.status == S.CONFIRMED:
         # Already consented: nothing to mail, nothing to change, but keep the fact.
         ledger.append(sub, "signup_repeated", origin="form", at=now, ip=client.ip,
                       user_agent=client.user_agent, consent_text_id=text.id,
                       details={**evidence, "action": "none (already confirmed)"})
-        return
+        return "confirmed"
 
     # Pending: the latest form is what a confirmation will agree to.
     for key, value in personal.items():
@@ -218,13 +342,45 @@ def _signup(
     sub.locale, sub.consent_text_id = text.locale, text.id
     sub.email = email
     interval = timedelta(minutes=settings.resend_interval_minutes)
-    resend = sub.last_mail_requested_at is None or now - sub.last_mail_requested_at >= interval
+    due = sub.last_mail_requested_at is None or now - sub.last_mail_requested_at >= interval
+    resend = due and limits.take_address_mail(digest, settings)
+    action = ("mail queued" if resend else
+              "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)" if due else "mail throttled")
     ledger.append(sub, "signup_repeated", origin="form", at=now, ip=client.ip,
                   user_agent=client.user_agent, consent_text_id=text.id,
-                  details={**evidence, "action": "mail queued" if resend else "mail throttled"})
-    if resend:
-        sub.last_mail_requested_at = now
-        outbox.enqueue("confirm_mail", subscription_id=sub.id)
+                  details={**evidence, "action": action})
+    if not resend:
+        return "capped" if due else "throttled"
+    sub.last_mail_requested_at = now
+    outbox.enqueue("confirm_mail", subscription_id=sub.id)
+    return "repeated"
+
+
+T = TypeVar("T")
+ATTEMPTS = 3
+
+
+def _collided(exc: DBAPIError) -> bool:
+    """A concurrent writer got there first: a unique key (SQLite has no row locks, so two
+    appends can pick the same ledger seq) or a serialization failure or deadlock (SQLSTATE
+    class 40, PostgreSQL). Trying the whole transaction again settles it."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
+
+
+def retrying(transaction: Callable[[], T]) -> T:
+    """Run a domain transaction, again (up to ATTEMPTS times) if a concurrent writer collided."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return transaction()
+        except DBAPIError as exc:
+            db.session.rollback()
+            if attempt == ATTEMPTS or not _collided(exc):
+                raise
+            log.info("transaction collided with a concurrent writer (%s), trying again",
+                     type(exc).__name__)
+    raise AssertionError("unreachable")
 
 
 def _locked(subscription_id: int) -> Subscription | None:
@@ -233,39 +389,94 @@ def _locked(subscription_id: int) -> Subscription | None:
                           populate_existing=True)
 
 
-def confirm(subscription_id: int, nonce: str, client: Client) -> str:
-    """Record consent. Returns ``confirmed``, ``already_confirmed`` or ``invalid``.
+@dataclass(frozen=True)
+class Confirmation:
+    """What a confirmation did, and what the page about it shows (read before the commit)."""
+
+    outcome: str  # confirmed | already_confirmed | invalid
+    locale: str | None = None
+    mailing_list: ListSnapshot | None = None
+
+
+def confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
+    """Record consent; the outcome is ``confirmed``, ``already_confirmed`` or ``invalid``.
 
     Idempotent: a second call changes nothing. A withdrawn subscription's nonce
-    no longer matches, so an old link cannot bring it back.
+    no longer matches, so an old link cannot bring it back. Tried again when a
+    concurrent writer (a worker appending to the same ledger) collides.
     """
-    sub = _locked(subscription_id)
-    if sub is None or not secrets.compare_digest(sub.nonce, nonce):
+    return retrying(lambda: _confirm(subscription_id, nonce, client))
+
+
+def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
+    sub = db.session.scalar(
+        select(Subscription).where(Subscription.id == subscription_id)
+        .options(joinedload(Subscription.mailing_list))
+        .with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
+    )
+    if sub is None:
         db.session.rollback()
-        return "invalid"
+        return Confirmation("invalid")
+    page = {"locale": sub.locale, "mailing_list": ListSnapshot.of(sub.mailing_list)}
+    if not secrets.compare_digest(sub.nonce, nonce) or sub.status not in S.ACTIVE:
+        db.session.rollback()
+        return Confirmation("invalid", **page)
     if sub.status == S.CONFIRMED:
         db.session.rollback()
-        return "already_confirmed"
-    if sub.status != S.PENDING:
-        db.session.rollback()
-        return "invalid"
+        return Confirmation("already_confirmed", **page)
     now = utcnow()
-    sub.status = S.CONFIRMED
-    sub.confirmed_at = now
-    sub.retain_until = None  # kept while the consent is in use
-    ledger.append(sub, "confirmed", origin="link", at=now, ip=client.ip,
-                  user_agent=client.user_agent, consent_text_id=sub.consent_text_id)
-    # A new confirmed consent lifts an earlier withdrawal's suppression.
-    db.session.execute(
-        Suppression.__table__.delete().where(
-            Suppression.list_id == sub.list_id, Suppression.email_hash == sub.email_hash
-        )
-    )
-    outbox.enqueue("ac_subscribe", subscription_id=sub.id)
-    if sub.mailing_list.send_welcome:
-        outbox.enqueue("welcome_mail", subscription_id=sub.id)
+    event = ledger.event_row(sub.id, sub.ledger_seq or 0, sub.ledger_head, "confirmed",
+                             origin="link", at=now, ip=client.ip, user_agent=client.user_agent,
+                             consent_text_id=sub.consent_text_id)
+    kinds = ("ac_subscribe", "welcome_mail") if sub.mailing_list.send_welcome else ("ac_subscribe",)
+    params: dict[str, Any] = {
+        "sub_id": sub.id, "b_list_id": sub.list_id, "b_email_hash": sub.email_hash,
+        "confirmed_at": now, "updated_at": now,
+        "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
+        **{"ev_" + k: v for k, v in event.items()},
+    }
+    for i, kind in enumerate(kinds):
+        params.update({f"ob{i}_{k}": v for k, v in _outbox_row(kind, sub.id, now).items()})
+    for statement in _confirm_statements(db.session.get_bind().dialect.name, len(kinds)):
+        db.session.execute(statement, params)
+    metrics.confirmed(sub.mailing_list.slug)
     db.session.commit()
-    return "confirmed"
+    log.info("subscription %s confirmed on list %s", sub.id, page["mailing_list"].slug)
+    return Confirmation("confirmed", **page)
+
+
+def _outbox_row(kind: str, subscription_id: int, now: datetime) -> dict[str, Any]:
+    return {"kind": kind, "subscription_id": subscription_id, "payload": {},
+            "status": outbox.PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+
+
+@functools.cache
+def _confirm_statements(dialect: str, queued: int) -> tuple[Any, ...]:
+    """The writes of a confirmation, built once: on PostgreSQL one statement.
+
+    Lift the suppression (a new confirmed consent ends an earlier withdrawal's),
+    append the ledger event, queue ``queued`` outbox rows (sync, welcome mail)
+    and move the subscription and its chain head, all with the row lock the
+    caller holds.
+    """
+    sup, events, queue = Suppression.__table__, ConsentEvent.__table__, OutboxItem.__table__
+    lift = sup.delete().where(sup.c.list_id == bindparam("b_list_id"),
+                              sup.c.email_hash == bindparam("b_email_hash"))
+    event = events.insert().values(_params(events, "ev_", _EVENT_COLUMNS))
+    # One single-row INSERT per outbox row: a multi-row VALUES cannot be cached
+    # compiled, and compiling this statement cost more than running it.
+    rows = [queue.insert().values(_params(queue, f"ob{i}_", _OUTBOX_COLUMNS))
+            for i in range(queued)]
+    move = _SUB.update().where(_SUB.c.id == bindparam("sub_id")).values(
+        status=S.CONFIRMED, retain_until=None,  # kept while the consent is in use
+        confirmed_at=bindparam("confirmed_at", type_=_SUB.c.confirmed_at.type),
+        updated_at=bindparam("updated_at", type_=_SUB.c.updated_at.type),
+        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"))
+    if dialect != "postgresql":
+        return lift, event, *rows, move
+    return (move.add_cte(lift.cte("lifted"), event.cte("new_event"),
+                         *(row.cte(f"new_outbox{i}") for i, row in enumerate(rows))),)
 
 
 def unsubscribe(
@@ -274,8 +485,13 @@ def unsubscribe(
     """Withdraw through a signed link. Returns ``unsubscribed``, ``already`` or ``invalid``.
 
     Idempotent: a subscription that is already withdrawn answers ``already``
-    whatever link was used, since repeating a withdrawal harms no one.
+    whatever link was used, since repeating a withdrawal harms no one. Tried
+    again when a concurrent writer collides.
     """
+    return retrying(lambda: _unsubscribe(subscription_id, nonce, client, origin))
+
+
+def _unsubscribe(subscription_id: int, nonce: str | None, client: Client, origin: str) -> str:
     sub = _locked(subscription_id)
     if sub is None:
         db.session.rollback()
@@ -324,6 +540,8 @@ def withdraw(
     ledger.append(sub, kind, origin=origin, at=at, ip=client.ip, user_agent=client.user_agent,
                   details={**(details or {}), "was": "confirmed" if was_confirmed else "pending"})
     suppress(sub.list_id, sub.email_hash, reason=origin)
+    metrics.unsubscribed(origin, kind)
+    log.info("subscription %s withdrawn: %s via %s", sub.id, kind, origin)
     outbox.enqueue("ac_unsubscribe", subscription_id=sub.id)
     if was_confirmed and sub.mailing_list.send_goodbye:
         outbox.enqueue("goodbye_mail", subscription_id=sub.id)
@@ -365,6 +583,7 @@ def resend_confirmation(subscription_id: int, nonce: str, settings: Settings) ->
         or sub.status != S.PENDING
         or not secrets.compare_digest(sub.nonce, nonce)
         or (sub.last_mail_requested_at and now - sub.last_mail_requested_at < interval)
+        or not limits.take_address_mail(sub.email_hash, settings)
     ):
         db.session.rollback()
         return

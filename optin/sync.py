@@ -6,13 +6,13 @@ decide from the subscription's state when they run, not from the state when
 they were queued: an ``ac_subscribe`` that finds the subscription withdrawn
 does nothing, so an unsubscribe always wins over a subscribe still queued.
 
-A withdrawal *during* an ``ac_subscribe`` call cannot win either: the handler
-holds the subscription's row lock through its calls (PostgreSQL), so the
-withdrawal waits, then queues ``ac_unsubscribe``, which runs after. SQLite has
-no row locks; there the handler reads the state again after its calls and,
-finding it withdrawn, sends the unsubscribe itself; a withdrawal committed
-after that re-read queues an ``ac_unsubscribe`` that runs after. Either way
-ActiveCampaign's last word is "unsubscribed".
+A withdrawal *during* an ``ac_subscribe`` call cannot win either, and does not
+wait for it: the handler holds no lock on the subscription while it talks to
+ActiveCampaign. After its calls it takes the row lock and reads the state
+again; finding it withdrawn, it sends the unsubscribe itself. A withdrawal
+committed after that re-read queues an ``ac_unsubscribe`` that runs after the
+subscribe call has finished. Either way ActiveCampaign's last word is
+"unsubscribed", and a visitor's unsubscribe never waits on ActiveCampaign.
 
 Contacts are upserted by address (``contact/sync``), so a row delivered twice
 (a crash between the call and the commit) cannot create a second contact.
@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import select
 
-from . import ledger, outbox, subscriptions
+from . import ledger, metrics, outbox, subscriptions
 from .activecampaign import (
     STATUS_ACTIVE,
     STATUS_UNSUBSCRIBED,
@@ -87,6 +87,7 @@ def client() -> ActiveCampaignClient | None:
                 timeout=(3.05, settings.ac_timeout_seconds),
                 throttle=shared_throttle(settings.ratelimit_storage_url, db.engine,
                                          urlsplit(settings.ac_url).netloc, settings.ac_rate_limit),
+                on_response=metrics.activecampaign_response,
             )
             app.extensions[_CLIENT] = ac
     return ac
@@ -140,41 +141,52 @@ def _synced(sub: Subscription, action: str, contact_id: str, ac_list: int, statu
     })
 
 
-def _locked(item: OutboxItem) -> Subscription | None:
+def _locked(item: OutboxItem, *, lock: bool = True) -> Subscription | None:
     if item.subscription_id is None:
         return None
-    return db.session.get(Subscription, item.subscription_id, with_for_update=True,
+    return db.session.get(Subscription, item.subscription_id, with_for_update=lock,
                           populate_existing=True)
 
 
 @outbox.handler("ac_subscribe")
 def push_subscribe(item: OutboxItem) -> None:
-    """Put a confirmed contact on the list (status 1); nothing if it is no longer confirmed."""
-    sub = _locked(item)
+    """Put a confirmed contact on the list (status 1); nothing if it is no longer confirmed.
+
+    Reads without a lock, calls ActiveCampaign, then locks the row and reads again
+    (see the module's docstring): the lock is never held across the calls.
+    """
+    sub = _locked(item, lock=False)
     if sub is None or sub.status != S.CONFIRMED:
         return
     ac = client()
-    if ac is None:
-        _skip(sub, "subscribe")
-        return
-    ac_list = _ac_list_id(sub, "subscribe")
-    if ac_list is None:
-        return
-    if not sub.email:  # erased meanwhile: nothing left to send
-        _skip(sub, "subscribe", "no address left")
+    ac_list = sub.mailing_list.ac_list_id
+    if ac is None or ac_list is None or not sub.email:
+        _not_sent(item, ac)
         return
     with delivery():
         contact = ac.sync_contact(sub.email, first_name=sub.first_name, last_name=sub.last_name,
                                   field_values=field_values(sub))
         contact_id = str(contact["id"])
         ac.set_list_status(contact_id, ac_list, STATUS_ACTIVE)
-        db.session.refresh(sub)  # SQLite: a withdrawal may have committed during the calls
+        sub = _locked(item)  # a withdrawal may have committed during the calls
+        assert sub is not None
         if sub.status != S.CONFIRMED:
             ac.set_list_status(contact_id, ac_list, STATUS_UNSUBSCRIBED)
             _synced(sub, "unsubscribe", contact_id, ac_list, STATUS_UNSUBSCRIBED,
                     reason="withdrawn while subscribing")
             return
     _synced(sub, "subscribe", contact_id, ac_list, STATUS_ACTIVE)
+
+
+def _not_sent(item: OutboxItem, ac: ActiveCampaignClient | None) -> None:
+    """Ledger why a confirmed subscription is not sent (under the row lock appends need)."""
+    sub = _locked(item)
+    if sub is None or sub.status != S.CONFIRMED:
+        return
+    if ac is None:
+        _skip(sub, "subscribe")
+    elif _ac_list_id(sub, "subscribe") is not None:  # None: logged and ledgered there
+        _skip(sub, "subscribe", "no address left")  # erased meanwhile
 
 
 def _missing_contact(exc: PermanentError) -> bool:
@@ -289,8 +301,13 @@ def record_inbound(event: InboundEvent) -> int:
     A bounce is recorded, not treated as a withdrawal: it says the mailbox
     failed, not that the person took back consent; ActiveCampaign already
     stops mailing a hard-bounced contact (list status 3). A spam complaint
-    is a withdrawal.
+    is a withdrawal. Tried again when a concurrent writer (a worker appending to
+    the same ledger) collides: ActiveCampaign never sends a failed webhook again.
     """
+    return subscriptions.retrying(lambda: _record_inbound(event))
+
+
+def _record_inbound(event: InboundEvent) -> int:
     kind = WITHDRAWALS.get(event.type)
     if kind is None and event.type not in BOUNCES:
         return 0

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from flask import Flask
 
-from . import notifications, outbox, sync  # noqa: F401  (registers outbox handlers)
+from . import logs, notifications, outbox, sync  # noqa: F401  (registers outbox handlers)
 from .config import current_settings
 from .extensions import db
 from .models import JobState, utcnow
@@ -89,19 +89,21 @@ class Worker:
                 outbox.deliver(item_id, self.worker_id,
                                max_attempts=settings.outbox_max_attempts, horizon=horizon)
             except Exception:  # a database hiccup: the lease brings the row back
-                log.exception("delivering outbox row %s failed", item_id)
+                with logs.context(outbox_id=item_id):
+                    log.exception("delivering outbox row %s failed", item_id)
                 db.session.rollback()
         return len(ids)
 
     def run_periodic(self) -> None:
         for job in PERIODIC:
-            try:
-                if _due(job):
-                    log.info("running periodic job %s", job.name)
-                    job.run()
-            except Exception:
-                log.exception("periodic job %s failed", job.name)
-                db.session.rollback()
+            with logs.context(job=job.name):
+                try:
+                    if _due(job):
+                        log.info("running periodic job %s", job.name)
+                        job.run()
+                except Exception:
+                    log.exception("periodic job %s failed", job.name)
+                    db.session.rollback()
 
     def drain(self) -> int:
         """Deliver until nothing is due (tests and the CLI's ``--once``)."""

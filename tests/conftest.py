@@ -139,6 +139,12 @@ def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "OPTIN_ADMIN_TOKENS": f"ops:{ADMIN_TOKEN}",
         "OPTIN_AC_WEBHOOK_SECRET": "webhook-secret-0123456789",
         "OPTIN_RESEND_INTERVAL_MINUTES": "15",
+        # Real limits, in memory per app, high enough for tests that sign up a lot from
+        # one test client; tests/test_limits.py lowers them.
+        "OPTIN_RATELIMIT_SIGNUP": "1000/minute",
+        "OPTIN_RATELIMIT_LINKS": "1000/minute",
+        "OPTIN_RATELIMIT_WEBHOOK": "1000/minute",
+        "OPTIN_MAILS_PER_ADDRESS_PER_DAY": "50",
     }
     config.update(overrides)
     return config

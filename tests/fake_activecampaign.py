@@ -16,6 +16,7 @@ in https://developers.activecampaign.com/reference; where the docs are silent
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import math
@@ -62,6 +63,7 @@ class RecordedRequest:
     time: float
     api_token: str | None
     status: int = 0
+    arrived: float = 0.0  # time.monotonic() when the request line came in
 
     @property
     def endpoint(self) -> str:
@@ -211,6 +213,7 @@ class FakeActiveCampaign:
     # -- request handling -------------------------------------------------------
 
     def _serve(self, handler: _Handler) -> None:
+        arrived = time.monotonic()
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         try:
@@ -221,6 +224,7 @@ class FakeActiveCampaign:
         record = RecordedRequest(
             handler.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
             None if body is _INVALID_JSON else body, time.time(), handler.headers.get("Api-Token"),
+            arrived=arrived,
         )
         with self._lock:
             self.requests.append(record)
@@ -242,7 +246,7 @@ class FakeActiveCampaign:
 
     def _answer(self, req: RecordedRequest, body: Any) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
-            wait = self._admit()
+            wait = self._admit(req.arrived or time.monotonic())
             if wait is not None:
                 self.rate_limited += 1
                 return 429, {"message": "Too Many Requests"}, {"Retry-After": str(wait)}
@@ -266,16 +270,17 @@ class FakeActiveCampaign:
                 return 400, {"message": "Bad Request"}, {}
             return status, payload, {}
 
-    def _admit(self) -> int | None:
-        """Sliding one-second window; None if admitted, else whole seconds to wait."""
+    def _admit(self, now: float) -> int | None:
+        """Sliding one-second window over arrival times (a real API counts requests at
+        its edge, not when a busy handler gets to them); None if admitted, else whole
+        seconds to wait."""
         if not self.rate_limit:
             return None
-        now = time.monotonic()
         while self._window and self._window[0] <= now - 1.0:
             self._window.popleft()
         if len(self._window) >= self.rate_limit:
             return max(1, math.ceil(self._window[0] + 1.0 - now))
-        self._window.append(now)
+        bisect.insort(self._window, now)  # threads may get here out of arrival order
         return None
 
     def _route(self, method: str, endpoint: str, query: dict[str, list[str]], body: Any):

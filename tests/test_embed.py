@@ -1,4 +1,4 @@
-"""The embeddable signup form: the snippet, its script, and the CORS answer it needs."""
+"""The embeddable signup form: the snippet and its script (CORS: tests/test_cors.py)."""
 
 from __future__ import annotations
 
@@ -137,36 +137,3 @@ def test_embed_script_and_stylesheet_are_served(client):
     assert b"fetch(form.action" in script.data
     css = client.get("/static/embed.css")
     assert css.status_code == 200 and css.mimetype == "text/css"
-
-
-# --- CORS (minimal stand-in in web/subscribe.py) -----------------------------------------
-
-
-def _post_from(client, origin: str, slug: str = "newsletter"):
-    return client.post("/v1/subscriptions", data={
-        "email": "anna@example.org", "list": slug, "consent_text_version": "1",
-    }, headers={"Origin": origin, "Accept": "application/json"})
-
-
-def test_cors_allows_the_lists_origins_only(client, newsletter):
-    allowed = _post_from(client, "https://www.example.com")
-    assert allowed.status_code == 202
-    assert allowed.headers["Access-Control-Allow-Origin"] == "https://www.example.com"
-    assert "Origin" in allowed.headers["Vary"]
-
-    other = _post_from(client, "https://evil.example")
-    assert other.status_code == 202  # accepted like a plain form post, but unreadable
-    assert "Access-Control-Allow-Origin" not in other.headers
-
-    unknown_list = _post_from(client, "https://www.example.com", slug="nope")
-    assert unknown_list.status_code == 422
-    assert "Access-Control-Allow-Origin" not in unknown_list.headers
-
-
-def test_field_errors_are_readable_by_an_allowed_origin(client, newsletter):
-    response = client.post("/v1/subscriptions", data={
-        "email": "anna@invalid", "list": "newsletter", "consent_text_version": "1",
-    }, headers={"Origin": "https://www.example.com", "Accept": "application/json"})
-    assert response.status_code == 422
-    assert response.headers["Access-Control-Allow-Origin"] == "https://www.example.com"
-    assert list(response.get_json()["errors"]) == ["email"]

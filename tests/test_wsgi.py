@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import requests
 from .conftest import free_port
 
 
-def test_gunicorn_serves_the_app_and_logs_no_query_strings(app, app_config):
+def _gunicorn_output(app_config: dict[str, str], **extra_env: str) -> str:
+    """Start gunicorn, make a few requests, stop it; everything it printed."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
     env.update(app_config, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1",
-               PYTHONPATH=os.getcwd())
+               PYTHONPATH=os.getcwd(), **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -29,10 +31,44 @@ def test_gunicorn_serves_the_app_and_logs_no_query_strings(app, app_config):
                 time.sleep(0.1)
         assert ready.status_code == 200
         lookup = requests.get(f"{base}/v1/contacts", params={"email": "private@example.org"},
-                              timeout=5)
+                              headers={"X-Request-ID": "wsgi-test-42"}, timeout=5)
         assert lookup.status_code == 401
+        assert lookup.headers["X-Request-ID"] == "wsgi-test-42"
+        assert requests.get(f"{base}/confirm/SeCrEtToKeN.abc-123_x", timeout=5).status_code == 404
+        # A quote and a newline in the path must not forge or break a log line.
+        assert requests.get(f"{base}/nope%22%0Aforged=1", timeout=5).status_code == 404
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
-    assert "GET /v1/contacts HTTP/1.1" in output
     assert "private" not in output
+    assert "SeCrEtToKeN" not in output
+    assert not any(line.startswith("forged=1") for line in output.splitlines())
+    return output
+
+
+def test_gunicorn_access_log_is_json_without_ip_query_or_token(app, app_config):
+    output = _gunicorn_output(app_config)
+    # The app's own lines are JSON and carry the request id.
+    app_lines = [json.loads(line) for line in output.splitlines()
+                 if line.startswith("{") and '"gunicorn.access"' not in line]
+    refused = [r for r in app_lines if "refused GET /v1/contacts" in r["message"]]
+    assert refused and refused[0]["request_id"] == "wsgi-test-42"
+    access = [json.loads(line) for line in output.splitlines() if '"gunicorn.access"' in line]
+    lookup = next(a for a in access if a["request_id"] == "wsgi-test-42")
+    assert (lookup["method"], lookup["path"], lookup["status"]) == ("GET", "/v1/contacts", 401)
+    assert isinstance(lookup["duration_ms"], int)
+    assert any(a["path"] == "/confirm/[token]" and a["status"] == 404 for a in access)
+    assert any(a["path"] == '/nope"\\x0aforged=1' for a in access)
+    assert all(len(a["request_id"]) >= 8 for a in access)  # generated when none was given
+    assert all("127.0.0.1" not in json.dumps(a) and "python-requests" not in json.dumps(a)
+               for a in access)
+
+
+def test_gunicorn_access_log_as_text(app, app_config):
+    output = _gunicorn_output(app_config | {"OPTIN_LOG_FORMAT": "text"})
+    assert "[request_id=wsgi-test-42]: operator API: refused GET /v1/contacts" in output
+    access = [line for line in output.splitlines() if line.startswith("request_id=")]
+    assert ('request_id=wsgi-test-42 method=GET path="/v1/contacts" status=401 '
+            in "\n".join(access))
+    assert 'path="/confirm/[token]" status=404' in output
+    assert all("127.0.0.1" not in line and "python-requests" not in line for line in access)

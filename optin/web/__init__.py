@@ -29,10 +29,10 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(subscribe.bp)
     api.register_blueprint(health.bp)
     api.register_blueprint(webhooks.bp)
-    app.register_blueprint(links.bp)
+    api.register_blueprint(links.bp)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_blueprint(operator.bp)
-    app.register_blueprint(pages.bp)
+    api.register_blueprint(pages.bp)
     # The demo landing page and the mail viewer: development only, never in production.
     if app.extensions["optin.settings"].development:
         from . import demo

@@ -11,8 +11,11 @@ from flask import Response, jsonify
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from .. import metrics
 from ..config import MIGRATIONS_DIR
 from ..extensions import db
+from ..problems import problem
+from ..schemas import ProblemSchema, ReadySchema, StatusSchema
 
 bp = Blueprint("health", __name__, description="Platform probes")
 
@@ -25,12 +28,19 @@ def migration_heads() -> frozenset[str]:
 
 
 @bp.route("/healthz", methods=["GET"])
+@bp.response(200, StatusSchema, example={"status": "ok"})
 def healthz() -> Response:
     """The process is alive (no dependencies checked)."""
     return jsonify(status="ok")
 
 
 @bp.route("/readyz", methods=["GET"])
+@bp.response(200, ReadySchema, example={"status": "ok", "database": "ok", "migrations": "ok"})
+@bp.alt_response(503, schema=ProblemSchema, content_type="application/problem+json",
+                 description="The database does not answer, or its schema is behind",
+                 example={"type": "about:blank", "title": "Service Unavailable", "status": 503,
+                          "detail": "The database does not answer.", "database": "unreachable",
+                          "error": "OperationalError"})
 def readyz() -> Response:
     """Ready for traffic: the database answers and its schema is at the newest migration."""
     try:
@@ -38,13 +48,21 @@ def readyz() -> Response:
             conn.execute(text("SELECT 1"))
             current = frozenset(MigrationContext.configure(conn).get_current_heads())
     except Exception as exc:  # any failure to reach the database means not ready
-        response = jsonify(status="unavailable", database="unreachable",
-                           error=type(exc).__name__)
-        response.status_code = 503
-        return response
+        db.session.rollback()
+        return problem(503, "Service Unavailable", "The database does not answer.",
+                       headers={"Retry-After": "5"}, database="unreachable",
+                       error=type(exc).__name__)  # the class only: messages may hold the URL
     if current != migration_heads():
-        response = jsonify(status="unavailable", database="ok",
-                           migrations="behind: run `optin db upgrade`")
-        response.status_code = 503
-        return response
+        return problem(503, "Service Unavailable",
+                       "The database schema is not at the newest migration: run `optin db upgrade`.",
+                       headers={"Retry-After": "30"}, database="ok", migrations="behind")
     return jsonify(status="ok", database="ok", migrations="ok")
+
+
+@bp.route("/metrics", methods=["GET"])
+@bp.doc(responses={"200": {"description": "Prometheus text exposition format",
+                           "content": {"text/plain": {"schema": {"type": "string"}}}}})
+def prometheus_metrics() -> Response:
+    """Prometheus metrics: this host's counters and the outbox backlog (no personal data)."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

@@ -8,18 +8,25 @@ client with no cookies, and answers without redirecting.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request, url_for
+from flask import Response, request, url_for
+from flask_smorest import Blueprint
 
-from .. import subscriptions
+from .. import limits, subscriptions
 from ..config import current_settings
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import Subscription, SubscriptionStatus
+from ..schemas import OneClickSchema
 from ..tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
-from .pages import render_page
+from .pages import page_responses, render_page
 from .subscribe import client
 
-bp = Blueprint("links", __name__)
+bp = Blueprint("links", __name__, description="Links in mails: confirm and unsubscribe pages "
+               "(HTML, for people and mail clients)")
+# One budget per client IP for every page and button here (OPTIN_RATELIMIT_LINKS).
+limiter.shared_limit(limits.links_limit, scope="links", key_func=limits.client_key)(bp)
 S = SubscriptionStatus
+INVALID = "Unknown, altered or outdated link (a page saying so)"
+EXPIRED = "Confirmation link expired (a page offering a new mail while the signup is pending)"
 
 
 def _invalid(locale: str | None = None) -> Response:
@@ -48,8 +55,12 @@ def _confirm_token(token: str) -> tuple[Subscription | None, str, Response | Non
     return sub, data.nonce, None
 
 
-@bp.get("/confirm/<token>")
+@bp.route("/confirm/<token>", methods=["GET"])
+@bp.doc(responses=page_responses(
+    _200="A page with a Confirm button (nothing is recorded: link scanners don't consent)",
+    _404=INVALID, _410=EXPIRED))
 def confirm_page(token: str) -> Response:
+    """The page behind the confirmation link in the double-opt-in mail."""
     sub, _, problem = _confirm_token(token)
     if problem is not None:
         return problem
@@ -62,21 +73,30 @@ def confirm_page(token: str) -> Response:
                        consent_text=consent.text if consent else None)
 
 
-@bp.post("/confirm/<token>")
+@bp.route("/confirm/<token>", methods=["POST"])
+@bp.doc(responses=page_responses(
+    _200="Consent recorded (or already recorded): a page saying so",
+    _404=INVALID, _410=EXPIRED))
 def confirm_action(token: str) -> Response:
     """Record consent with this request's IP, time and user agent (idempotent)."""
-    sub, nonce, problem = _confirm_token(token)
-    if problem is not None:
-        return problem
-    assert sub is not None
-    locale, mailing_list = sub.locale, sub.mailing_list
-    outcome = subscriptions.confirm(sub.id, nonce, client())
-    if outcome == "invalid":
-        return _invalid(locale)
-    return render_page(outcome, locale=locale, mailing_list=mailing_list)
+    settings = current_settings()
+    try:
+        data = read_token(settings.secret_key, CONFIRM, token,
+                          max_age_seconds=settings.confirm_ttl_hours * 3600)
+    except TokenExpired as exc:
+        return _expired(token, db.session.get(Subscription, exc.data.subscription_id))
+    except TokenInvalid:
+        return _invalid()
+    # One locked read of the subscription and its list; the page needs nothing more.
+    done = subscriptions.confirm(data.subscription_id, data.nonce, client())
+    if done.outcome == "invalid":
+        return _invalid(done.locale)
+    return render_page(done.outcome, locale=done.locale, mailing_list=done.mailing_list)
 
 
-@bp.post("/confirm/<token>/resend")
+@bp.route("/confirm/<token>/resend", methods=["POST"])
+@bp.doc(responses=page_responses(
+    _200="The same page whether or not a new mail goes out", _404=INVALID))
 def resend(token: str) -> Response:
     """Send a fresh confirmation mail for an expired link (if still pending)."""
     settings = current_settings()
@@ -97,8 +117,12 @@ def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
     return db.session.get(Subscription, data.subscription_id), data.nonce
 
 
-@bp.get("/unsubscribe/<token>")
+@bp.route("/unsubscribe/<token>", methods=["GET"])
+@bp.doc(responses=page_responses(
+    _200="A page with an Unsubscribe button, or saying the address is already unsubscribed",
+    _404=INVALID))
 def unsubscribe_page(token: str) -> Response:
+    """The page behind the unsubscribe link in every mail."""
     sub, nonce = _unsubscribe_token(token)
     if sub is None:
         return _invalid()
@@ -110,7 +134,15 @@ def unsubscribe_page(token: str) -> Response:
                        action_url=url_for("links.unsubscribe_action", token=token))
 
 
-@bp.post("/unsubscribe/<token>")
+@bp.route("/unsubscribe/<token>", methods=["POST"])
+@bp.doc(
+    description="Also the RFC 8058 one-click target (`List-Unsubscribe-Post: "
+    "List-Unsubscribe=One-Click`): mail clients post that body, form-urlencoded or multipart, "
+    "without cookies; the answer never redirects. Idempotent.",
+    requestBody={"required": False, "content": {
+        ct: {"schema": OneClickSchema, "example": {"List-Unsubscribe": "One-Click"}}
+        for ct in ("application/x-www-form-urlencoded", "multipart/form-data")}},
+    responses=page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
 def unsubscribe_action(token: str) -> Response:
     """Withdraw at once: from our page's button or a mail client's one-click POST."""
     sub, nonce = _unsubscribe_token(token)

@@ -23,11 +23,68 @@ from ..config import current_settings
 from ..extensions import db
 from ..models import MailingList, OutboxItem, Subscription, Suppression
 from ..problems import problem
+from ..schemas import (
+    ConsentTextsSchema,
+    ContactExportSchema,
+    ContactLookupSchema,
+    EmailQuerySchema,
+    ErasureSchema,
+    ListDetailSchema,
+    ListsSchema,
+    OutboxItemSchema,
+    OutboxQuerySchema,
+    OutboxSchema,
+    ProblemSchema,
+    ProofFormatQuerySchema,
+    ProofQuerySchema,
+    ProofSchema,
+    ReceiptSchema,
+    RetentionRunsSchema,
+    StatsSchema,
+)
+from .pages import page_responses
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("operator", __name__, description="Operator API (bearer token)")
 SECURITY = [{"bearerAuth": []}]
+MAX_ID = 2**63 - 1  # BIGINT: a larger id would be a database error, not a 404
+WHEN = "2026-05-02T08:41:07.000000+00:00"
+SUMMARY_EXAMPLE = {
+    "id": 7, "list": "newsletter", "status": "confirmed", "created_at": WHEN,
+    "confirmed_at": WHEN, "withdrawn_at": None, "withdrawal_origin": None, "erased_at": None,
+    "minimized_at": None, "retain_until": None,
+    "retention": "Kept while the subscription is active (consent in use); no end date.",
+}
+LIST_EXAMPLE = {
+    "slug": "newsletter", "name": "Example Newsletter", "ac_list_id": 1, "default_locale": "de",
+    "redirect_urls": ["https://www.example.com/danke"], "origins": ["https://www.example.com"],
+    "send_welcome": True, "send_goodbye": False, "controller": "Example GmbH",
+    "privacy_policy_url": "https://www.example.com/datenschutz", "purpose": None,
+    "created_at": WHEN,
+}
+BACKLOG_EXAMPLE = {"pending": 3, "due": 1, "dead": 0, "oldest_pending_age_seconds": 12.5}
+PROBLEMS = {
+    401: "No operator token, or a wrong one",
+    404: "No such list, outbox row or recorded consent",
+    409: "The outbox row is not a dead letter",
+    422: "A query parameter is missing or invalid",
+}
+
+
+def documented(schema: type, *, query: type | None = None, errors: tuple[int, ...] = (),
+               example: dict[str, Any] | None = None, **doc: Any) -> Any:
+    """OpenAPI for an operator route: bearer security, its query, its answer and problems."""
+
+    def decorate(view: Any) -> Any:
+        for status in sorted({401, *errors}, reverse=True):
+            view = bp.alt_response(status, schema=ProblemSchema, description=PROBLEMS[status],
+                                   content_type="application/problem+json")(view)
+        view = bp.response(200, schema, example=example)(view)
+        parameters = [{"in": "query", "schema": query}] if query else []
+        return bp.doc(security=SECURITY, parameters=parameters, **doc)(view)
+
+    return decorate
 
 
 def token_name(presented: str) -> str | None:
@@ -94,8 +151,7 @@ def _audited(action: str, **details: Any) -> None:
 
 
 @bp.route("/v1/contacts", methods=["GET"])
-@bp.doc(security=SECURITY, parameters=[{"in": "query", "name": "email", "required": True,
-                                        "schema": {"type": "string"}}])
+@documented(ContactExportSchema, query=EmailQuerySchema, errors=(422,))
 def access() -> Response:
     """Everything stored about an address, as JSON (Art. 15 access, Art. 20 portability)."""
     if not (email := _arg("email")):
@@ -107,8 +163,7 @@ def access() -> Response:
 
 
 @bp.route("/v1/contacts", methods=["DELETE"])
-@bp.doc(security=SECURITY, parameters=[{"in": "query", "name": "email", "required": True,
-                                        "schema": {"type": "string"}}])
+@documented(ErasureSchema, query=EmailQuerySchema, errors=(422,))
 def erase() -> Response:
     """Erasure (Art. 17): personal data deleted now, proof kept until it lapses (Art. 17(3)(e))."""
     if not (email := _arg("email")):
@@ -120,7 +175,8 @@ def erase() -> Response:
 
 
 @bp.route("/v1/contacts/subscriptions", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(ContactLookupSchema, query=EmailQuerySchema, errors=(422,), example={
+    "address": "anna@example.org", "address_hash": "3f5a…", "subscriptions": [SUMMARY_EXAMPLE]})
 def contact_subscriptions() -> Response:
     """An address's subscriptions in brief: list, status, dates, retention."""
     if not (email := _arg("email")):
@@ -140,9 +196,13 @@ def _proof_format() -> str:
 
 
 @bp.route("/v1/contacts/proof", methods=["GET"])
-@bp.doc(security=SECURITY, description=(
+@documented(ProofSchema, query=ProofFormatQuerySchema, errors=(404, 422), description=(
     "`?format=json` (default), `html` (printable page; also chosen by `Accept: text/html`) "
-    "or `receipt` (Kantara Consent Receipt v1.1 with the double-opt-in evidence)."))
+    "or `receipt` (Kantara Consent Receipt v1.1 with the double-opt-in evidence)."),
+    responses={200: {"description": "The proof: JSON, a printable page, or a receipt",
+                     "content": {"application/json": {"schema": {"anyOf": [ProofSchema,
+                                                                           ReceiptSchema]}},
+                                 **page_responses(_200="")[200]["content"]}}})
 def proof_of_consent() -> Response:
     """The proof of consent for an address on a list (JSON, printable HTML, or receipt)."""
     email, slug, fmt = _arg("email"), _arg("list"), _proof_format()
@@ -167,7 +227,7 @@ def proof_of_consent() -> Response:
 
 
 @bp.route("/v1/contacts/receipt", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(ReceiptSchema, query=ProofQuerySchema, errors=(404, 422))
 def consent_receipt() -> Response:
     """The newest confirmed consent as a Kantara Consent Receipt v1.1 (same as ?format=receipt)."""
     email, slug = _arg("email"), _arg("list")
@@ -204,7 +264,7 @@ def _list_record(mailing_list: MailingList) -> dict[str, Any]:
 
 
 @bp.route("/v1/lists", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(ListsSchema, example={"lists": [LIST_EXAMPLE]})
 def all_lists() -> Response:
     """All lists."""
     records = [_list_record(m) for m in lists.all_lists()]
@@ -213,7 +273,7 @@ def all_lists() -> Response:
 
 
 @bp.route("/v1/lists/<slug>", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(ListDetailSchema, errors=(404,))
 def one_list(slug: str) -> Response:
     """One list with its current consent texts."""
     mailing_list = lists.get_list(slug)
@@ -229,7 +289,7 @@ def one_list(slug: str) -> Response:
 
 
 @bp.route("/v1/lists/<slug>/consent-texts", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(ConsentTextsSchema, errors=(404,))
 def consent_texts(slug: str) -> Response:
     """Every version of a list's consent texts, as shown to signups."""
     mailing_list = lists.get_list(slug)
@@ -259,7 +319,12 @@ def _outbox_record(item: OutboxItem) -> dict[str, Any]:
 
 
 @bp.route("/v1/outbox", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(OutboxSchema, query=OutboxQuerySchema, errors=(422,), example={
+    "items": [{"id": 42, "kind": "ac_subscribe", "status": "dead", "subscription_id": 7,
+               "attempts": 12, "next_attempt_at": WHEN,
+               "last_error": "PermanentFailure: ActiveCampaign 422: list not found",
+               "created_at": WHEN, "finished_at": WHEN}],
+    "backlog": BACKLOG_EXAMPLE})
 def outbox_items() -> Response:
     """Recent outbox rows, newest first; ``?status=dead`` for the dead letters."""
     status = _arg("status")
@@ -275,8 +340,8 @@ def outbox_items() -> Response:
     return jsonify(items=records, backlog=backlog)
 
 
-@bp.route("/v1/outbox/<int:item_id>/retry", methods=["POST"])
-@bp.doc(security=SECURITY)
+@bp.route(f"/v1/outbox/<int(max={MAX_ID}):item_id>/retry", methods=["POST"])
+@documented(OutboxItemSchema, errors=(404, 409))
 def outbox_retry(item_id: int) -> Response:
     """Queue a dead letter again after fixing its cause."""
     item = db.session.get(OutboxItem, item_id)
@@ -296,7 +361,7 @@ def _run_record(run: Any) -> dict[str, Any]:
 
 
 @bp.route("/v1/retention/runs", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(RetentionRunsSchema)
 def retention_runs() -> Response:
     """The last retention runs: when, as of when, what they minimized."""
     records = [_run_record(r) for r in retention.recent_runs()]
@@ -305,7 +370,9 @@ def retention_runs() -> Response:
 
 
 @bp.route("/v1/stats", methods=["GET"])
-@bp.doc(security=SECURITY)
+@documented(StatsSchema, example={
+    "subscriptions": {"newsletter": {"confirmed": 120, "pending": 4, "unsubscribed": 9}},
+    "suppressions": 9, "outbox": BACKLOG_EXAMPLE, "last_retention_run": None})
 def stats() -> Response:
     """Subscriptions per list and status, suppressions, outbox backlog, last retention run."""
     per_list: dict[str, dict[str, int]] = {m.slug: {} for m in lists.all_lists()}

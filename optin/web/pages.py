@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, has_request_context, make_response, render_template
+from flask import Response, current_app, has_request_context, make_response, render_template
 from flask import request as flask_request
+from flask_smorest import Blueprint
+from werkzeug.exceptions import HTTPException
 
 from ..brand import stylesheet
-from ..lists import LOCALES
+from ..lists import LOCALES, ListSnapshot
 from ..models import MailingList
 
-bp = Blueprint("pages", __name__)
+bp = Blueprint("pages", __name__, description="Page assets")
 
 
-def pick_locale(preferred: str | None = None, mailing_list: MailingList | None = None) -> str:
+def pick_locale(preferred: str | None = None, mailing_list: MailingList | ListSnapshot | None = None) -> str:
     """The language of a page, from the most to the least specific hint.
 
     1. ``preferred``: the locale the signup was made in (its consent text's),
@@ -26,7 +28,10 @@ def pick_locale(preferred: str | None = None, mailing_list: MailingList | None =
     if preferred in LOCALES:
         return preferred  # type: ignore[return-value]
     if has_request_context():
-        asked = flask_request.values.get("locale")
+        try:
+            asked = flask_request.values.get("locale")
+        except HTTPException:  # a body too large to read (the 413 page itself)
+            asked = flask_request.args.get("locale")
         if asked in LOCALES:
             return asked
         best = flask_request.accept_languages.best_match(LOCALES)
@@ -38,7 +43,7 @@ def pick_locale(preferred: str | None = None, mailing_list: MailingList | None =
 
 
 def render_page(name: str, *, status: int = 200, locale: str | None = None,
-                mailing_list: MailingList | None = None, **context: Any) -> Response:
+                mailing_list: MailingList | ListSnapshot | None = None, **context: Any) -> Response:
     """``templates/pages/<name>.<locale>.html`` (an operator's copy first, see OPTIN_TEMPLATE_DIR)."""
     locale = pick_locale(locale, mailing_list)
     html = render_template(
@@ -55,7 +60,10 @@ def render_page(name: str, *, status: int = 200, locale: str | None = None,
     return response
 
 
-@bp.get("/brand.css")
+@bp.route("/brand.css", methods=["GET"])
+@bp.doc(responses={200: {"description": "CSS custom properties",
+                         "content": {"text/css": {"schema": {"type": "string"}}}},
+                   304: {"description": "Not modified (ETag)"}})
 def brand_css() -> Response:
     """The brand colours as CSS custom properties (no inline style under our CSP)."""
     response = make_response(stylesheet(current_app.extensions["optin.brand"]))
@@ -64,3 +72,11 @@ def brand_css() -> Response:
     response.cache_control.max_age = 3600
     response.add_etag()
     return response.make_conditional(flask_request)
+
+
+def page_responses(**pages: str) -> dict[int, dict[str, Any]]:
+    """OpenAPI responses that are HTML pages: ``page_responses(_200="…", _404="…")``."""
+    return {int(status.lstrip("_")): {
+        "description": description,
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    } for status, description in pages.items()}

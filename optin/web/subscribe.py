@@ -2,24 +2,38 @@
 
 The answer is the same for every address (new, pending, confirmed,
 withdrawn): 202 for JSON, 303 for a form post. Only invalid input differs.
+
+Which pages may post (``Origin``): a browser names the page's origin on every
+POST. A signup is accepted when the header is absent (servers, scripts, old
+browsers), or is the service's own origin (OPTIN_BASE_URL), one of the list's
+origins (``--origin``), or the origin of one of its thank-you URLs
+(``--redirect-url``); otherwise it is refused with 403 and nothing is stored.
+Without this, any page on the web could make its visitors' browsers sign up
+addresses of its choosing, from as many IPs as it has visitors, past every
+per-IP limit. ``fetch()`` may read the answer (CORS) only from the list's
+origins; see :func:`cross_origin`.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Response, jsonify, redirect, request, url_for
+from flask import Response, current_app, jsonify, redirect, request, url_for
+from flask_cors.core import get_cors_options, set_cors_headers
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 
-from .. import lists, subscriptions
+from .. import limits, lists, subscriptions
 from ..config import current_settings
+from ..extensions import limiter
 from ..problems import error_response, wants_json
-from ..schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema
-from .pages import render_page
+from ..schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema, ThanksQuerySchema
+from .pages import page_responses, render_page
 
 bp = Blueprint("subscribe", __name__, description="Newsletter signup (public)")
 
@@ -28,7 +42,13 @@ ACCEPTED = {
     "detail": "If this address can receive mail, a confirmation link is on its way. "
     "The subscription starts once the link is confirmed.",
 }
+SIGNUP_EXAMPLE = {"email": "anna@example.org", "list": "newsletter", "consent_text_version": 1,
+                  "locale": "de", "first_name": "Anna",
+                  "source_url": "https://www.example.com/newsletter"}
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+# Built once: a marshmallow schema is stateless after construction, and building
+# one per request was a measurable part of a signup.
+SIGNUP_SCHEMA = SignupSchema()
 
 
 def _form_data(form: MultiDict[str, str]) -> dict[str, Any]:
@@ -53,15 +73,22 @@ def client() -> subscriptions.Client:
 
 @bp.route("/v1/subscriptions", methods=["POST"])
 @bp.doc(requestBody={"required": True, "content": {
-    "application/json": {"schema": SignupSchema},
-    "application/x-www-form-urlencoded": {"schema": SignupSchema},
+    "application/json": {"schema": SignupSchema, "example": SIGNUP_EXAMPLE},
+    "application/x-www-form-urlencoded": {"schema": SignupSchema, "example": SIGNUP_EXAMPLE},
 }})
-@bp.response(202, SignupAcceptedSchema)
+@bp.response(202, SignupAcceptedSchema, example=ACCEPTED)
 @bp.alt_response(303, description="Form post: see the list's thank-you page")
+@bp.alt_response(400, schema=ProblemSchema, description="The JSON body is not an object",
+                 content_type="application/problem+json")
 @bp.alt_response(422, schema=ProblemSchema, description="Invalid input; nothing was stored",
                  content_type="application/problem+json")
 @bp.alt_response(415, schema=ProblemSchema, description="Neither JSON nor a form post",
                  content_type="application/problem+json")
+@bp.alt_response(403, schema=ProblemSchema, description="The Origin header is not allowed "
+                 "for this list; nothing was stored", content_type="application/problem+json")
+@bp.alt_response(429, schema=ProblemSchema, description="Too many signups from this client IP "
+                 "(OPTIN_RATELIMIT_SIGNUP); see Retry-After", content_type="application/problem+json")
+@limiter.limit(limits.signup_limit, key_func=limits.client_key, methods=["POST"])
 def create_subscription() -> Response:
     """Sign an address up for a list; a confirmation mail is sent (double opt-in)."""
     if request.is_json:
@@ -74,13 +101,19 @@ def create_subscription() -> Response:
         return error_response(415, "Unsupported Media Type",
                               "Send JSON or an HTML form (application/x-www-form-urlencoded).")
     try:
-        data = SignupSchema().load(raw)
+        data = SIGNUP_SCHEMA.load(raw)
     except ValidationError as exc:
         return _invalid(exc.normalized_messages())
     redirect_url = data.pop("redirect_url", None)
+    mailing_list = lists.list_snapshot(data["list"])
+    settings = current_settings()
+    if mailing_list is not None and not lists.may_post_from(
+            mailing_list, request.headers.get("Origin"), settings.base_url,
+            development=settings.development):
+        return error_response(403, "Forbidden", "Signups for this list are not accepted from "
+                              "this page (its origin is not one of the list's); nothing was stored.")
     try:
-        subscriptions.request_signup(subscriptions.SignupRequest(**data), client(),
-                                     current_settings())
+        subscriptions.request_signup(subscriptions.SignupRequest(**data), client(), settings)
     except subscriptions.SignupInvalid as exc:
         return _invalid(exc.errors)
 
@@ -88,7 +121,6 @@ def create_subscription() -> Response:
         response = jsonify(ACCEPTED)
         response.status_code = 202
         return response
-    mailing_list = lists.get_list(data["list"])
     target = lists.allowed_redirect(mailing_list, redirect_url) if mailing_list else None
     return redirect(target or url_for("subscribe.thanks", list=data["list"],
                                       locale=data.get("locale")), 303)
@@ -101,31 +133,66 @@ def _invalid(errors: dict[str, Any]) -> Response:
 
 
 @bp.route("/thanks", methods=["GET"])
-@bp.doc(hide=True)
+@bp.doc(parameters=[{"in": "query", "schema": ThanksQuerySchema}],
+        responses=page_responses(_200="Check your inbox (in the list's or the browser's language)"))
 def thanks() -> Response:
     """The default page after a form post: check your inbox."""
     mailing_list = lists.get_list(request.args.get("list", ""))
     return render_page("thanks", locale=request.args.get("locale"), mailing_list=mailing_list)
 
 
-# --- CORS for the embedded form (minimal stand-in) -----------------------------------
-# The lead reconciles this with the flask-cors branch (per-list origins); until
-# then this covers what embed.js sends: a form-encoded POST, which browsers send
-# without a preflight. It only lets the page *read* the answer; the signup
-# itself is accepted from anywhere, like a plain form post.
+# --- Cross-origin forms ------------------------------------------------------------------
+# flask-cors computes the headers (preflight, allowed methods and headers, max age); which
+# origins to allow is per request, so its options are built here from the lists rather
+# than fixed once by the CORS() extension.
+
+CORS_OPTIONS = {
+    "methods": ["POST"],
+    "allow_headers": ["Content-Type", "Accept", "Accept-Language", "Content-Language"],
+    "max_age": 600,  # browsers reuse a preflight answer for ten minutes
+    "supports_credentials": False,
+    "always_send": False,
+    "automatic_options": True,
+    "vary_header": False,  # Vary: Origin is set on every answer below, allowed or not
+}
+
+
+def _named_list_origins() -> list[str]:
+    """The landing-page origins of the list a signup names (none when it names none)."""
+    try:
+        body = request.get_json(silent=True) if request.is_json else request.form
+    except HTTPException:  # a body too large to read: no CORS for that answer
+        return []
+    slug = body.get("list") if isinstance(body, Mapping) else None
+    with contextlib.suppress(SQLAlchemyError):  # the answer matters more than its CORS header
+        mailing_list = lists.list_snapshot(slug) if isinstance(slug, str) else None
+        return list(mailing_list.origins) if mailing_list is not None else []
+    return []
 
 
 @bp.after_request
-def allow_list_origin(response: Response) -> Response:
-    """Access-Control-Allow-Origin for an Origin the named list allows (MailingList.origins)."""
-    origin = request.headers.get("Origin")
-    if not origin or request.endpoint != "subscribe.create_subscription":
+def cross_origin(response: Response) -> Response:
+    """CORS headers for ``fetch()`` from a list's landing pages.
+
+    A preflight carries no body, so it cannot know the list: it is allowed for the
+    union of all lists' origins (read from the database each time; browsers cache the
+    answer for ``max_age``). The POST then gets ``Access-Control-Allow-Origin`` only
+    for an origin of the list it names; :func:`create_subscription` refuses it (403)
+    if the origin may not post for that list at all.
+    """
+    if request.endpoint != "subscribe.create_subscription":
         return response
     response.vary.add("Origin")
-    body = request.get_json(silent=True) if request.is_json else request.form
-    slug = body.get("list") if isinstance(body, dict) else None
-    with contextlib.suppress(SQLAlchemyError):  # the answer matters more than its CORS header
-        mailing_list = lists.get_list(slug) if isinstance(slug, str) else None
-        if mailing_list is not None and origin.lower() in (mailing_list.origins or []):
-            response.headers["Access-Control-Allow-Origin"] = origin
+    if not request.headers.get("Origin"):
+        return response
+    allowed: list[str] = []
+    if request.method == "OPTIONS":
+        with contextlib.suppress(SQLAlchemyError):
+            allowed = sorted(lists.all_origins())
+    else:
+        allowed = _named_list_origins()
+    if current_settings().development:  # the demo page, on localhost or 127.0.0.1
+        allowed.append(lists.DEVELOPMENT_ORIGINS.pattern)
+    if allowed:
+        set_cors_headers(response, get_cors_options(current_app, CORS_OPTIONS, {"origins": allowed}))
     return response

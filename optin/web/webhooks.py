@@ -19,9 +19,12 @@ import logging
 from flask import Response, jsonify, request
 from flask_smorest import Blueprint
 
-from .. import sync
+from .. import limits, sync
 from ..config import current_settings
+from ..extensions import limiter
+from ..logs import pseudonym
 from ..problems import problem
+from ..schemas import ProblemSchema, StatusSchema, WebhookFormSchema
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ EVIDENCE = {
     "bounce[description]": "bounce_description",
 }
 
+WEBHOOK_EXAMPLE = {"type": "unsubscribe", "date_time": "2026-05-02T08:41:07-05:00",
+                   "initiated_by": "contact", "initiated_from": "unsubscribe_link", "list": "1",
+                   "contact[id]": "42", "contact[email]": "anna@example.org"}
+
 
 def _refused() -> Response | None:
     """A problem answer unless the request carries the configured secret."""
@@ -52,7 +59,8 @@ def _refused() -> Response | None:
         return problem(401, "Unauthorized", "The webhook URL must carry ?secret=…",
                        headers={"WWW-Authenticate": 'Secret realm="webhooks"'})
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        log.warning("ActiveCampaign webhook with a wrong secret from %s", request.remote_addr)
+        log.warning("ActiveCampaign webhook with a wrong secret from IP %s",
+                    pseudonym(request.remote_addr))
         return problem(403, "Forbidden", "Wrong webhook secret.")
     return None
 
@@ -63,15 +71,26 @@ def _list_id(raw: str | None) -> int | None:
         value = int(raw or 0)
     except ValueError:
         return -1  # matches no list
+    if not -(2**31) <= value < 2**31:
+        return -1  # no list has it, and the database column could not even hold it
     return value or None
 
 
 @bp.route("/webhooks/activecampaign", methods=["POST"])
 @bp.doc(security=[], parameters=[{"in": "query", "name": "secret", "required": True,
-                                  "schema": {"type": "string"}}])
-@bp.alt_response(200, description="Recorded, or nothing to record")
-@bp.alt_response(401, description="No secret")
-@bp.alt_response(403, description="Wrong secret, or webhooks disabled")
+                                  "schema": {"type": "string"}}],
+        requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {
+            "schema": WebhookFormSchema, "example": WEBHOOK_EXAMPLE}}})
+@bp.response(200, StatusSchema, description="Recorded, or nothing to record (the same answer "
+             "for known and unknown addresses)", example={"status": "ok"})
+@bp.alt_response(401, schema=ProblemSchema, description="No secret",
+                 content_type="application/problem+json")
+@bp.alt_response(403, schema=ProblemSchema, description="Wrong secret, or webhooks disabled",
+                 content_type="application/problem+json")
+@bp.alt_response(429, schema=ProblemSchema,
+                 description="Too many posts from this IP (OPTIN_RATELIMIT_WEBHOOK)",
+                 content_type="application/problem+json")
+@limiter.limit(limits.webhook_limit, key_func=limits.client_key)
 def activecampaign() -> Response:
     """Record an unsubscribe, spam complaint or bounce reported by ActiveCampaign."""
     refused = _refused()

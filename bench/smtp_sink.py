@@ -1,0 +1,40 @@
+"""An SMTP sink in its own process: accepts every mail, counts them, prints the count at exit.
+
+    python -m bench.smtp_sink PORT
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        self.count += 1
+        self.bytes += len(envelope.content or b"")
+        return "250 OK"
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    counter = Counter()
+    controller = Controller(counter, hostname="127.0.0.1", port=port)
+    controller.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+    print(f"SINK {counter.count} {counter.bytes}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
