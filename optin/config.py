@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIN_AC_API_KEY", None, "ActiveCampaign API key"),
     Setting("OPTIN_AC_WEBHOOK_SECRET", None,
             "shared secret ActiveCampaign webhooks carry; unset = webhooks refused"),
-    Setting("OPTIN_AC_RATE_LIMIT", "4.5",
+    Setting("OPTIN_AC_RATE_LIMIT", "4",
             "ActiveCampaign requests per second, all workers together (the account allows 5)"),
     Setting("OPTIN_AC_FIELD_MAP", None,
             "personal fields sent to ActiveCampaign custom fields, `name:field id,…` "

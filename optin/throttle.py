@@ -5,9 +5,11 @@ a sliding second. Every process that calls it (several workers, the CLI's
 backfill and reconcile) takes turns from one shared schedule: a call reserves
 the next free slot, ``1 / rate`` seconds after the previous reservation, and
 sleeps until its slot comes (GCRA without a burst allowance). Slots are
-evenly spaced: at the default 4.5/s six consecutive calls span 1.11 s, so
-only jitter of more than 0.11 s between them could put six into one of the
-server's seconds.
+evenly spaced: at the default 4/s six consecutive calls span 1.25 s, so
+only a call delayed by more than 0.25 s between its slot and its arrival
+could put six into one of the server's seconds (4.5/s left 0.11 s, which a
+busy 2-core machine exceeded now and then; a 429 is retried, but it should
+not happen in normal operation).
 
 The schedule lives in Redis when ``OPTIN_RATELIMIT_STORAGE_URL`` is
 ``redis://`` (one Lua script on Redis's own clock), otherwise in the database
@@ -39,16 +41,23 @@ log = logging.getLogger(__name__)
 # A stored slot further ahead than this is stale (a changed rate, a clock jump): start afresh.
 STALE_SECONDS = 60.0
 _WARN_EVERY = 60.0
+_LATE_RETRIES = 5
 
 
 class Throttle:
     """Call it before each request; it sleeps until this caller's turn."""
 
-    def __init__(self, rate: float, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, rate: float, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not rate > 0:
             raise ValueError("rate must be above 0")
         self.interval = 1.0 / rate
+        # A caller that wakes up later than this after its slot (a busy CPU, a GC pause)
+        # would crowd the calls after it into one of the server's seconds: it gives the
+        # slot up and takes a new one instead.
+        self.tolerance = self.interval / 4
         self._sleep = sleep
+        self._clock = clock
         self._last_warning = 0.0
 
     def reserve(self) -> float:
@@ -56,17 +65,23 @@ class Throttle:
         raise NotImplementedError
 
     def __call__(self) -> None:
-        try:
-            wait = self.reserve()
-        except Exception as exc:  # a limiter outage must not stop the sync; 429s are retried
-            now = time.monotonic()
-            if now - self._last_warning > _WARN_EVERY:
-                self._last_warning = now
-                log.warning("ActiveCampaign throttle unavailable (%s); calling unpaced",
-                            type(exc).__name__)
-            return
-        if wait > 0:
-            self._sleep(wait)
+        for _ in range(_LATE_RETRIES):
+            try:
+                wait = self.reserve()
+            except Exception as exc:  # a limiter outage must not stop the sync; 429s are retried
+                now = self._clock()
+                if now - self._last_warning > _WARN_EVERY:
+                    self._last_warning = now
+                    log.warning("ActiveCampaign throttle unavailable (%s); calling unpaced",
+                                type(exc).__name__)
+                return
+            due = self._clock() + max(wait, 0.0)
+            if wait > 0:
+                self._sleep(wait)
+            if self._clock() - due <= self.tolerance:
+                return
+        log.warning("ActiveCampaign throttle: woke up late %d times in a row; calling now",
+                    _LATE_RETRIES)
 
 
 class RedisThrottle(Throttle):

@@ -17,7 +17,7 @@ from optin.addresses import address_hash
 from optin.config import current_settings
 from optin.extensions import db
 from optin.models import JobState, Subscription, utcnow
-from optin.throttle import DatabaseThrottle, RedisThrottle
+from optin.throttle import DatabaseThrottle, RedisThrottle, Throttle
 from optin.worker import Worker
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
@@ -174,3 +174,40 @@ def test_an_unreachable_limiter_does_not_stop_the_sync(caplog):
     with caplog.at_level(logging.WARNING):
         throttle()  # no exception: ActiveCampaign's own 429s are retried by the outbox
     assert "calling unpaced" in caplog.text
+
+
+class _Schedule(Throttle):
+    """The slot arithmetic of the shared schedule on a fake clock: no Redis needed."""
+
+    def __init__(self, rate: float, oversleep: list[float]) -> None:
+        self.now, self.next_slot, self.reserved = 0.0, 0.0, 0
+        self._oversleep = oversleep
+        super().__init__(rate, sleep=self._sleep_fake, clock=lambda: self.now)
+
+    def _sleep_fake(self, seconds: float) -> None:
+        self.now += seconds + (self._oversleep.pop(0) if self._oversleep else 0.0)
+
+    def reserve(self) -> float:
+        self.reserved += 1
+        slot = max(self.next_slot, self.now)
+        self.next_slot = slot + self.interval
+        return slot - self.now
+
+
+def test_a_caller_that_wakes_up_late_takes_a_new_slot():
+    throttle = _Schedule(rate=4, oversleep=[0.3])  # the second caller's sleep overruns
+    sent = []
+    for _ in range(3):
+        throttle()
+        sent.append(throttle.now)
+    # The late caller gave its slot (0.25) up and took a fresh one when it woke (0.55): the
+    # call after it keeps a full interval's distance, so six can't bunch into one second.
+    assert throttle.reserved == 4
+    assert sent == pytest.approx([0.0, 0.55, 0.8])
+
+
+def test_a_slightly_late_caller_keeps_its_slot():
+    throttle = _Schedule(rate=4, oversleep=[0.05])  # within a quarter interval
+    for _ in range(2):
+        throttle()
+    assert throttle.reserved == 2 and throttle.now == pytest.approx(0.3)
