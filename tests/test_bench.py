@@ -17,10 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"),
-    pytest.mark.skipif(shutil.which("createdb") is None, reason="needs PostgreSQL's createdb"),
-]
 
 
 def test_backfill_bound_counts_both_limits() -> None:
@@ -34,6 +30,8 @@ def test_backfill_bound_counts_both_limits() -> None:
     assert seconds == pytest.approx(180 + 99 / 5 + 0.2)
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+@pytest.mark.skipif(shutil.which("createdb") is None, reason="needs PostgreSQL's createdb")
 def test_quick_signups_run_writes_results(tmp_path: Path) -> None:
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"],
                       capture_output=True).returncode != 0:
