@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.policy
 import itertools
 import math
 import smtplib
@@ -229,7 +228,7 @@ def _prerendered_mail(url: str, sink_url: str) -> tuple[str, str, bytes]:
         })
         message = build_message(rendered, to_email="gen1@example.org", to_name="First1 Last1",
                                 sender="newsletter@localhost")
-    raw = message.as_bytes(policy=email.policy.SMTP)  # CRLF line ends, as on the wire
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))  # as smtplib sends it
     return "newsletter@localhost", "gen1@example.org", raw
 
 

@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import brand, cli, limits, logs, metrics, problems, web
 from .config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from .extensions import api, db, migrate
+from .extensions import api, db, migrate, ping_when_idle
 from .mailer import MailTemplates, backend_from_url
 
 __all__ = ["create_app"]
@@ -49,6 +49,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     db.init_app(app)
+    with app.app_context():
+        ping_when_idle(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     limits.init_app(app)
     api.init_app(app)

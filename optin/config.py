@@ -386,7 +386,7 @@ class Settings:
 
     def flask_config(self) -> dict[str, Any]:
         """What the Flask extensions read from ``app.config``."""
-        engine_options: dict[str, Any] = {"pool_pre_ping": True}
+        engine_options: dict[str, Any] = {}  # idle connections are pinged: extensions.py
         if self.database_url.startswith("sqlite"):
             # The web thread and the in-process worker share the file.
             engine_options["connect_args"] = {"timeout": 30}

@@ -72,15 +72,15 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
     metrics.mail_delivered(name)
-    ledger.append(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
-                  origin="worker", details={
-                      "message_id": str(message["Message-ID"]),
-                      "subject": rendered.subject,
-                      "template": rendered.template,
-                      "template_sha256": rendered.template_sha256,
-                      "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
-                      "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
-                  })
+    ledger.append_now(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
+                      origin="worker", details={
+                          "message_id": str(message["Message-ID"]),
+                          "subject": rendered.subject,
+                          "template": rendered.template,
+                          "template_sha256": rendered.template_sha256,
+                          "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
+                          "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
+                      })
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:

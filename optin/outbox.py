@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from . import logs, metrics
 from .extensions import db
@@ -160,13 +160,16 @@ def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
     except Exception as exc:  # every failure is recorded, none escapes the worker
         db.session.rollback()
         return _record_failure(item_id, exc, max_attempts=max_attempts, horizon=horizon)
-    item.status = DONE
-    item.attempts += 1
-    item.finished_at = utcnow()
-    item.claimed_by = item.claimed_until = None
-    item.last_error = None
+    db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
     db.session.commit()
     return DONE
+
+
+_ROWS = OutboxItem.__table__
+# A plain UPDATE built once: the ORM's unit of work cost more CPU than the database did.
+_MARK_DONE = _ROWS.update().where(_ROWS.c.id == bindparam("item_id")).values(
+    status=DONE, attempts=_ROWS.c.attempts + 1, last_error=None, claimed_by=None,
+    claimed_until=None, finished_at=bindparam("now", type_=_ROWS.c.finished_at.type))
 
 
 def _describe(exc: Exception) -> str:

@@ -21,7 +21,7 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from optin import lists
+from optin import extensions, lists
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription
 
@@ -154,6 +154,31 @@ def test_database_down_is_a_503_and_the_next_request_after_it_works(app, client,
         addresses = set(db.session.scalars(select(Subscription.email)))
     assert addresses == {"before@example.org", "after@example.org"}
     _nothing_half_written(app)
+
+
+def test_an_idle_connection_that_died_is_replaced_before_a_request_uses_it(
+        app, client, proxy, monkeypatch):
+    """A database restart while the pool sits idle costs no request (extensions.ping_when_idle)."""
+    assert signup(client, "before@example.org").status_code == 202
+    proxy.cut()
+    proxy.heal()  # the database is back; the pooled connection is dead and nobody knows
+    monkeypatch.setattr(extensions, "IDLE_PING_SECONDS", 0.0)  # it has sat idle long enough
+    assert signup(client, "after@example.org").status_code == 202
+
+
+def test_a_connection_just_used_is_not_pinged_again(app, client, proxy, monkeypatch):
+    """The ping is for idle connections only: under load, no extra round trip per request."""
+    with app.app_context():
+        dialect = db.engine.dialect
+    pings: list[object] = []
+    ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda conn: pings.append(conn) or ping(conn))
+    assert signup(client, "warm@example.org").status_code == 202
+    assert signup(client, "busy@example.org").status_code == 202
+    assert pings == []
+    monkeypatch.setattr(extensions, "IDLE_PING_SECONDS", 0.0)
+    assert signup(client, "idle@example.org").status_code == 202
+    assert len(pings) == 1
 
 
 def test_a_signup_cut_off_mid_transaction_leaves_nothing(app, client, proxy):

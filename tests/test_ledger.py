@@ -101,3 +101,20 @@ def test_chain_hash_depends_on_previous_sequence_and_content():
     assert a != ledger.chain_hash(None, 1, "d" * 64)
     assert a != ledger.chain_hash("e" * 64, 1, "c" * 64)
     assert a == ledger.chain_hash(ledger.GENESIS, 1, "c" * 64)
+
+
+def test_append_now_and_append_continue_one_chain_in_a_transaction(app, client, newsletter):
+    """The mail worker's plain-SQL append keeps the in-memory head, so an ORM append after it
+    in the same transaction gets the next number and the chain verifies."""
+    from .conftest import signup
+
+    assert signup(client, "m@example.org").status_code == 202
+    with app.app_context():
+        sub = db.session.scalar(select(Subscription))
+        row = ledger.append_now(sub, "confirmation_sent", origin="worker", details={"n": 1})
+        event = ledger.append(sub, "bounced", origin="activecampaign")
+        db.session.commit()
+        assert (row["seq"], event.seq) == (2, 3)
+        stored = db.session.scalar(select(Subscription))
+        assert (stored.ledger_seq, stored.ledger_head) == (3, event.chain_hash)
+        assert ledger.verify(db.session).ok

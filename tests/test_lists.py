@@ -31,6 +31,7 @@ def test_mail_carries_the_lists_sender_and_reply_to(app, client, runner, mailbox
     assert mail["From"].addresses[0].addr_spec == "news@example.com"
     assert str(mail["Reply-To"]) == "team@example.com"
     assert mailbox.envelopes[-1][0] == "news@example.com"  # the SMTP envelope too
+    assert str(mail["Message-ID"]).endswith("@example.com>")  # the sender's domain, no stray ">"
 
 
 def test_lists_without_a_sender_use_the_default(app, client, newsletter, mailbox):
