@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from . import ledger, sync
 from .activecampaign import (
@@ -324,9 +324,4 @@ def _record(ids: list[int], entries: list[dict[str, Any]], ac_list: int, kind: s
     if not events:
         return
     db.session.execute(insert(ConsentEvent.__table__), events)
-    db.session.execute(
-        update(table).where(table.c.id == bindparam("b_id")).values(
-            ledger_seq=bindparam("b_seq"), ledger_head=bindparam("b_head"),
-            updated_at=bindparam("b_at", type_=table.c.updated_at.type)),
-        [{"b_id": e["subscription_id"], "b_seq": e["seq"], "b_head": e["chain_hash"], "b_at": now}
-         for e in events])
+    db.session.execute(ledger.MOVE_HEAD, [ledger.head_params(e) for e in events])

@@ -89,9 +89,17 @@ def append(
 
 _EVENTS, _SUBS = ConsentEvent.__table__, Subscription.__table__
 _INSERT_EVENT = _EVENTS.insert()
-_MOVE_HEAD = _SUBS.update().where(_SUBS.c.id == bindparam("sub_id")).values(
-    ledger_seq=bindparam("seq"), ledger_head=bindparam("head"),
-    updated_at=bindparam("at", type_=_SUBS.c.updated_at.type))
+#: Move a subscription's chain head, for writers without the ORM; parameters from
+#: :func:`head_params` (one dict, or a list of them for executemany).
+MOVE_HEAD = _SUBS.update().where(_SUBS.c.id == bindparam("sub_id")).values(
+    ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"),
+    updated_at=bindparam("updated_at", type_=_SUBS.c.updated_at.type))
+
+
+def head_params(row: dict[str, Any]) -> dict[str, Any]:
+    """:data:`MOVE_HEAD`'s parameters for the event ``row`` (from :func:`event_row`)."""
+    return {"sub_id": row["subscription_id"], "ledger_seq": row["seq"],
+            "ledger_head": row["chain_hash"], "updated_at": row["at"]}
 
 
 def append_now(subscription: Subscription, kind: str, *, origin: str,
@@ -109,8 +117,7 @@ def append_now(subscription: Subscription, kind: str, *, origin: str,
     row = event_row(subscription.id, subscription.ledger_seq or 0, subscription.ledger_head,
                     kind, origin=origin, details=details)
     session.execute(_INSERT_EVENT, row)
-    session.execute(_MOVE_HEAD, {"sub_id": subscription.id, "seq": row["seq"],
-                                 "head": row["chain_hash"], "at": row["at"]})
+    session.execute(MOVE_HEAD, head_params(row))
     set_committed_value(subscription, "ledger_seq", row["seq"])
     set_committed_value(subscription, "ledger_head", row["chain_hash"])
     return row

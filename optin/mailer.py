@@ -39,6 +39,8 @@ FALLBACK_LOCALE = "en"
 #: UTF-8 bodies as quoted-printable: readable in the raw mail, 7-bit safe for any relay.
 UTF8 = Charset("utf-8")
 UTF8.body_encoding = QP
+#: RFC 5322's limit on a line (998), less room for the header's name.
+MAX_HEADER_VALUE = 900
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -164,10 +166,6 @@ def _header(value: str) -> str | Header:
 def _unfolded(value: str) -> str | Header | _AsIs:
     """For links (List-Unsubscribe): one line when it fits, else as :func:`_header`."""
     return _AsIs(value) if value.isascii() and len(value) <= MAX_HEADER_VALUE else _header(value)
-
-
-#: RFC 5322's limit on a line, less room for the header's name.
-MAX_HEADER_VALUE = 900
 
 
 class _AsIs:

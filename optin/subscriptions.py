@@ -194,9 +194,7 @@ def _dialect_statements(dialect: str) -> tuple[Any, Any, Any]:
            .on_conflict_do_nothing(index_elements=[_SUB.c.list_id, _SUB.c.email_hash],
                                    index_where=ACTIVE_PREDICATE)
            .returning(_SUB.c.id))
-    head = _SUB.update().where(_SUB.c.id == bindparam("sub_id")).values(
-        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"),
-        updated_at=bindparam("updated_at", type_=_SUB.c.updated_at.type))
+    head = ledger.MOVE_HEAD
     if dialect != "postgresql":
         return new, head, head
     events, queue = ConsentEvent.__table__, OutboxItem.__table__
@@ -245,8 +243,7 @@ def _insert_new(
         user_agent=client.user_agent, consent_text_id=text.id,
         details={**_evidence(req, text), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
-    head = {"sub_id": sub_id, "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
-            "updated_at": now}
+    head = ledger.head_params(event)
     if not mail or db.session.get_bind().dialect.name != "postgresql":
         db.session.execute(ConsentEvent.__table__.insert(), event)
         db.session.execute(head_update, head)
