@@ -39,7 +39,7 @@ class AccessLogger(Logger):
     control characters escaped (a %0A in a path must not forge a line), and JSON lines."""
 
     def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
-        from optin.logs import scrub_path
+        from optin.ops.logs import scrub_path
 
         atoms = super().atoms(resp, req, environ, request_time)
         path = scrub_path(atoms["U"] or "")
@@ -76,6 +76,6 @@ def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     """With OPTIN_METRICS_DIR, a dead worker's counts stay summed in /metrics; this only
     drops its live-process gauges (prometheus-client's multi-process mode)."""
-    from optin import metrics
+    from optin.ops import metrics
 
     metrics.mark_process_dead(worker.pid)

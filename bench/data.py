@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from optin.tokens import CONFIRM, make_token
+from optin.consent.tokens import CONFIRM, make_token
 
 from .stack import SECRET_KEY
 

@@ -37,8 +37,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optin import create_app, lists, retention  # noqa: E402
+from optin import create_app
+from optin.consent import lists
 from optin.extensions import db  # noqa: E402
+from optin.privacy import retention  # noqa: E402
 
 GENERATE_SUBSCRIPTIONS = """
 INSERT INTO subscription (list_id, status, email, email_hash, locale, first_name, last_name,

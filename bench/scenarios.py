@@ -212,8 +212,8 @@ def confirmations(size: Size) -> list[Row]:
 def _prerendered_mail(url: str, sink_url: str) -> tuple[str, str, bytes]:
     """One confirmation mail rendered by optin itself, as bytes, for the smtplib baseline."""
     from optin import create_app
-    from optin.mailer import build_message
-    from optin.tokens import CONFIRM, make_token
+    from optin.consent.tokens import CONFIRM, make_token
+    from optin.delivery.mailer import build_message
 
     env = service_env(url, OPTIN_MAIL_URL=sink_url)
     env.pop("OPTIN_METRICS_DIR")  # this process imported prometheus-client without it

@@ -1,25 +1,51 @@
 """optin: newsletter double opt-in with a court-ready proof of consent.
 
 ``create_app`` builds the Flask app: settings from the ``OPTIN_*``
-environment (or ``test_config``), extensions, mail backend, blueprints, CLI.
+environment (or ``test_config``), extensions, mail backend, blueprints, CLI,
+and the worker's wiring: which handler delivers each outbox kind, and which
+jobs run on a schedule. Nothing registers itself by being imported.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
 from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import brand, cli, limits, logs, metrics, problems, web
-from .config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from .extensions import api, db, migrate, ping_when_idle
-from .mailer import MailTemplates, backend_from_url
+from optin import brand, cli, web
+from optin.activecampaign import reconcile, sync
+from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
+from optin.consent import mailcap
+from optin.delivery import notifications, worker
+from optin.delivery.mailer import MailTemplates, backend_from_url
+from optin.delivery.outbox import Handler
+from optin.delivery.worker import PeriodicJob
+from optin.extensions import api, db, migrate, ping_when_idle
+from optin.models import OutboxKind
+from optin.ops import logs, metrics, problems, ratelimits
+from optin.privacy import retention
 
-__all__ = ["create_app"]
+__all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app"]
+
+#: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
+OUTBOX_HANDLERS: Mapping[OutboxKind, Handler] = {
+    OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
+    OutboxKind.WELCOME_MAIL: notifications.send_welcome,
+    OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,
+    OutboxKind.AC_SUBSCRIBE: sync.push_subscribe,
+    OutboxKind.AC_UNSUBSCRIBE: sync.push_unsubscribe,
+}
+
+#: What the workers run on a schedule, once per interval between all of them.
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    PeriodicJob("retention", lambda: timedelta(days=1), retention.run),
+    PeriodicJob("ac_reconcile", reconcile.interval, reconcile.reconcile_all),
+)
 
 
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
@@ -52,7 +78,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     with app.app_context():
         ping_when_idle(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    limits.init_app(app)
+    ratelimits.init_app(app)
+    mailcap.init_app(app, settings)
+    worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS)
     api.init_app(app)
     web.init_app(app)
     metrics.init_app(app)

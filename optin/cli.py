@@ -6,32 +6,34 @@ text for people and exit non-zero when something is wrong.
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import threading
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, FlaskGroup, with_appcontext
+from flask.cli import AppGroup, with_appcontext
+from flask_migrate import upgrade
+from werkzeug.serving import run_simple
 
-from . import backfill, lists, metrics, outbox, reconcile  # reconcile registers the periodic job
-from .config import ConfigError, current_settings
-from .extensions import db
-from .worker import Worker
+from optin.activecampaign import (
+    backfill,
+    reconcile,
+)
+from optin.activecampaign.client import ActiveCampaignError
+from optin.config import current_settings
+from optin.consent import ledger, lists
+from optin.delivery import outbox
+from optin.delivery.worker import Worker
+from optin.extensions import db
+from optin.models import LOCALES
+from optin.ops import metrics
+from optin.privacy import proof, retention, rights
+from optin.web import embed
 
-
-def _create_app():  # noqa: ANN202 - FlaskGroup's factory signature
-    from . import create_app
-
-    try:
-        return create_app()
-    except ConfigError as exc:
-        click.echo(f"optin: configuration error: {exc}", err=True)
-        sys.exit(2)
-
-
-cli = FlaskGroup(create_app=_create_app, help="optin: newsletter double opt-in service.")
 # The commands live on ``app.cli`` (see init_app), so ``flask --app optin …`` and
 # the test runner see them too.
 commands: list[click.Command] = []
@@ -48,8 +50,6 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     In development it also brings the database up to date and creates the
     demo list ``newsletter``, so the whole flow works with no set-up.
     """
-    from flask_migrate import upgrade
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = current_settings()
     if settings.development:
@@ -63,8 +63,6 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
-    from werkzeug.serving import run_simple
-
     # run_simple rather than app.run(): Flask ignores app.run() inside its own CLI.
     run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
@@ -109,7 +107,7 @@ def _list_or_exit(slug: str):  # noqa: ANN202
 @click.option("--ac-list-id", type=int, help="ActiveCampaign list id.")
 @click.option("--redirect-url", multiple=True, help="Allowed thank-you URL (repeatable).")
 @click.option("--origin", multiple=True, help="Origin of a landing page (repeatable).")
-@click.option("--locale", default="de", show_default=True, type=click.Choice(lists.LOCALES))
+@click.option("--locale", default="de", show_default=True, type=click.Choice(LOCALES))
 @click.option("--welcome/--no-welcome", default=True, show_default=True,
               help="Send the welcome mail after confirmation.")
 @click.option("--goodbye/--no-goodbye", default=False, show_default=True,
@@ -148,7 +146,7 @@ def lists_list() -> None:
               help="Allowed thank-you URL (repeatable; replaces the list's URLs).")
 @click.option("--origin", multiple=True,
               help="Origin of a landing page (repeatable; replaces the list's origins).")
-@click.option("--locale", type=click.Choice(lists.LOCALES), help="Default locale.")
+@click.option("--locale", type=click.Choice(LOCALES), help="Default locale.")
 @click.option("--welcome/--no-welcome", default=None, help="Send the welcome mail.")
 @click.option("--goodbye/--no-goodbye", default=None, help="Send the goodbye mail.")
 @click.option("--sender", help="From of this list's mails; '' = OPTIN_MAIL_FROM.")
@@ -184,20 +182,18 @@ def lists_update(slug: str, name: str | None, ac_list_id: int | None,
 @lists_group.command("show")
 @click.argument("slug")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--embed", is_flag=True,
+@click.option("--embed", "as_embed", is_flag=True,
               help="Print the HTML signup form to paste into a landing page.")
-@click.option("--locale", type=click.Choice(lists.LOCALES),
+@click.option("--locale", type=click.Choice(LOCALES),
               help="Language of the --embed form (default: the list's).")
-def lists_show(slug: str, as_json: bool, embed: bool, locale: str | None) -> None:
+def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> None:
     """One list with its consent texts, or (--embed) its signup form."""
     mailing_list = _list_or_exit(slug)
-    if embed:
-        from . import embed as embedding
-
+    if as_embed:
         try:
-            click.echo(embedding.snippet(mailing_list, locale or mailing_list.default_locale,
-                                         current_settings().base_url), nl=False)
-        except embedding.EmbedError as exc:
+            click.echo(embed.snippet(mailing_list, locale or mailing_list.default_locale,
+                                     current_settings().base_url), nl=False)
+        except embed.EmbedError as exc:
             raise click.ClickException(str(exc)) from None
         return
     info = {
@@ -235,7 +231,7 @@ commands.append(texts_group)
 
 @texts_group.command("add")
 @click.argument("slug")
-@click.option("--locale", required=True, type=click.Choice(lists.LOCALES))
+@click.option("--locale", required=True, type=click.Choice(LOCALES))
 @click.option("--text", help="The exact wording the form shows.")
 @click.option("--file", "path", type=click.File(encoding="utf-8"), help="Read the text from a file.")
 @click.option("--privacy-policy-version", help="Version of the privacy policy the form links.")
@@ -261,8 +257,6 @@ commands.append(ledger_group)
 @ledger_group.command("verify")
 def ledger_verify() -> None:
     """Check every hash chain; exit 1 if anything was modified, reordered or deleted."""
-    from . import ledger
-
     report = ledger.verify(db.session)
     for problem in report.problems:
         click.echo(f"TAMPERED: {problem}", err=True)
@@ -311,8 +305,6 @@ commands.append(retention_group)
 
 def _as_of(value: str | None):  # noqa: ANN202
     """ISO date or date-time; without a zone it is UTC."""
-    from datetime import UTC, datetime
-
     if value is None:
         return None
     try:
@@ -330,8 +322,6 @@ def _as_of(value: str | None):  # noqa: ANN202
               help="Subscriptions per transaction.")
 def retention_run(now: str | None, dry_run: bool, batch: int) -> None:
     """Minimize lapsed records (safe to run from cron on several hosts at once)."""
-    from . import retention
-
     report = retention.run(_as_of(now), dry_run=dry_run, batch=batch)
     verb = "would minimize" if dry_run else "minimized"
     click.echo(f"retention run {report.run_id} as of {report.as_of.isoformat()}"
@@ -346,8 +336,6 @@ def retention_run(now: str | None, dry_run: bool, batch: int) -> None:
 @click.option("--limit", default=20, show_default=True)
 def retention_runs(limit: int) -> None:
     """The last runs: when, as of when, where, what they did."""
-    from . import retention
-
     for run in retention.recent_runs(limit):
         click.echo(f"{run.id}\t{run.started_at:%Y-%m-%d %H:%M:%S}\tas_of={run.as_of.isoformat()}\t"
                    f"{'dry' if run.dry_run else 'real'}\t{run.host}\t{json.dumps(run.counts)}")
@@ -365,10 +353,6 @@ def retention_runs(limit: int) -> None:
 @click.option("--actor", default=None, help="Name recorded in the audit trail (default: cli:$USER).")
 def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
     """Print the proof of consent of EMAIL on a list (audited)."""
-    import getpass
-
-    from . import proof, rights
-
     actor = actor or f"cli:{getpass.getuser()}"
     try:
         record = proof.build(email, slug, actor, purpose=fmt)
@@ -456,8 +440,6 @@ def ac_backfill(slug: str | None, batch: int, restart: bool, retries: int) -> No
 @click.option("--dry-run", is_flag=True, help="Report the drift; change nothing.")
 def ac_reconcile(slug: str | None, dry_run: bool) -> None:
     """Compare ActiveCampaign's list members with the consent records and repair the drift."""
-    from .activecampaign import ActiveCampaignError
-
     if current_settings().ac_dry_run:
         click.echo("dry-run: OPTIN_AC_URL is unset; there is no ActiveCampaign list to compare")
         return
@@ -484,8 +466,3 @@ def ac_reconcile(slug: str | None, dry_run: bool) -> None:
 def init_app(app) -> None:  # noqa: ANN001
     for command in commands:
         app.cli.add_command(command)
-
-
-def main() -> None:
-    cli.main(prog_name="optin")
-

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
-from .brand import brand_from
+from optin.brand import brand_from
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 
-from .schemas import ProblemSchema
+from optin.schemas import ProblemSchema
 
 
 class Base(DeclarativeBase):

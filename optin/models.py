@@ -7,7 +7,8 @@ stores naive UTC and hands back aware datetimes on both databases.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -25,11 +26,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .extensions import db
+from optin.extensions import db
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+Locale = Literal["de", "en"]
+#: The languages of consent texts, mails and pages.
+LOCALES: tuple[Locale, ...] = ("de", "en")
 
 
 def utcnow() -> datetime:
@@ -56,12 +62,54 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class SubscriptionStatus:
+class SubscriptionStatus(StrEnum):
+    """Where a subscription stands (the state machine: ``consent.subscriptions``)."""
+
     PENDING = "pending"
     CONFIRMED = "confirmed"
     UNSUBSCRIBED = "unsubscribed"
     MINIMIZED = "minimized"
-    ACTIVE = (PENDING, CONFIRMED)
+
+
+#: The states the partial unique index ``uq_subscription_active`` keeps to one per address and list.
+ACTIVE_STATUSES = (SubscriptionStatus.PENDING, SubscriptionStatus.CONFIRMED)
+
+
+class OutboxKind(StrEnum):
+    """The work an outbox row asks for; ``optin.OUTBOX_HANDLERS`` maps each to its handler."""
+
+    CONFIRM_MAIL = "confirm_mail"
+    WELCOME_MAIL = "welcome_mail"
+    GOODBYE_MAIL = "goodbye_mail"
+    AC_SUBSCRIBE = "ac_subscribe"
+    AC_UNSUBSCRIBE = "ac_unsubscribe"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"  # a dead letter: waits for an operator's retry
+
+
+class EventKind(StrEnum):
+    """What a ledger event records."""
+
+    SIGNUP_REQUESTED = "signup_requested"
+    SIGNUP_REPEATED = "signup_repeated"
+    CONFIRMATION_RESEND_REQUESTED = "confirmation_resend_requested"
+    CONFIRMATION_SENT = "confirmation_sent"
+    CONFIRMED = "confirmed"
+    WELCOME_SENT = "welcome_sent"
+    GOODBYE_SENT = "goodbye_sent"
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINT = "complaint"
+    BOUNCED = "bounced"
+    ERASED = "erased"
+    PROOF_PRINTED = "proof_printed"
+    ACCESSED = "accessed"
+    SYNCED = "synced"
+    SYNC_SKIPPED = "sync_skipped"
+    MINIMIZED = "minimized"
 
 
 class MailingList(db.Model):
@@ -211,7 +259,7 @@ class OutboxItem(db.Model):
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscription.id"), index=True
     )
-    status: Mapped[str] = mapped_column(String(8), default="pending")
+    status: Mapped[str] = mapped_column(String(8), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -219,6 +267,24 @@ class OutboxItem(db.Model):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @staticmethod
+    def pending_values(kind: OutboxKind, *, subscription_id: int | None = None,
+                       payload: dict[str, Any] | None = None,
+                       now: datetime | None = None) -> dict[str, Any]:
+        """The column values of new work, due at ``now``: the one place an outbox row is built,
+        whether it is added to the session or inserted by a hand-written statement."""
+        now = now or utcnow()
+        return {"kind": kind, "subscription_id": subscription_id, "payload": payload or {},
+                "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": now,
+                "created_at": now}
+
+    @classmethod
+    def pending(cls, kind: OutboxKind, *, subscription_id: int | None = None,
+                payload: dict[str, Any] | None = None, now: datetime | None = None) -> OutboxItem:
+        """A new row for the session (delivered after the caller's commit)."""
+        return cls(**cls.pending_values(kind, subscription_id=subscription_id, payload=payload,
+                                        now=now))
 
 
 class Suppression(db.Model):

@@ -26,9 +26,10 @@ from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from optin import create_app, lists
+from optin import create_app
+from optin.consent import lists
+from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.worker import Worker
 
 from .fake_activecampaign import FakeActiveCampaign
 

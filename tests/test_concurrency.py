@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from optin import ledger
+from optin.consent import ledger
+from optin.consent.tokens import UNSUBSCRIBE, make_token
 from optin.extensions import db
 from optin.models import ConsentEvent, MailingList, OutboxItem, Subscription
-from optin.tokens import UNSUBSCRIBE, make_token
 
 from .conftest import PG_URL, SECRET, deliver, signup
 

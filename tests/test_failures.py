@@ -21,7 +21,8 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
-from optin import extensions, lists
+from optin import extensions
+from optin.consent import lists
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription
 
@@ -238,7 +239,7 @@ WRITES = {"INSERT", "UPDATE", "DELETE", "WITH"}
 
 
 def test_the_worker_outlives_the_outage_and_delivers_afterwards(app, client, proxy, mailbox):
-    from optin.worker import Worker
+    from optin.delivery.worker import Worker
 
     worker = Worker(app)
     thread = threading.Thread(target=worker.run)

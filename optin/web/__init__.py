@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from ..extensions import api
-from . import health, links, operator, pages, subscribe, webhooks
+from optin.extensions import api
+from optin.web import demo, health, links, operator, pages, subscribe, webhooks
 
 # No inline script or style, nothing from third parties, never framed.
 CSP = (
@@ -35,7 +35,5 @@ def init_app(app: Flask) -> None:
     api.register_blueprint(pages.bp)
     # The demo landing page and the mail viewer: development only, never in production.
     if app.extensions["optin.settings"].development:
-        from . import demo
-
         app.register_blueprint(demo.bp)
     app.after_request(_security_headers)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, make_response, render_template, request
 
-from .. import embed, lists
-from ..config import current_settings
-from ..mailer import FileBackend
-from .pages import pick_locale
+from optin.config import current_settings
+from optin.consent import lists
+from optin.delivery.mailer import FileBackend
+from optin.ops.pages import pick_locale
+from optin.web import embed
 
 bp = Blueprint("demo", __name__)
 

@@ -11,11 +11,11 @@ from flask import Response, jsonify
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
-from .. import metrics
-from ..config import MIGRATIONS_DIR
-from ..extensions import db
-from ..problems import problem
-from ..schemas import ProblemSchema, ReadySchema, StatusSchema
+from optin.config import MIGRATIONS_DIR
+from optin.extensions import db
+from optin.ops import metrics
+from optin.ops.problems import problem
+from optin.schemas import ProblemSchema, ReadySchema, StatusSchema
 
 bp = Blueprint("health", __name__, description="Platform probes")
 

@@ -11,19 +11,21 @@ from __future__ import annotations
 from flask import Response, request, url_for
 from flask_smorest import Blueprint
 
-from .. import limits, subscriptions
-from ..config import current_settings
-from ..extensions import db, limiter
-from ..models import Subscription, SubscriptionStatus
-from ..schemas import OneClickSchema
-from ..tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
-from .pages import page_responses, render_page
-from .subscribe import client
+from optin.config import current_settings
+from optin.consent import subscriptions
+from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
+from optin.extensions import db, limiter
+from optin.models import ACTIVE_STATUSES, Subscription, SubscriptionStatus
+from optin.ops import ratelimits
+from optin.ops.pages import render_page
+from optin.schemas import OneClickSchema
+from optin.web.pages import page_responses
+from optin.web.subscribe import client
 
 bp = Blueprint("links", __name__, description="Links in mails: confirm and unsubscribe pages "
                "(HTML, for people and mail clients)")
 # One budget per client IP for every page and button here (OPTIN_RATELIMIT_LINKS).
-limiter.shared_limit(limits.links_limit, scope="links", key_func=limits.client_key)(bp)
+limiter.shared_limit(ratelimits.links_limit, scope="links", key_func=ratelimits.client_key)(bp)
 S = SubscriptionStatus
 INVALID = "Unknown, altered or outdated link (a page saying so)"
 EXPIRED = "Confirmation link expired (a page offering a new mail while the signup is pending)"
@@ -126,7 +128,7 @@ def unsubscribe_page(token: str) -> Response:
     sub, nonce = _unsubscribe_token(token)
     if sub is None:
         return _invalid()
-    if sub.status not in S.ACTIVE:
+    if sub.status not in ACTIVE_STATUSES:
         return render_page("unsubscribed", locale=sub.locale, mailing_list=sub.mailing_list)
     if sub.nonce != nonce:
         return _invalid(sub.locale)

@@ -18,12 +18,14 @@ from flask import Response, g, jsonify, request
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
-from .. import audit, lists, outbox, proof, retention, rights
-from ..config import current_settings
-from ..extensions import db
-from ..models import MailingList, OutboxItem, Subscription, Suppression
-from ..problems import problem
-from ..schemas import (
+from optin.config import current_settings
+from optin.consent import lists
+from optin.delivery import outbox
+from optin.extensions import db
+from optin.models import LOCALES, MailingList, OutboxItem, Subscription, Suppression
+from optin.ops.problems import problem
+from optin.privacy import audit, proof, retention, rights
+from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
     ContactLookupSchema,
@@ -42,7 +44,7 @@ from ..schemas import (
     RetentionRunsSchema,
     StatsSchema,
 )
-from .pages import page_responses
+from optin.web.pages import page_responses
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +283,7 @@ def one_list(slug: str) -> Response:
         return problem(404, "Not Found", f"No list {slug!r}.")
     record = _list_record(mailing_list)
     record["current_consent_texts"] = {
-        locale: rights.consent_text_record(text) for locale in lists.LOCALES
+        locale: rights.consent_text_record(text) for locale in LOCALES
         if (text := lists.current_text(mailing_list, locale)) is not None
     }
     _audited("list", list=slug)

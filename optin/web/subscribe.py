@@ -28,12 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from .. import limits, lists, subscriptions
-from ..config import current_settings
-from ..extensions import limiter
-from ..problems import error_response, wants_json
-from ..schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema, ThanksQuerySchema
-from .pages import page_responses, render_page
+from optin.config import current_settings
+from optin.consent import lists, subscriptions
+from optin.extensions import limiter
+from optin.ops import ratelimits
+from optin.ops.pages import render_page
+from optin.ops.problems import error_response, wants_json
+from optin.schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema, ThanksQuerySchema
+from optin.web.pages import page_responses
 
 bp = Blueprint("subscribe", __name__, description="Newsletter signup (public)")
 
@@ -88,7 +90,7 @@ def client() -> subscriptions.Client:
                  "for this list; nothing was stored", content_type="application/problem+json")
 @bp.alt_response(429, schema=ProblemSchema, description="Too many signups from this client IP "
                  "(OPTIN_RATELIMIT_SIGNUP); see Retry-After", content_type="application/problem+json")
-@limiter.limit(limits.signup_limit, key_func=limits.client_key, methods=["POST"])
+@limiter.limit(ratelimits.signup_limit, key_func=ratelimits.client_key, methods=["POST"])
 def create_subscription() -> Response:
     """Sign an address up for a list; a confirmation mail is sent (double opt-in)."""
     if request.is_json:

@@ -19,12 +19,13 @@ import logging
 from flask import Response, jsonify, request
 from flask_smorest import Blueprint
 
-from .. import limits, sync
-from ..config import current_settings
-from ..extensions import limiter
-from ..logs import pseudonym
-from ..problems import problem
-from ..schemas import ProblemSchema, StatusSchema, WebhookFormSchema
+from optin.activecampaign import sync
+from optin.config import current_settings
+from optin.extensions import limiter
+from optin.ops import ratelimits
+from optin.ops.logs import pseudonym
+from optin.ops.problems import problem
+from optin.schemas import ProblemSchema, StatusSchema, WebhookFormSchema
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _list_id(raw: str | None) -> int | None:
 @bp.alt_response(429, schema=ProblemSchema,
                  description="Too many posts from this IP (OPTIN_RATELIMIT_WEBHOOK)",
                  content_type="application/problem+json")
-@limiter.limit(limits.webhook_limit, key_func=limits.client_key)
+@limiter.limit(ratelimits.webhook_limit, key_func=ratelimits.client_key)
 def activecampaign() -> Response:
     """Record an unsubscribe, spam complaint or bounce reported by ActiveCampaign."""
     refused = _refused()

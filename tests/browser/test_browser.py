@@ -34,9 +34,10 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from optin import embed, lists
+from optin.consent import lists
 from optin.extensions import db
 from optin.models import ConsentEvent, Subscription
+from optin.web import embed
 
 from ..conftest import Mailbox, build_app, deliver
 

@@ -1,0 +1,235 @@
+"""The consent ledger: append events, chain them, verify the chain.
+
+Each subscription has its own hash chain, so concurrent signups never wait for
+one another (a global chain would serialize every write). An event's
+``content_hash`` covers its content; its ``chain_hash`` covers the previous
+chain hash, its sequence number and the content hash, not the content itself.
+Minimization may therefore blank the content and the chain still verifies.
+The subscription row keeps the chain's head (``ledger_seq``, ``ledger_head``),
+written in the same transaction, so a deleted last event is noticed too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from optin.models import ConsentEvent, Subscription, utcnow
+
+GENESIS = "0" * 64
+
+
+def canonical_content(event: ConsentEvent) -> str:
+    """The event's content as canonical JSON: what ``content_hash`` hashes.
+
+    Public so set-based SQL that writes events (the retention job) can build
+    the same text and be checked against this one definition.
+    """
+    content = {
+        "subscription_id": event.subscription_id,
+        "seq": event.seq,
+        "kind": event.kind,
+        "at": event.at.isoformat(timespec="microseconds"),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "consent_text_id": event.consent_text_id,
+        "origin": event.origin,
+        "details": event.details or {},
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(event: ConsentEvent) -> str:
+    """SHA-256 over the event's content in a canonical JSON form."""
+    return hashlib.sha256(canonical_content(event).encode()).hexdigest()
+
+
+def chain_hash(previous: str | None, seq: int, content: str) -> str:
+    return hashlib.sha256(f"{previous or GENESIS}|{seq}|{content}".encode()).hexdigest()
+
+
+def append(
+    subscription: Subscription,
+    kind: str,
+    *,
+    origin: str,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> ConsentEvent:
+    """Add an event to the subscription's chain, in the caller's transaction.
+
+    The caller must hold the subscription's row lock (the state machine does),
+    so two appends to one chain cannot interleave.
+    """
+    if subscription.id is None:
+        raise RuntimeError("flush the subscription before appending to its ledger")
+    row = event_row(subscription.id, subscription.ledger_seq or 0, subscription.ledger_head,
+                    kind, origin=origin, at=at, ip=ip, user_agent=user_agent,
+                    consent_text_id=consent_text_id, details=details)
+    event = ConsentEvent(**row)
+    subscription.ledger_seq = event.seq
+    subscription.ledger_head = event.chain_hash
+    # Added to the session, not to ``subscription.events``: appending to the
+    # collection would load every earlier event first (one more query per write).
+    object_session(subscription).add(event)  # type: ignore[union-attr]
+    return event
+
+
+_EVENTS, _SUBS = ConsentEvent.__table__, Subscription.__table__
+_INSERT_EVENT = _EVENTS.insert()
+#: Move a subscription's chain head, for writers without the ORM; parameters from
+#: :func:`head_params` (one dict, or a list of them for executemany).
+MOVE_HEAD = _SUBS.update().where(_SUBS.c.id == bindparam("sub_id")).values(
+    ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"),
+    updated_at=bindparam("updated_at", type_=_SUBS.c.updated_at.type))
+
+
+def head_params(row: dict[str, Any]) -> dict[str, Any]:
+    """:data:`MOVE_HEAD`'s parameters for the event ``row`` (from :func:`event_row`)."""
+    return {"sub_id": row["subscription_id"], "ledger_seq": row["seq"],
+            "ledger_head": row["chain_hash"], "updated_at": row["at"]}
+
+
+def append_now(subscription: Subscription, kind: str, *, origin: str,
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Like :func:`append`, as one INSERT and one UPDATE executed at once.
+
+    For the mail worker's hot path: the ORM's unit of work spent more CPU on
+    these two rows than the database did. The in-memory subscription gets the
+    new head too, so a later :func:`append` in the same transaction continues
+    the chain. Same rule: the caller holds the subscription's row lock.
+    """
+    session = object_session(subscription)
+    if session is None or subscription.id is None:
+        raise RuntimeError("append_now needs a persistent subscription")
+    row = event_row(subscription.id, subscription.ledger_seq or 0, subscription.ledger_head,
+                    kind, origin=origin, details=details)
+    session.execute(_INSERT_EVENT, row)
+    session.execute(MOVE_HEAD, head_params(row))
+    set_committed_value(subscription, "ledger_seq", row["seq"])
+    set_committed_value(subscription, "ledger_head", row["chain_hash"])
+    return row
+
+
+def event_row(
+    subscription_id: int,
+    previous_seq: int,
+    previous_head: str | None,
+    kind: str,
+    *,
+    origin: str,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of the next event of a chain, hashes included.
+
+    For writers that insert without the ORM (the signup's fast path); the
+    caller stores ``seq`` and ``chain_hash`` as the subscription's new head in
+    the same transaction.
+    """
+    row: dict[str, Any] = {
+        "subscription_id": subscription_id,
+        "seq": previous_seq + 1,
+        "kind": kind,
+        "at": at or utcnow(),
+        "ip": ip,
+        "user_agent": (user_agent or None) and user_agent[:512],
+        "consent_text_id": consent_text_id,
+        "origin": origin,
+        "details": details or {},
+    }
+    row["content_hash"] = content_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
+    row["chain_hash"] = chain_hash(previous_head, row["seq"], row["content_hash"])
+    return row
+
+
+@dataclass
+class Verification:
+    """What ``optin ledger verify`` found."""
+
+    subscriptions: int = 0
+    events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) -> list[str]:
+    """Problems in one chain (empty when intact)."""
+    problems: list[str] = []
+    where = f"subscription {subscription.id}"
+    previous: str | None = None
+    for expected_seq, event in enumerate(sorted(events, key=lambda e: e.seq), 1):
+        if event.seq != expected_seq:
+            problems.append(f"{where}: event #{expected_seq} is missing (found #{event.seq})")
+            return problems
+        if event.redacted_at is None and content_hash(event) != event.content_hash:
+            problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        if chain_hash(previous, event.seq, event.content_hash) != event.chain_hash:
+            problems.append(f"{where}: chain broken at event #{event.seq} ({event.kind})")
+            return problems
+        previous = event.chain_hash
+    if len(events) != (subscription.ledger_seq or 0) or previous != subscription.ledger_head:
+        problems.append(
+            f"{where}: chain ends at #{len(events)} but the head says #{subscription.ledger_seq}"
+            " (events deleted or head altered)"
+        )
+    return problems
+
+
+def _subscriptions(session: Session, batch: int) -> Iterator[Subscription]:
+    last_id = 0
+    while True:
+        rows = session.scalars(
+            select(Subscription)
+            .where(Subscription.id > last_id)
+            .order_by(Subscription.id)
+            .limit(batch)
+            .options(selectinload(Subscription.events))
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+        session.expunge_all()
+
+
+def verify(session: Session, subscription_ids: list[int] | None = None, batch: int = 500) -> Verification:
+    """Check every chain (or the given ones), reading in batches to bound memory."""
+    report = Verification()
+    if subscription_ids is not None:
+        subs: Iterator[Subscription] = iter(
+            session.scalars(
+                select(Subscription)
+                .where(Subscription.id.in_(subscription_ids))
+                .options(selectinload(Subscription.events))
+            ).all()
+        )
+    else:
+        subs = _subscriptions(session, batch)
+    for sub in subs:
+        report.subscriptions += 1
+        report.events += len(sub.events)
+        report.problems.extend(verify_subscription(sub, list(sub.events)))
+    orphans = session.scalars(
+        select(ConsentEvent.id).where(~ConsentEvent.subscription_id.in_(select(Subscription.id)))
+    ).all()
+    report.problems.extend(f"event {i} belongs to no subscription" for i in orphans)
+    return report

@@ -1,0 +1,567 @@
+"""The consent state machine: signup, confirm, unsubscribe (withdraw), resend.
+
+Each public function is one transaction: the state change, its ledger events
+and the outbox rows for the work it causes commit together or not at all.
+Views, the CLI, the webhook and the worker all call these, so a rule lives
+here once.
+
+    pending ──confirm──▶ confirmed
+       │                    │
+       └──────withdraw──────┴──▶ unsubscribed ──retention──▶ minimized
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam, null, select
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import joinedload
+
+from optin.config import Settings, current_settings
+from optin.consent import ledger, lists, mailcap
+from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
+from optin.consent.lapse import pending_lapses_at, proof_lapses_at
+from optin.consent.lists import ListSnapshot, TextSnapshot
+from optin.consent.statements import together
+from optin.extensions import db
+from optin.models import (
+    ACTIVE_STATUSES,
+    ConsentEvent,
+    EventKind,
+    OutboxItem,
+    OutboxKind,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+from optin.ops import logs, metrics
+
+log = logging.getLogger(__name__)
+
+S = SubscriptionStatus
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who made the request, as far as proof is concerned."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class SignupRequest:
+    email: str
+    list: str
+    consent_text_version: int
+    locale: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    source_url: str | None = None
+    website: str | None = None  # the honeypot: people leave it empty
+
+
+class SignupInvalid(Exception):
+    """Field-level problems a visitor can fix; nothing was stored."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("invalid signup")
+        self.errors = errors
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, TextSnapshot, str]:
+    """Check what only the database can check; raise SignupInvalid with every problem."""
+    errors: dict[str, list[str]] = {}
+    try:
+        email = normalize_email(req.email, check_deliverability=settings.email_check_deliverability)
+    except InvalidAddress as exc:
+        errors["email"] = [str(exc)]
+        email = ""
+    mailing_list = lists.list_snapshot(req.list)
+    text = None
+    if mailing_list is None:
+        errors["list"] = ["Unknown list."]
+    else:
+        locale = req.locale or mailing_list.default_locale
+        text = lists.text_snapshot(mailing_list.id, locale, req.consent_text_version)
+        if text is None:
+            errors["consent_text_version"] = [
+                f"No consent text version {req.consent_text_version} for locale {locale!r}."
+            ]
+    if errors:
+        raise SignupInvalid(errors)
+    assert mailing_list is not None and text is not None
+    return mailing_list, text, email
+
+
+def request_signup(req: SignupRequest, client: Client, settings: Settings) -> None:
+    """Record a signup and queue the confirmation mail; the caller learns nothing more.
+
+    Whatever the address's state (new, pending, confirmed, withdrawn), this
+    returns the same way, so the response cannot reveal membership. A pending
+    signup gets at most one new mail per ``OPTIN_RESEND_INTERVAL_MINUTES``, and
+    an address at most ``OPTIN_MAILS_PER_ADDRESS_PER_DAY`` (see mailcap.py); a
+    signup over either is recorded, answered the same, and mails nothing.
+    """
+    if req.website:
+        log.info("signup dropped: honeypot filled")
+        metrics.honeypot()
+        return
+    mailing_list, text, email = _resolve(req, settings)
+    digest = address_hash(email, settings.hash_key)
+    for _ in range(3):
+        try:
+            outcome = (_insert_new(mailing_list, text, email, digest, req, client, settings)
+                       or _signup_again(mailing_list, text, digest, email, req, client, settings))
+            if outcome is None:  # the active row went (withdrawn) between the two: go again
+                db.session.rollback()
+                continue
+            metrics.signup(mailing_list.slug, outcome)
+            db.session.commit()
+            log.info("signup on list %s: %s (address %s, IP %s)", mailing_list.slug, outcome,
+                     logs.pseudonym(email, settings.hash_key),
+                     logs.pseudonym(client.ip, settings.hash_key))
+            return
+        except IntegrityError:
+            # A concurrent signup for the same address won the insert; go again,
+            # this time finding its row.
+            db.session.rollback()
+    raise RuntimeError("signup kept colliding")
+
+
+def _personal(req: SignupRequest) -> dict[str, Any]:
+    return {
+        "first_name": req.first_name or None,
+        "last_name": req.last_name or None,
+        "fields": req.fields or None,
+        "source_url": req.source_url or None,
+    }
+
+
+def _evidence(req: SignupRequest, text: TextSnapshot) -> dict[str, Any]:
+    return {
+        "source_url": req.source_url,
+        "fields_entered": sorted(
+            k for k, v in {**req.fields, "first_name": req.first_name,
+                           "last_name": req.last_name}.items() if v
+        ),
+        "consent_text_sha256": text.sha256,
+        "consent_text_version": text.version,
+        "locale": text.locale,
+    }
+
+
+# Literally the predicate of the partial unique index ``uq_subscription_active``
+# (models.py), so PostgreSQL and SQLite infer that index as the conflict target.
+ACTIVE_PREDICATE = sql_text("status IN ('pending', 'confirmed')")
+
+
+_SUB = Subscription.__table__
+_EVENTS, _QUEUE = ConsentEvent.__table__, OutboxItem.__table__
+
+_EVENT_COLUMNS = ("subscription_id", "seq", "kind", "at", "ip", "user_agent", "consent_text_id",
+                  "origin", "details", "content_hash", "chain_hash")
+_OUTBOX_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts",
+                   "next_attempt_at", "created_at")
+
+MAIL_CAPPED = "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)"
+
+
+def _params(table: Any, prefix: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
+def _event_insert(prefix: str) -> Any:
+    return _EVENTS.insert().values(_params(_EVENTS, prefix, _EVENT_COLUMNS))
+
+
+def _outbox_insert(prefix: str) -> Any:
+    # One single-row INSERT per outbox row: a multi-row VALUES cannot be cached
+    # compiled, and compiling cost more than running it.
+    return _QUEUE.insert().values(_params(_QUEUE, prefix, _OUTBOX_COLUMNS))
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + k: v for k, v in values.items()}
+
+
+@functools.cache
+def _insert_active(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` on the active-subscription index."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(_SUB)
+            .on_conflict_do_nothing(index_elements=[_SUB.c.list_id, _SUB.c.email_hash],
+                                    index_where=ACTIVE_PREDICATE)
+            .returning(_SUB.c.id))
+
+
+@functools.cache
+def _signup_writes(dialect: str, queued: bool) -> tuple[Any, ...]:
+    """A new signup's ledger event, chain head and (unless capped) its confirmation mail."""
+    writes = [ledger.MOVE_HEAD, _event_insert("ev_")]
+    if queued:
+        writes.append(_outbox_insert("ob_"))
+    return together(dialect, *writes)
+
+
+def _insert_new(
+    mailing_list: ListSnapshot,
+    text: TextSnapshot,
+    email: str,
+    digest: str,
+    req: SignupRequest,
+    client: Client,
+    settings: Settings,
+) -> str | None:
+    """The common case, a new address, in few statements; its outcome (``new``, or
+    ``capped`` when the address's mails for the day are spent), None if the address is active.
+
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` against the partial unique
+    index on active subscriptions both creates the row and tells whether one
+    existed, without a SELECT … FOR UPDATE first or a savepoint. The ledger
+    event, the chain head and the outbox row follow as plain INSERT/UPDATEs
+    (the ORM's unit of work cost more than the database did).
+    """
+    now = utcnow()
+    personal = _personal(req)
+    dialect = db.session.get_bind().dialect.name
+    sub_id = db.session.execute(_insert_active(dialect), {
+        "list_id": mailing_list.id, "status": S.PENDING, "email": email, "email_hash": digest,
+        "locale": text.locale, "consent_text_id": text.id, "nonce": new_nonce(),
+        "created_at": now, "updated_at": now,
+        "retain_until": pending_lapses_at(now, settings.pending_retention_days),
+        "last_mail_requested_at": now, "ledger_seq": 0,
+        **personal, "fields": personal["fields"] or null(),  # SQL NULL, not JSON null
+    }).scalar()
+    if sub_id is None:
+        return None
+    mail = mailcap.take_address_mail(digest, settings)  # after the insert: no retry counts twice
+    capped = {} if mail else {"action": MAIL_CAPPED}
+    event = ledger.event_row(
+        sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
+        user_agent=client.user_agent, consent_text_id=text.id,
+        details={**_evidence(req, text), "email": email,
+                 "entered_sha256": entered_digest(personal), **capped})
+    params = {**ledger.head_params(event), **_prefixed("ev_", event)}
+    if mail:
+        params.update(_prefixed("ob_", OutboxItem.pending_values(
+            OutboxKind.CONFIRM_MAIL, subscription_id=sub_id, now=now)))
+    for statement in _signup_writes(dialect, mail):
+        db.session.execute(statement, params)
+    return "new" if mail else "capped"
+
+
+def entered_digest(personal: dict[str, Any]) -> str:
+    """SHA-256 of the names and fields as entered.
+
+    The ledger keeps this digest, not the values: the values live on the
+    subscription row and are deleted at withdrawal, yet a value someone later
+    claims was entered can still be checked against the proof.
+    """
+    entered = {k: personal.get(k) for k in ("first_name", "last_name", "fields")}
+    canonical = json.dumps(entered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _active(list_id: int, digest: str) -> Subscription | None:
+    return db.session.scalar(
+        select(Subscription)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.email_hash == digest,
+            Subscription.status.in_(ACTIVE_STATUSES),
+        )
+        .with_for_update()
+    )
+
+
+def _signup_again(
+    mailing_list: ListSnapshot,
+    text: TextSnapshot,
+    digest: str,
+    email: str,
+    req: SignupRequest,
+    client: Client,
+    settings: Settings,
+) -> str | None:
+    """A signup for an address with an active subscription, in the caller's transaction.
+
+    Returns its outcome (for metrics), or None if the active row is gone by the
+    time it is locked (a withdrawal committed in between): the caller goes again.
+    """
+    now = utcnow()
+    personal = _personal(req)
+    evidence = _evidence(req, text)
+    sub = _active(mailing_list.id, digest)
+    if sub is None:
+        return None
+
+    if sub.status == S.CONFIRMED:
+        # Already consented: nothing to mail, nothing to change, but keep the fact.
+        ledger.append(sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
+                      user_agent=client.user_agent, consent_text_id=text.id,
+                      details={**evidence, "action": "none (already confirmed)"})
+        return "confirmed"
+
+    # Pending: the latest form is what a confirmation will agree to.
+    for key, value in personal.items():
+        setattr(sub, key, value)
+    sub.locale, sub.consent_text_id = text.locale, text.id
+    sub.email = email
+    interval = timedelta(minutes=settings.resend_interval_minutes)
+    due = sub.last_mail_requested_at is None or now - sub.last_mail_requested_at >= interval
+    resend = due and mailcap.take_address_mail(digest, settings)
+    action = "mail queued" if resend else MAIL_CAPPED if due else "mail throttled"
+    ledger.append(sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
+                  user_agent=client.user_agent, consent_text_id=text.id,
+                  details={**evidence, "action": action})
+    if not resend:
+        return "capped" if due else "throttled"
+    sub.last_mail_requested_at = now
+    db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now))
+    return "repeated"
+
+
+T = TypeVar("T")
+ATTEMPTS = 3
+
+
+def _collided(exc: DBAPIError) -> bool:
+    """A concurrent writer got there first: a unique key (SQLite has no row locks, so two
+    appends can pick the same ledger seq) or a serialization failure or deadlock (SQLSTATE
+    class 40, PostgreSQL). Trying the whole transaction again settles it."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
+
+
+def retrying(transaction: Callable[[], T]) -> T:
+    """Run a domain transaction, again (up to ATTEMPTS times) if a concurrent writer collided."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return transaction()
+        except DBAPIError as exc:
+            db.session.rollback()
+            if attempt == ATTEMPTS or not _collided(exc):
+                raise
+            log.info("transaction collided with a concurrent writer (%s), trying again",
+                     type(exc).__name__)
+    raise AssertionError("unreachable")
+
+
+def _locked(subscription_id: int) -> Subscription | None:
+    # populate_existing: the view may have loaded the row before the lock; use what the lock sees.
+    return db.session.get(Subscription, subscription_id, with_for_update=True,
+                          populate_existing=True)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a confirmation did, and what the page about it shows (read before the commit)."""
+
+    outcome: str  # confirmed | already_confirmed | invalid
+    locale: str | None = None
+    mailing_list: ListSnapshot | None = None
+
+
+def confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
+    """Record consent; the outcome is ``confirmed``, ``already_confirmed`` or ``invalid``.
+
+    Idempotent: a second call changes nothing. A withdrawn subscription's nonce
+    no longer matches, so an old link cannot bring it back. Tried again when a
+    concurrent writer (a worker appending to the same ledger) collides.
+    """
+    return retrying(lambda: _confirm(subscription_id, nonce, client))
+
+
+def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
+    sub = db.session.scalar(
+        select(Subscription).where(Subscription.id == subscription_id)
+        .options(joinedload(Subscription.mailing_list))
+        .with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
+    )
+    if sub is None:
+        db.session.rollback()
+        return Confirmation("invalid")
+    page = {"locale": sub.locale, "mailing_list": ListSnapshot.of(sub.mailing_list)}
+    if not secrets.compare_digest(sub.nonce, nonce) or sub.status not in ACTIVE_STATUSES:
+        db.session.rollback()
+        return Confirmation("invalid", **page)
+    if sub.status == S.CONFIRMED:
+        db.session.rollback()
+        return Confirmation("already_confirmed", **page)
+    now = utcnow()
+    event = ledger.event_row(sub.id, sub.ledger_seq or 0, sub.ledger_head, EventKind.CONFIRMED,
+                             origin="link", at=now, ip=client.ip, user_agent=client.user_agent,
+                             consent_text_id=sub.consent_text_id)
+    kinds = ((OutboxKind.AC_SUBSCRIBE, OutboxKind.WELCOME_MAIL) if sub.mailing_list.send_welcome
+             else (OutboxKind.AC_SUBSCRIBE,))
+    params: dict[str, Any] = {
+        "sub_id": sub.id, "b_list_id": sub.list_id, "b_email_hash": sub.email_hash,
+        "confirmed_at": now, "updated_at": now,
+        "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
+        **_prefixed("ev_", event),
+    }
+    for i, kind in enumerate(kinds):
+        params.update(_prefixed(f"ob{i}_", OutboxItem.pending_values(
+            kind, subscription_id=sub.id, now=now)))
+    for statement in _confirm_statements(db.session.get_bind().dialect.name, len(kinds)):
+        db.session.execute(statement, params)
+    metrics.confirmed(sub.mailing_list.slug)
+    db.session.commit()
+    log.info("subscription %s confirmed on list %s", sub.id, page["mailing_list"].slug)
+    return Confirmation("confirmed", **page)
+
+
+@functools.cache
+def _confirm_statements(dialect: str, queued: int) -> tuple[Any, ...]:
+    """The writes of a confirmation, built once: on PostgreSQL one statement.
+
+    Lift the suppression (a new confirmed consent ends an earlier withdrawal's),
+    append the ledger event, queue ``queued`` outbox rows (sync, welcome mail)
+    and move the subscription and its chain head, all with the row lock the
+    caller holds.
+    """
+    sup = Suppression.__table__
+    lift = sup.delete().where(sup.c.list_id == bindparam("b_list_id"),
+                              sup.c.email_hash == bindparam("b_email_hash"))
+    move = _SUB.update().where(_SUB.c.id == bindparam("sub_id")).values(
+        status=S.CONFIRMED, retain_until=None,  # kept while the consent is in use
+        confirmed_at=bindparam("confirmed_at", type_=_SUB.c.confirmed_at.type),
+        updated_at=bindparam("updated_at", type_=_SUB.c.updated_at.type),
+        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"))
+    return together(dialect, move, lift, _event_insert("ev_"),
+                    *(_outbox_insert(f"ob{i}_") for i in range(queued)))
+
+
+def unsubscribe(
+    subscription_id: int, nonce: str | None, client: Client, *, origin: str = "link"
+) -> str:
+    """Withdraw through a signed link. Returns ``unsubscribed``, ``already`` or ``invalid``.
+
+    Idempotent: a subscription that is already withdrawn answers ``already``
+    whatever link was used, since repeating a withdrawal harms no one. Tried
+    again when a concurrent writer collides.
+    """
+    return retrying(lambda: _unsubscribe(subscription_id, nonce, client, origin))
+
+
+def _unsubscribe(subscription_id: int, nonce: str | None, client: Client, origin: str) -> str:
+    sub = _locked(subscription_id)
+    if sub is None:
+        db.session.rollback()
+        return "invalid"
+    if sub.status not in ACTIVE_STATUSES:
+        db.session.rollback()
+        return "already"
+    if nonce is not None and not secrets.compare_digest(sub.nonce, nonce):
+        db.session.rollback()
+        return "invalid"
+    withdraw(sub, origin=origin, client=client)
+    db.session.commit()
+    return "unsubscribed"
+
+
+def withdraw(
+    sub: Subscription,
+    *,
+    origin: str,
+    client: Client | None = None,
+    at: datetime | None = None,
+    details: dict[str, Any] | None = None,
+    kind: str = "unsubscribed",
+) -> None:
+    """Withdraw consent in the caller's transaction (the caller holds the row lock).
+
+    Deletes the personal fields proof does not need, starts the proof's
+    retention clock, suppresses the address, and queues the withdrawal for
+    every other side. Unsubscribe always wins: a queued ``ac_subscribe`` finds
+    the subscription withdrawn when it runs and does nothing.
+    """
+    at = at or utcnow()
+    was_confirmed = sub.status == S.CONFIRMED
+    sub.status = S.UNSUBSCRIBED
+    sub.withdrawn_at = at
+    sub.withdrawal_origin = origin
+    sub.nonce = new_nonce()
+    sub.first_name = sub.last_name = None
+    sub.fields = None
+    sub.retain_until = (
+        proof_lapses_at(at, current_settings().proof_retention_years)
+        if was_confirmed
+        else max(sub.retain_until or at, at)
+    )
+    client = client or Client()
+    ledger.append(sub, kind, origin=origin, at=at, ip=client.ip, user_agent=client.user_agent,
+                  details={**(details or {}), "was": "confirmed" if was_confirmed else "pending"})
+    suppress(sub.list_id, sub.email_hash, reason=origin)
+    metrics.unsubscribed(origin, kind)
+    log.info("subscription %s withdrawn: %s via %s", sub.id, kind, origin)
+    db.session.add(OutboxItem.pending(OutboxKind.AC_UNSUBSCRIBE, subscription_id=sub.id))
+    if was_confirmed and sub.mailing_list.send_goodbye:
+        db.session.add(OutboxItem.pending(OutboxKind.GOODBYE_MAIL, subscription_id=sub.id))
+
+
+def suppress(list_id: int, email_hash: str, *, reason: str) -> None:
+    """Remember (as a keyed hash) that this address withdrew from this list."""
+    exists = db.session.scalar(
+        select(Suppression.id).where(
+            Suppression.list_id == list_id, Suppression.email_hash == email_hash
+        )
+    )
+    if exists is None:
+        with db.session.begin_nested():
+            db.session.add(Suppression(list_id=list_id, email_hash=email_hash, reason=reason))
+
+
+def is_suppressed(list_id: int, email_hash: str) -> bool:
+    return (
+        db.session.scalar(
+            select(Suppression.id).where(
+                Suppression.list_id == list_id, Suppression.email_hash == email_hash
+            )
+        )
+        is not None
+    )
+
+
+def resend_confirmation(subscription_id: int, nonce: str, settings: Settings) -> None:
+    """Queue a fresh confirmation mail for a pending signup whose link expired.
+
+    Says nothing back: the page answers the same whether or not a mail goes out.
+    """
+    sub = _locked(subscription_id)
+    now = utcnow()
+    interval = timedelta(minutes=settings.resend_interval_minutes)
+    if (
+        sub is None
+        or sub.status != S.PENDING
+        or not secrets.compare_digest(sub.nonce, nonce)
+        or (sub.last_mail_requested_at and now - sub.last_mail_requested_at < interval)
+        or not mailcap.take_address_mail(sub.email_hash, settings)
+    ):
+        db.session.rollback()
+        return
+    sub.last_mail_requested_at = now
+    ledger.append(sub, EventKind.CONFIRMATION_RESEND_REQUESTED, origin="link", at=now)
+    db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now))
+    db.session.commit()

@@ -1,0 +1,130 @@
+"""Which mail goes out when: the outbox handlers for confirm, welcome, goodbye.
+
+Each handler runs in the worker's transaction for its outbox row, looks at the
+subscription as it is *now* (a withdrawal since the enqueue cancels the mail),
+sends, and records what was sent in the ledger: Message-ID, subject, template
+version and hashes of the bodies. The body itself is not stored, because it
+contains a live link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from optin.config import current_settings
+from optin.consent import ledger
+from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
+from optin.delivery import outbox
+from optin.delivery.mailer import Backend, MailTemplates, build_message
+from optin.extensions import db
+from optin.models import OutboxItem, Subscription, SubscriptionStatus
+from optin.ops import metrics
+
+S = SubscriptionStatus
+
+
+def confirm_url(sub: Subscription) -> str:
+    settings = current_settings()
+    token = make_token(settings.secret_key, CONFIRM, sub.id, sub.nonce)
+    return f"{settings.base_url}/confirm/{token}"
+
+
+def unsubscribe_url(sub: Subscription) -> str:
+    settings = current_settings()
+    token = make_token(settings.secret_key, UNSUBSCRIBE, sub.id, sub.nonce)
+    return f"{settings.base_url}/unsubscribe/{token}"
+
+
+def _brand() -> dict[str, Any]:
+    return current_app.extensions["optin.brand"]
+
+
+def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str]) -> None:
+    if not sub.email:
+        raise outbox.PermanentFailure(f"subscription {sub.id} has no address left to mail")
+    settings = current_settings()
+    templates: MailTemplates = current_app.extensions["optin.mail_templates"]
+    backend: Backend = current_app.extensions["optin.mail_backend"]
+    mailing_list = sub.mailing_list
+    consent = sub.consent_text
+    rendered = templates.render(name, sub.locale, {
+        "list_name": mailing_list.name,
+        "first_name": sub.first_name,
+        "consent_text": consent.text if consent else None,
+        "brand": _brand(),
+        "locale": sub.locale,
+        **context,
+    })
+    message = build_message(
+        rendered,
+        to_email=sub.email,
+        to_name=" ".join(filter(None, (sub.first_name, sub.last_name))) or None,
+        sender=mailing_list.sender or settings.mail_from,
+        reply_to=mailing_list.reply_to,
+        headers=headers,
+    )
+    try:
+        backend.send(message)
+    except OSError as exc:  # SMTP down, refused, timed out: retry later
+        metrics.mail_failed(name)
+        raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
+    metrics.mail_delivered(name)
+    ledger.append_now(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
+                      origin="worker", details={
+                          "message_id": str(message["Message-ID"]),
+                          "subject": rendered.subject,
+                          "template": rendered.template,
+                          "template_sha256": rendered.template_sha256,
+                          "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
+                          "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
+                      })
+
+
+def _subscription(item: OutboxItem) -> Subscription | None:
+    """The subscription, locked, with its list and consent text in the same query."""
+    if item.subscription_id is None:
+        return None
+    return db.session.scalar(
+        select(Subscription).where(Subscription.id == item.subscription_id)
+        .options(joinedload(Subscription.mailing_list), joinedload(Subscription.consent_text))
+        .with_for_update(of=Subscription)
+    )
+
+
+def _list_unsubscribe_headers(sub: Subscription) -> dict[str, str]:
+    """RFC 2369 + RFC 8058: the one-click button mail clients show."""
+    return {
+        "List-Unsubscribe": f"<{unsubscribe_url(sub)}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def send_confirmation(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.PENDING:
+        return  # confirmed or withdrawn meanwhile: nothing to ask any more
+    _send(sub, "confirm", {
+        "confirm_url": confirm_url(sub),
+        "ttl_hours": current_settings().confirm_ttl_hours,
+    }, headers={})
+
+
+def send_welcome(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.CONFIRMED:
+        return
+    confirmed_at = sub.confirmed_at.strftime("%Y-%m-%d %H:%M UTC") if sub.confirmed_at else ""
+    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub), "confirmed_at": confirmed_at},
+          headers=_list_unsubscribe_headers(sub))
+
+
+def send_goodbye(item: OutboxItem) -> None:
+    sub = _subscription(item)
+    if sub is None or sub.status != S.UNSUBSCRIBED:
+        return
+    _send(sub, "goodbye", {}, headers={})

@@ -1,0 +1,210 @@
+"""The transactional outbox: claim, deliver, retry, dead letters.
+
+Work (a mail, an ActiveCampaign call) is enqueued in the same transaction as
+the state change that causes it (``OutboxItem.pending`` builds the row), so
+a crash or an outage delays it but never drops it. Workers claim rows with a
+lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so several workers share the
+queue and a crashed worker's rows come back when its lease runs out. Delivery is at least once: handlers check
+the subscription's current state and are written to be repeatable.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, bindparam, func, or_, select, update
+
+from optin.extensions import db
+from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
+from optin.ops import logs, metrics
+
+log = logging.getLogger(__name__)
+
+PENDING, DONE, DEAD = OutboxStatus.PENDING, OutboxStatus.DONE, OutboxStatus.DEAD
+LEASE = timedelta(minutes=5)
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_CAP_SECONDS = 3600.0
+
+Handler = Callable[[OutboxItem], None]
+#: Where the app keeps its table of outbox kind -> handler (``optin.OUTBOX_HANDLERS``).
+HANDLERS_EXTENSION = "optin.outbox_handlers"
+
+
+class RetryLater(Exception):
+    """A temporary failure; ``after`` (seconds) overrides the backoff, e.g. Retry-After."""
+
+    def __init__(self, message: str, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help (invalid address, unknown list): make it a dead letter."""
+
+
+def claim(worker_id: str, limit: int = 20, now: datetime | None = None) -> list[int]:
+    """Lease up to ``limit`` due rows to this worker and commit; return their ids.
+
+    On PostgreSQL the candidates are locked with SKIP LOCKED so concurrent
+    workers pick disjoint rows without waiting; the conditional UPDATE keeps it
+    correct on SQLite, where writers are serialized anyway.
+    """
+    now = now or utcnow()
+    free = or_(OutboxItem.claimed_until.is_(None), OutboxItem.claimed_until < now)
+    candidates = db.session.scalars(
+        select(OutboxItem.id)
+        .where(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now, free)
+        .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not candidates:
+        db.session.rollback()
+        return []
+    db.session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id.in_(candidates), OutboxItem.status == PENDING, free)
+        .values(claimed_by=worker_id, claimed_until=now + LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = db.session.scalars(
+        select(OutboxItem.id)
+        .where(OutboxItem.id.in_(candidates), OutboxItem.claimed_by == worker_id)
+        .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+    ).all()
+    db.session.commit()
+    return list(claimed)
+
+
+def release(worker_id: str, ids: list[int]) -> None:
+    """Give back rows this worker claimed but did not start (clean shutdown)."""
+    if ids:
+        db.session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(ids), OutboxItem.claimed_by == worker_id)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        db.session.commit()
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with jitter: ~10 s, 20 s, 40 s … capped at an hour."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta) -> str:
+    """Run the handler for one claimed row in its own transaction; return the outcome.
+
+    The handler's database writes and the row's ``done`` mark commit together.
+    On failure they roll back and only the failure is recorded.
+    """
+    item = db.session.get(OutboxItem, item_id, with_for_update=True)
+    if item is None or item.status != PENDING or item.claimed_by != worker_id:
+        db.session.rollback()
+        return "skipped"
+    with logs.context(outbox_id=item_id, outbox_kind=item.kind):
+        return _run(item, max_attempts=max_attempts, horizon=horizon)
+
+
+def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
+    item_id = item.id
+    handlers: Mapping[OutboxKind, Handler] = current_app.extensions[HANDLERS_EXTENSION]
+    fn = handlers.get(item.kind)  # type: ignore[call-overload]  # a str from the table
+    try:
+        if fn is None:
+            raise PermanentFailure(f"no handler for outbox kind {item.kind!r}")
+        fn(item)
+    except Exception as exc:  # every failure is recorded, none escapes the worker
+        db.session.rollback()
+        return _record_failure(item_id, exc, max_attempts=max_attempts, horizon=horizon)
+    db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
+    db.session.commit()
+    return DONE
+
+
+_ROWS = OutboxItem.__table__
+# A plain UPDATE built once: the ORM's unit of work cost more CPU than the database did.
+_MARK_DONE = _ROWS.update().where(_ROWS.c.id == bindparam("item_id")).values(
+    status=DONE, attempts=_ROWS.c.attempts + 1, last_error=None, claimed_by=None,
+    claimed_until=None, finished_at=bindparam("now", type_=_ROWS.c.finished_at.type))
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon: timedelta) -> str:
+    item = db.session.get(OutboxItem, item_id, with_for_update=True)
+    if item is None:
+        db.session.rollback()
+        return "skipped"
+    now = utcnow()
+    item.attempts += 1
+    item.last_error = _describe(exc)
+    item.claimed_by = item.claimed_until = None
+    expired = now - item.created_at > horizon or item.attempts >= max_attempts
+    if isinstance(exc, PermanentFailure) or expired:
+        item.status = DEAD
+        item.finished_at = now
+        log.error("outbox %s (%s) is a dead letter: %s", item.id, item.kind, item.last_error)
+    else:
+        after = exc.after if isinstance(exc, RetryLater) and exc.after is not None else None
+        delay = after if after is not None else backoff_seconds(item.attempts)
+        item.next_attempt_at = now + timedelta(seconds=delay)
+        level = logging.WARNING if isinstance(exc, RetryLater) else logging.ERROR
+        log.log(level, "outbox %s (%s) attempt %s failed, retry in %.0fs: %s",
+                item.id, item.kind, item.attempts, delay, item.last_error,
+                exc_info=not isinstance(exc, RetryLater | PermanentFailure))
+    outcome = item.status if item.status == DEAD else "retry"
+    kind = item.kind
+    db.session.commit()
+    if outcome == DEAD:
+        metrics.dead_letter(kind)
+    return outcome
+
+
+def retry_dead(ids: list[int] | None = None) -> int:
+    """Put dead letters back in the queue after the cause was fixed."""
+    query = update(OutboxItem).where(OutboxItem.status == DEAD)
+    if ids:
+        query = query.where(OutboxItem.id.in_(ids))
+    result = db.session.execute(
+        query.values(status=PENDING, next_attempt_at=utcnow(), finished_at=None, attempts=0)
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def items(status: str | None = None, limit: int = 100) -> list[OutboxItem]:
+    query = select(OutboxItem).order_by(OutboxItem.id.desc()).limit(limit)
+    if status:
+        query = query.where(OutboxItem.status == status)
+    return list(db.session.scalars(query))
+
+
+def backlog(now: datetime | None = None) -> dict[str, Any]:
+    """Depth and age of the queue, and the dead letters, for health checks and metrics."""
+    now = now or utcnow()
+    depth, oldest = db.session.execute(
+        select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status == PENDING)
+    ).one()
+    dead = db.session.scalar(select(func.count()).where(OutboxItem.status == DEAD))
+    due = db.session.scalar(
+        select(func.count()).where(
+            and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now)
+        )
+    )
+    if oldest is not None and oldest.tzinfo is None:  # aggregate bypasses the type
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return {
+        "pending": depth,
+        "due": due,
+        "dead": dead,
+        "oldest_pending_age_seconds": (now - oldest).total_seconds() if oldest else 0.0,
+    }

@@ -1,0 +1,235 @@
+"""Prometheus metrics: the counters the domain bumps, and the backlog read at scrape time.
+
+The domain calls the small functions below (``signup``, ``unsubscribed``, …);
+nothing else in the package touches prometheus-client. Labels are lists, kinds,
+origins and endpoints, never personal data.
+
+Counters live in the process that counts. With several gunicorn workers (and
+``optin worker`` processes) on one host, ``OPTIN_METRICS_DIR`` puts them in
+prometheus-client's multi-process mode: each process writes its own files there
+and ``/metrics`` adds them up. The outbox gauges are not counted but read from
+the database at each scrape (:class:`BacklogCollector`), so they are right
+whichever process or host answers.
+
+Counts caused by a state change are bumped when its transaction commits
+(:func:`_on_commit`): a rolled-back signup counts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from optin.config import ConfigError, export_metrics_dir
+
+export_metrics_dir()  # before prometheus_client is first imported: it decides its mode then
+
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+# No ``*_created`` series: multi-process mode has none, so both modes answer the same.
+disable_created_metrics()
+
+SIGNUPS = Counter("optin_signups", "Signups accepted, by list and outcome "
+                  "(new, repeated, throttled: a pending signup asked again within the resend "
+                  "interval, capped: OPTIN_MAILS_PER_ADDRESS_PER_DAY reached, confirmed: already "
+                  "subscribed, honeypot)", ["list", "outcome"])
+CONFIRMATIONS = Counter("optin_confirmations", "Consents confirmed through the link, by list",
+                        ["list"])
+UNSUBSCRIBES = Counter("optin_unsubscribes", "Withdrawals, by origin (link, one_click, "
+                       "activecampaign, operator) and kind (unsubscribed, complaint, erased)",
+                       ["origin", "kind"])
+MAILS = Counter("optin_mail_deliveries", "Mails handed to the mail server, by template",
+                ["template"])
+MAIL_FAILURES = Counter("optin_mail_delivery_failures",
+                        "Mails the mail server did not take (retried later), by template",
+                        ["template"])
+AC_REQUESTS = Counter("optin_activecampaign_requests",
+                      "ActiveCampaign API calls by endpoint and HTTP status (0: no answer)",
+                      ["endpoint", "status"])
+DEAD_LETTERS = Counter("optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
+
+_PENDING_COUNTS = "optin.ops.metrics.pending"
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client runs in multi-process mode (OPTIN_METRICS_DIR was set)."""
+    return values.ValueClass is not values.MutexValue
+
+
+# --- what the domain calls ----------------------------------------------------------------
+
+
+def signup(list_slug: str, outcome: str, session: Session | None = None) -> None:
+    _on_commit(session, lambda: SIGNUPS.labels(list_slug, outcome).inc())
+
+
+def honeypot() -> None:
+    """A bot filled the hidden field: nothing is stored, so nothing waits for a commit."""
+    SIGNUPS.labels("-", "honeypot").inc()
+
+
+def confirmed(list_slug: str, session: Session | None = None) -> None:
+    _on_commit(session, lambda: CONFIRMATIONS.labels(list_slug).inc())
+
+
+def unsubscribed(origin: str, kind: str = "unsubscribed", session: Session | None = None) -> None:
+    _on_commit(session, lambda: UNSUBSCRIBES.labels(origin, kind).inc())
+
+
+def mail_delivered(template: str) -> None:
+    MAILS.labels(template).inc()
+
+
+def mail_failed(template: str) -> None:
+    MAIL_FAILURES.labels(template).inc()
+
+
+def activecampaign_response(endpoint: str, status: int) -> None:
+    """The ActiveCampaign client's ``on_response`` hook (status 0: timeout, no connection)."""
+    AC_REQUESTS.labels(endpoint, str(status)).inc()
+
+
+def dead_letter(kind: str) -> None:
+    DEAD_LETTERS.labels(kind).inc()
+
+
+def _on_commit(session: Session | None, bump: Callable[[], None]) -> None:
+    """Bump when the current transaction commits; forget it if it rolls back."""
+    if session is None:
+        from optin.extensions import db
+
+        session = db.session()
+    session.info.setdefault(_PENDING_COUNTS, []).append(bump)
+
+
+@event.listens_for(Session, "after_commit")
+def _count_committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the transaction may still roll back
+    for bump in session.info.pop(_PENDING_COUNTS, []):
+        bump()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_PENDING_COUNTS, None)
+
+
+# --- what /metrics answers ----------------------------------------------------------------
+
+
+class BacklogCollector(Collector):
+    """Outbox depth, age and dead letters by kind, read from the database at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from optin.extensions import db
+        from optin.models import OutboxItem, utcnow
+
+        up = GaugeMetricFamily("optin_database_up", "1 if the database answered this scrape")
+        pending = GaugeMetricFamily("optin_outbox_pending", "Outbox rows waiting, by kind",
+                                    labels=["kind"])
+        age = GaugeMetricFamily("optin_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest waiting outbox row, by kind", labels=["kind"])
+        dead = GaugeMetricFamily("optin_outbox_dead", "Dead letters waiting for an operator, "
+                                 "by kind", labels=["kind"])
+        try:
+            now = utcnow()
+            rows = db.session.execute(
+                select(OutboxItem.kind, OutboxItem.status, func.count(),
+                       func.min(OutboxItem.created_at))
+                .where(OutboxItem.status.in_(("pending", "dead")))
+                .group_by(OutboxItem.kind, OutboxItem.status)
+            ).all()
+            db.session.rollback()
+        except Exception:  # a scrape must answer; the database's state is a metric of its own
+            db.session.rollback()
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for kind, status, count, oldest in rows:
+            if status == "dead":
+                dead.add_metric([kind], count)
+                continue
+            if oldest.tzinfo is None:  # SQLite's aggregate returns a naive UTC time
+                oldest = oldest.replace(tzinfo=now.tzinfo)
+            pending.add_metric([kind], count)
+            age.add_metric([kind], max(0.0, (now - oldest).total_seconds()))
+        yield from (up, pending, age, dead)
+
+
+def exposition(include_backlog: bool = True) -> tuple[bytes, str]:
+    """The text ``/metrics`` answers: this host's counters, then the backlog."""
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if include_backlog:
+        backlog = CollectorRegistry()
+        backlog.register(BacklogCollector())
+        body += generate_latest(backlog)
+    return body, CONTENT_TYPE_LATEST
+
+
+class _ProcessAndBacklog(Collector):
+    """What ``optin worker --metrics-port`` serves: the same as ``/metrics``."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Any]:
+        if multiprocess_mode():
+            yield from multiprocess.MultiProcessCollector(None).collect()
+        else:
+            yield from REGISTRY.collect()
+        with self.app.app_context():
+            yield from BacklogCollector().collect()
+
+
+def serve(app: Flask, port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - a scrape target
+    """Serve this process's metrics (the host's, with OPTIN_METRICS_DIR) on ``port``, in a
+    daemon thread: for ``optin worker`` processes on hosts that run no web process."""
+    registry = CollectorRegistry()
+    registry.register(_ProcessAndBacklog(app))
+    server, _thread = start_http_server(port, addr, registry=registry)
+    return server
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's ``child_exit``: a dead worker's live gauges go; its counts stay summed."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)
+
+
+def init_app(app: Flask) -> None:
+    """Refuse an OPTIN_METRICS_DIR that came too late for prometheus-client to see it."""
+    if app.extensions["optin.settings"].metrics_dir is not None and not multiprocess_mode():
+        raise ConfigError("OPTIN_METRICS_DIR must be in the process environment when optin "
+                          "starts (prometheus-client reads it when first imported; a .env "
+                          "file is read too late for it)")
+
+
+__all__ = [
+    "activecampaign_response", "confirmed", "dead_letter", "exposition", "init_app",
+    "mail_delivered", "mail_failed", "mark_process_dead", "multiprocess_mode", "serve", "signup",
+    "unsubscribed",
+]

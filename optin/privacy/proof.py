@@ -1,0 +1,387 @@
+"""The proof of consent for one address on one list, and its consent receipt.
+
+What a proof holds follows DESIGN.md (BGH I ZR 164/09: the consent fully
+documented and printable at any time; EDPB Guidelines 05/2020 §108: how and
+when consent was given and a copy of what was presented). It is assembled
+from the ledger, the stored consent texts and the mail templates, for every
+consent cycle of the address on the list (newest first), each with the
+verification of its hash chain. The same record renders as JSON, a printable
+HTML page, plain text, and a Kantara Consent Receipt v1.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import current_app, has_request_context, render_template
+from jinja2 import TemplateNotFound
+
+from optin.config import current_settings
+from optin.consent import ledger, lists
+from optin.extensions import db
+from optin.models import ConsentEvent, ConsentText, MailingList, Subscription, utcnow
+from optin.privacy import audit
+from optin.privacy.rights import (
+    consent_text_record,
+    event_record,
+    identify,
+    iso,
+    retention_note,
+    subscriptions_of,
+)
+
+MAIL_SENT = ("confirmation_sent", "welcome_sent", "goodbye_sent")
+RECEIPT_VERSION = "KI-CR-v1.1.0"
+COLLECTION_METHOD = (
+    "Web form signup, confirmed by the address owner through a personal link mailed to the "
+    "address (double opt-in)"
+)
+
+
+class UnknownList(LookupError):
+    """No list with that slug."""
+
+
+class NoConsent(LookupError):
+    """Nothing recorded for the address on the list (or nothing confirmed, for a receipt)."""
+
+
+def _first(events: list[ConsentEvent], kind: str) -> ConsentEvent | None:
+    return next((e for e in events if e.kind == kind), None)
+
+
+def _template_source(template: str, recorded_sha256: str | None) -> dict[str, Any]:
+    """Does the named mail template still hash as recorded? If so, its source.
+
+    The hash covers the template's subject, text and HTML sources (see
+    mailer.MailTemplates.render); a match proves these files are the ones the
+    mail was rendered from. After a template change the hash still identifies
+    the version in version control.
+    """
+    env = current_app.extensions["optin.mail_templates"].env
+    digest = hashlib.sha256()
+    sources: dict[str, str] = {}
+    try:
+        for part in ("subject.txt", "txt", "html"):
+            source, _, _ = env.loader.get_source(env, f"{template}.{part}")
+            digest.update(source.encode())
+            sources[part] = source
+    except TemplateNotFound:
+        return {"matches_current_template": False, "template_source": None}
+    matches = recorded_sha256 is not None and digest.hexdigest() == recorded_sha256
+    return {
+        "matches_current_template": matches,
+        "template_source": {"subject": sources["subject.txt"], "text": sources["txt"]}
+        if matches else None,
+    }
+
+
+LINK_PLACEHOLDER = "[personal confirmation link]"
+
+
+def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[str, Any],
+                              text: ConsentText | None) -> str | None:
+    """The confirmation mail's text as the recipient read it, but for the link.
+
+    Rendered from the template version the ledger names (only called when the
+    current files still hash as recorded) with the values of the signup; the
+    personal link is replaced by a placeholder, so the result differs from the
+    recorded body hash exactly by the link.
+    """
+    name, _, locale = template.partition(".")
+    try:
+        return current_app.extensions["optin.mail_templates"].render(name, locale, {
+            "list_name": sub.mailing_list.name,
+            "first_name": entered.get("first_name"),
+            "consent_text": text.text if text else None,
+            "brand": current_app.extensions["optin.brand"],
+            "locale": locale,
+            "confirm_url": LINK_PLACEHOLDER,
+            "ttl_hours": current_settings().confirm_ttl_hours,
+        }).text
+    except Exception:  # a template needing more than we know: show no reconstruction
+        return None
+
+
+def _mail(event: ConsentEvent) -> dict[str, Any]:
+    details = event.details or {}
+    record = {
+        "kind": event.kind,
+        "sent_at": iso(event.at),
+        "message_id": details.get("message_id"),
+        "subject": details.get("subject"),
+        "template": details.get("template"),
+        "template_sha256": details.get("template_sha256"),
+        "text_sha256": details.get("text_sha256"),
+        "html_sha256": details.get("html_sha256"),
+    }
+    if event.kind == "confirmation_sent" and record["template"]:
+        record.update(_template_source(record["template"], record["template_sha256"]))
+        record["reconstructed_text"] = None
+        if record["matches_current_template"]:
+            sub = event.subscription
+            entered = {"first_name": sub.first_name}  # names are gone after a withdrawal
+            shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
+                     and e.kind in ("signup_requested", "signup_repeated")]
+            text = shown[-1].consent_text if shown else sub.consent_text
+            record["reconstructed_text"] = _reconstruct_confirmation(
+                sub, record["template"], entered, text)
+    return record
+
+
+def _text(text_id: int | None) -> dict[str, Any] | None:
+    text = db.session.get(ConsentText, text_id) if text_id else None
+    if text is None:
+        return None
+    return {**consent_text_record(text),
+            "sha256_verified": hashlib.sha256(text.text.encode()).hexdigest() == text.sha256}
+
+
+def _cycle(sub: Subscription) -> dict[str, Any]:
+    """One consent cycle (one subscription row) as proof."""
+    events = list(sub.events)
+    signup = _first(events, "signup_requested")
+    confirmed = _first(events, "confirmed")
+    shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
+    check = ledger.verify(db.session, [sub.id])
+    signup_details = (signup.details or {}) if signup else {}
+    return {
+        "subscription_id": sub.id,
+        "status": sub.status,
+        "address": sub.email,
+        "retention": retention_note(sub),
+        "retain_until": iso(sub.retain_until),
+        "consent_text": _text(shown),
+        "signup": signup and {
+            "at": iso(signup.at),
+            "ip": signup.ip,
+            "user_agent": signup.user_agent,
+            "source_url": signup_details.get("source_url"),
+            # Names and fields live on the row until withdrawal; the ledger keeps their digest.
+            "entered": {k: v for k, v in {
+                "email": signup_details.get("email"), "first_name": sub.first_name,
+                "last_name": sub.last_name, "fields": sub.fields}.items() if v},
+            "entered_sha256": signup_details.get("entered_sha256"),
+            "fields_entered": signup_details.get("fields_entered"),
+            "consent_text": _text(signup.consent_text_id),
+            "redacted_at": iso(signup.redacted_at),
+        },
+        "repeated_signups": [
+            {"at": iso(e.at), "ip": e.ip, "user_agent": e.user_agent,
+             "action": (e.details or {}).get("action"), "consent_text_id": e.consent_text_id}
+            for e in events if e.kind == "signup_repeated"
+        ],
+        "mails": [_mail(e) for e in events if e.kind in MAIL_SENT],
+        "confirmation": confirmed and {
+            "at": iso(confirmed.at),
+            "ip": confirmed.ip,
+            "user_agent": confirmed.user_agent,
+            "redacted_at": iso(confirmed.redacted_at),
+        },
+        "withdrawal": sub.withdrawn_at and {
+            "at": iso(sub.withdrawn_at), "channel": sub.withdrawal_origin,
+        },
+        "erased_at": iso(sub.erased_at),
+        "minimized_at": iso(sub.minimized_at),
+        "later_events": [event_record(e) for e in events
+                         if confirmed is not None and e.seq > confirmed.seq],
+        "events": [event_record(e) for e in events],
+        "ledger": {
+            "ok": check.ok,
+            "events": check.events,
+            "head": sub.ledger_head,
+            "problems": check.problems,
+        },
+    }
+
+
+def _list_info(mailing_list: MailingList) -> dict[str, Any]:
+    settings = current_settings()
+    return {
+        "slug": mailing_list.slug,
+        "name": mailing_list.name,
+        "controller": mailing_list.controller or settings.brand["name"],
+        "privacy_policy_url": mailing_list.privacy_policy_url,
+        "purpose": mailing_list.purpose or f"Newsletter “{mailing_list.name}” by email",
+        "activecampaign_list_id": mailing_list.ac_list_id,
+    }
+
+
+def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof") -> dict[str, Any]:
+    """The proof for the address on the list; audited, and noted on each cycle's ledger.
+
+    Raises :class:`UnknownList`, :class:`NoConsent` or ``rights.InvalidAddress``.
+    """
+    email, digest = identify(raw_email)
+    mailing_list = lists.get_list(list_slug)
+    if mailing_list is None:
+        raise UnknownList(list_slug)
+    subs = subscriptions_of(digest, list_id=mailing_list.id, lock=True)
+    audit.record(actor, "proof", email_hash=digest,
+                 details={"list": list_slug, "format": purpose, "subscriptions": len(subs)})
+    audit.note_on_ledger(subs, "proof_printed", actor, purpose=purpose)
+    db.session.commit()
+    if not subs:
+        raise NoConsent(f"nothing is recorded for this address on list {list_slug!r}")
+    subs = subscriptions_of(digest, list_id=mailing_list.id)
+    cycles = [_cycle(s) for s in reversed(subs)]
+    return {
+        "title": "Proof of consent (double opt-in)",
+        "generated_at": iso(utcnow()),
+        "generated_by": actor,
+        "address": email,
+        "address_hash": digest,
+        "list": _list_info(mailing_list),
+        "consents": cycles,
+        "ledger_ok": all(c["ledger"]["ok"] for c in cycles),
+        "legal_notes": [
+            "BGH, judgment of 10 Feb 2011, I ZR 164/09: the advertiser must document each "
+            "consent fully and be able to print it at any time.",
+            "EDPB Guidelines 05/2020, §108: records show how and when consent was given and "
+            "what information was presented.",
+            "Times are UTC. Each event is hash-chained (SHA-256) per subscription; the "
+            "verification result covers every event listed.",
+            "Mail body hashes are SHA-256 of the rendered text and HTML parts (UTF-8, LF line "
+            "endings; mail transport carries them as CRLF). The template hash covers the "
+            "subject, text and HTML template sources.",
+        ],
+    }
+
+
+def _epoch(value: str | None) -> int | None:
+    return int(datetime.fromisoformat(value).timestamp()) if value else None
+
+
+def receipt(proof: dict[str, Any]) -> dict[str, Any]:
+    """The newest confirmed consent as a Kantara Consent Receipt v1.1, plus DOI evidence.
+
+    The Kantara fields come first and keep their names; ``doubleOptIn`` is the
+    extension carrying the evidence. Raises :class:`NoConsent` if no cycle was
+    ever confirmed.
+    """
+    cycle = next((c for c in proof["consents"] if c["confirmation"]), None)
+    if cycle is None:
+        raise NoConsent("this address never confirmed a subscription to this list")
+    info = proof["list"]
+    settings = current_settings()
+    third_party = info["activecampaign_list_id"] is not None
+    text = cycle["consent_text"] or {}
+    pii = ["email address"] + [
+        f"{k.replace('_', ' ')} (as entered)" for k in (cycle["signup"] or {}).get("fields_entered") or []
+    ]
+    return {
+        "version": RECEIPT_VERSION,
+        "jurisdiction": "DE",
+        "consentTimestamp": _epoch(cycle["confirmation"]["at"]),
+        "collectionMethod": COLLECTION_METHOD,
+        "consentReceiptID": str(uuid.uuid5(
+            uuid.NAMESPACE_URL, f"{settings.base_url}/consent/{cycle['subscription_id']}")),
+        "language": text.get("locale"),
+        "piiPrincipalId": proof["address"],
+        "piiControllers": [{
+            "piiController": info["controller"],
+            "contact": info["controller"],
+            "email": settings.mail_from,
+            "piiControllerUrl": settings.base_url,
+            "onBehalf": False,
+        }],
+        "policyUrl": info["privacy_policy_url"],
+        "services": [{
+            "service": info["name"],
+            "purposes": [{
+                "purpose": info["purpose"],
+                "purposeCategory": ["Marketing (direct marketing by email)"],
+                "consentType": "EXPLICIT",
+                "piiCategory": pii,
+                "primaryPurpose": True,
+                "termination": "Until withdrawn (unsubscribe link in every mail, or on request); "
+                               "the proof is then kept until the limitation period ends.",
+                "thirdPartyDisclosure": third_party,
+                **({"thirdPartyName": "ActiveCampaign (processor)"} if third_party else {}),
+            }],
+        }],
+        "sensitive": False,
+        "spiCat": [],
+        "doubleOptIn": {
+            "status": cycle["status"],
+            "consentText": {k: text.get(k) for k in ("version", "locale", "sha256", "text")},
+            "signup": cycle["signup"] and {k: cycle["signup"][k]
+                                           for k in ("at", "ip", "user_agent", "source_url")},
+            "confirmationMails": [
+                {k: m[k] for k in ("sent_at", "message_id", "template", "template_sha256",
+                                   "text_sha256", "html_sha256")}
+                for m in cycle["mails"] if m["kind"] == "confirmation_sent"
+            ],
+            "confirmation": {k: cycle["confirmation"][k] for k in ("at", "ip", "user_agent")},
+            "withdrawal": cycle["withdrawal"],
+            "ledger": {"verified": cycle["ledger"]["ok"], "events": cycle["ledger"]["events"],
+                       "head": cycle["ledger"]["head"]},
+        },
+    }
+
+
+def render_html(proof: dict[str, Any], *, standalone: bool = False) -> str:
+    """The printable page. ``standalone`` inlines the stylesheet (a file saved from
+    the CLI must print without the service); served pages link it (CSP)."""
+    css = (Path(current_app.static_folder or "") / "optin.css").read_text() if standalone else None
+    context = {"proof": proof, "brand": current_app.extensions["optin.brand"], "inline_css": css}
+    if has_request_context():
+        return render_template("pages/proof.html", **context)
+    with current_app.test_request_context(base_url=current_settings().base_url):
+        return render_template("pages/proof.html", **context)
+
+
+def render_text(proof: dict[str, Any]) -> str:
+    """Plain text for the terminal (``optin proof``); the JSON has everything."""
+    out: list[str] = []
+    info = proof["list"]
+
+    def line(label: str, value: Any) -> None:
+        if value not in (None, "", [], {}):
+            out.append(f"  {label:<22} {value}")
+
+    out += [proof["title"], f"Address: {proof['address']}  (hash {proof['address_hash']})",
+            f"List: {info['slug']} ({info['name']}), controller: {info['controller']}",
+            f"Generated {proof['generated_at']} by {proof['generated_by']}",
+            f"Ledger: {'verified, intact' if proof['ledger_ok'] else 'VERIFICATION FAILED'}", ""]
+    for n, c in enumerate(proof["consents"], 1):
+        out.append(f"Consent cycle {n} (subscription {c['subscription_id']}, status {c['status']})")
+        line("retention", c["retention"])
+        text = c["consent_text"]
+        if text:
+            line("consent text", f"v{text['version']} {text['locale']} sha256 {text['sha256']}"
+                 f"{'' if text['sha256_verified'] else ' (TEXT DOES NOT MATCH ITS HASH)'}")
+            out.extend(textwrap.wrap(text["text"], 76, initial_indent="    > ",
+                                     subsequent_indent="    > "))
+        if c["signup"]:
+            s = c["signup"]
+            line("signup", f"{s['at']}  IP {s['ip']}  UA {s['user_agent']}")
+            line("source URL", s["source_url"])
+            line("entered", s["entered"])
+        for m in c["mails"]:
+            if m["kind"] == "confirmation_sent":
+                line("confirmation mail", f"{m['sent_at']}  {m['message_id']}")
+                line("  template", f"{m['template']} sha256 {m['template_sha256']}")
+                line("  subject", m["subject"])
+                line("  text sha256", m["text_sha256"])
+        if c["confirmation"]:
+            k = c["confirmation"]
+            line("confirmed", f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}")
+        if c["withdrawal"]:
+            line("withdrawn", f"{c['withdrawal']['at']} via {c['withdrawal']['channel']}")
+        line("erased", c["erased_at"])
+        line("minimized", c["minimized_at"])
+        out.append("  events:")
+        for e in c["events"]:
+            out.append(f"    #{e['seq']:<3} {e['at']}  {e['kind']:<24} {e['origin']}"
+                       f"{'  (redacted)' if e['redacted_at'] else ''}")
+        verdict = "intact" if c["ledger"]["ok"] else "; ".join(c["ledger"]["problems"])
+        line("ledger", f"{c['ledger']['events']} events, {verdict}")
+        out.append("")
+    return "\n".join(out)
+

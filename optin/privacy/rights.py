@@ -1,0 +1,280 @@
+"""The data subject's rights, as operators answer them: access, portability, erasure.
+
+Addresses are found by their keyed hash, so a record that was minimized long
+ago (address gone, hash kept) is still found and reported. Every call is
+audited (``audit.py``) and noted on the ledger of each subscription it
+touched, in the same transaction as its effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from optin.config import current_settings
+from optin.consent import ledger, subscriptions
+from optin.consent.addresses import address_hash, normalize_email
+from optin.extensions import db
+from optin.models import (
+    ACTIVE_STATUSES,
+    ConsentEvent,
+    ConsentText,
+    MailingList,
+    OutboxItem,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+from optin.privacy import audit
+
+S = SubscriptionStatus
+
+ART_17_3_E = (
+    "Art. 17(3)(e) GDPR: the record of the consent is kept only as long as it is needed to "
+    "establish, exercise or defend legal claims (§§ 195, 199 BGB: until the end of the year of "
+    "the withdrawal plus the limitation period), blocked from every other use, then minimized "
+    "automatically."
+)
+
+# What proof keeps until it lapses, and what is left after minimization.
+KEPT_AS_PROOF = [
+    "email address",
+    "signup: time, IP address, user agent, source URL and the values entered, as recorded "
+    "in the ledger",
+    "the consent text shown (version and SHA-256)",
+    "confirmation mail record: send time, Message-ID, template version, body hashes",
+    "confirmation: time, IP address, user agent",
+    "withdrawal and erasure: time and channel",
+]
+KEPT_AFTER_MINIMIZATION = [
+    "keyed hash of the address (HMAC; keeps the address from being re-added without new consent)",
+    "event kinds and dates, consent text version, hash chain",
+]
+
+
+class InvalidAddress(ValueError):
+    """The string given is not an email address."""
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def identify(raw: str) -> tuple[str, str]:
+    """Normalized address and its keyed hash (raises :class:`InvalidAddress`)."""
+    from optin.consent.addresses import InvalidAddress as _Invalid
+
+    try:
+        email = normalize_email(raw)
+    except _Invalid as exc:
+        raise InvalidAddress(str(exc)) from None
+    return email, address_hash(email, current_settings().hash_key)
+
+
+def subscriptions_of(digest: str, *, list_id: int | None = None,
+                     lock: bool = False) -> list[Subscription]:
+    """Every consent cycle of the address (on one list, or all), oldest first."""
+    query = select(Subscription).where(Subscription.email_hash == digest).order_by(Subscription.id)
+    if list_id is not None:
+        query = query.where(Subscription.list_id == list_id)
+    if lock:
+        query = query.with_for_update()
+    return list(db.session.scalars(query))
+
+
+def retention_note(sub: Subscription) -> str:
+    """In one sentence: how long this record is kept, and why."""
+    until = iso(sub.retain_until)
+    if sub.status == S.CONFIRMED:
+        return "Kept while the subscription is active (consent in use); no end date."
+    if sub.status == S.PENDING:
+        return f"Never confirmed: minimized on {until} unless confirmed before."
+    if sub.status == S.UNSUBSCRIBED:
+        if sub.confirmed_at is None:
+            return f"Withdrawn before confirmation: minimized on {until}."
+        return f"Consent withdrawn: proof kept until {until} (Art. 17(3)(e) GDPR), then minimized."
+    return (f"Minimized on {iso(sub.minimized_at)}: only the keyed address hash and event "
+            "kinds and dates remain.")
+
+
+def event_record(event: ConsentEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "at": iso(event.at),
+        "origin": event.origin,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "consent_text_id": event.consent_text_id,
+        "details": event.details or {},
+        "redacted_at": iso(event.redacted_at),
+        "content_hash": event.content_hash,
+        "chain_hash": event.chain_hash,
+    }
+
+
+def consent_text_record(text: ConsentText) -> dict[str, Any]:
+    return {
+        "id": text.id,
+        "list": text.mailing_list.slug,
+        "locale": text.locale,
+        "version": text.version,
+        "text": text.text,
+        "sha256": text.sha256,
+        "privacy_policy_version": text.privacy_policy_version,
+        "created_at": iso(text.created_at),
+    }
+
+
+def subscription_summary(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "list": sub.mailing_list.slug,
+        "status": sub.status,
+        "created_at": iso(sub.created_at),
+        "confirmed_at": iso(sub.confirmed_at),
+        "withdrawn_at": iso(sub.withdrawn_at),
+        "withdrawal_origin": sub.withdrawal_origin,
+        "erased_at": iso(sub.erased_at),
+        "minimized_at": iso(sub.minimized_at),
+        "retain_until": iso(sub.retain_until),
+        "retention": retention_note(sub),
+    }
+
+
+def _subscription_record(sub: Subscription) -> dict[str, Any]:
+    return {
+        **subscription_summary(sub),
+        "list_name": sub.mailing_list.name,
+        "email": sub.email,
+        "locale": sub.locale,
+        "first_name": sub.first_name,
+        "last_name": sub.last_name,
+        "fields": sub.fields,
+        "source_url": sub.source_url,
+        "consent_text_id": sub.consent_text_id,
+        "activecampaign_contact_id": sub.ac_contact_id,
+        "events": [event_record(e) for e in sub.events],
+    }
+
+
+def export(raw_email: str, actor: str) -> dict[str, Any]:
+    """Everything stored about the address (Art. 15 access, Art. 20 portability).
+
+    Audited as ``access`` and noted as ``accessed`` on each subscription's
+    ledger before the export is built, so the export shows its own request.
+    """
+    email, digest = identify(raw_email)
+    subs = subscriptions_of(digest, lock=True)
+    audit.record(actor, "access", email_hash=digest, details={"subscriptions": len(subs)})
+    audit.note_on_ledger(subs, "accessed", actor, purpose="access")
+    db.session.commit()
+
+    subs = subscriptions_of(digest)
+    text_ids = {s.consent_text_id for s in subs} | {
+        e.consent_text_id for s in subs for e in s.events}
+    texts = db.session.scalars(
+        select(ConsentText).where(ConsentText.id.in_(text_ids - {None})).order_by(ConsentText.id)
+    ).all()
+    suppressions = db.session.execute(
+        select(MailingList.slug, Suppression.reason, Suppression.created_at)
+        .join(MailingList, MailingList.id == Suppression.list_id)
+        .where(Suppression.email_hash == digest).order_by(MailingList.slug)
+    ).all()
+    recipients = sorted({
+        f"ActiveCampaign (list {s.mailing_list.ac_list_id})"
+        for s in subs if s.mailing_list.ac_list_id and s.confirmed_at
+    })
+    return {
+        "address": email,
+        "address_hash": digest,
+        "generated_at": iso(utcnow()),
+        "purpose": "Newsletter by email, with the consent given by double opt-in (Art. 6(1)(a) "
+                   "GDPR); proof of that consent (Art. 7(1) GDPR).",
+        "recipients": recipients,
+        "subscriptions": [_subscription_record(s) for s in subs],
+        "consent_texts": [consent_text_record(t) for t in texts],
+        "suppressions": [{"list": slug, "reason": reason, "since": iso(at)}
+                         for slug, reason, at in suppressions],
+    }
+
+
+def lookup(raw_email: str, actor: str) -> dict[str, Any]:
+    """The address's subscriptions in brief (no events), audited as ``lookup``."""
+    email, digest = identify(raw_email)
+    subs = subscriptions_of(digest, lock=True)
+    audit.record(actor, "lookup", email_hash=digest, details={"subscriptions": len(subs)})
+    audit.note_on_ledger(subs, "accessed", actor, purpose="lookup")
+    db.session.commit()
+    return {"address": email, "address_hash": digest,
+            "subscriptions": [subscription_summary(s) for s in subscriptions_of(digest)]}
+
+
+def erase(raw_email: str, actor: str) -> dict[str, Any]:
+    """Art. 17 erasure of the address on every list, in one transaction.
+
+    Active subscriptions are withdrawn (kind ``erased``, origin ``operator``),
+    which suppresses the address and queues the withdrawal for
+    ActiveCampaign. On every subscription the personal data proof does not
+    need (names, custom fields) is deleted at once; the address and the
+    proof events stay until ``retain_until`` (Art. 17(3)(e)), when the
+    retention job minimizes them. Repeating it changes nothing more than a
+    further ``erased`` note on the ledger.
+    """
+    _, digest = identify(raw_email)
+    now = utcnow()
+    subs = subscriptions_of(digest, lock=True)
+    results = []
+    pushed = False
+    for sub in subs:
+        was = sub.status
+        if was in ACTIVE_STATUSES:
+            subscriptions.withdraw(sub, origin="operator", kind="erased", at=now,
+                                   details={"actor": actor})
+            pushed = True
+            # Someone who asked for erasure gets no "you have been unsubscribed" mail.
+            db.session.flush()
+            db.session.execute(delete(OutboxItem).where(
+                OutboxItem.subscription_id == sub.id, OutboxItem.kind == "goodbye_mail",
+                OutboxItem.status == "pending"))
+        else:
+            ledger.append(sub, "erased", origin="operator", at=now,
+                          details={"actor": actor, "was": was})
+        sub.first_name = sub.last_name = None
+        sub.fields = None
+        sub.erased_at = sub.erased_at or now
+        minimized = sub.status == S.MINIMIZED
+        results.append({
+            "subscription_id": sub.id,
+            "list": sub.mailing_list.slug,
+            "status_before": was,
+            "status": sub.status,
+            "deleted_now": ["first_name", "last_name", "fields"],
+            "kept": KEPT_AFTER_MINIMIZATION if minimized else KEPT_AS_PROOF,
+            "kept_until": None if minimized else iso(sub.retain_until),
+            "retention": retention_note(sub),
+        })
+    audit.record(actor, "erase", email_hash=digest,
+                 details={"subscriptions": len(subs), "withdrawn": pushed})
+    db.session.commit()
+    lapse_dates = [r["kept_until"] for r in results if r["kept_until"]]
+    if not subs:
+        detail = "Nothing is stored about this address."
+    else:
+        detail = ("Personal data not needed as proof of consent was deleted now. "
+                  + (f"The proof of consent is kept until {max(lapse_dates)} at the latest, "
+                     "blocked from every other use, then minimized automatically."
+                     if lapse_dates else "The records were already minimized."))
+    return {
+        "address_hash": digest,
+        "erased_at": iso(now),
+        "found": bool(subs),
+        "detail": detail,
+        "legal_basis": ART_17_3_E if lapse_dates else None,
+        "activecampaign": "withdrawal queued" if pushed else "nothing to push (no active "
+                          "subscription)",
+        "subscriptions": results,
+    }

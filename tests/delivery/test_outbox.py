@@ -1,0 +1,189 @@
+"""The outbox and the worker: retries, dead letters, leases, SIGTERM, concurrent workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from optin.delivery import outbox
+from optin.delivery.worker import Worker
+from optin.extensions import db
+from optin.models import OutboxItem, utcnow
+
+from ..conftest import PG_URL, deliver, signup
+
+
+def _rows(app, kind="confirm_mail"):
+    with app.app_context():
+        return db.session.scalars(select(OutboxItem).where(OutboxItem.kind == kind)
+                                  .order_by(OutboxItem.id)).all()
+
+
+def _make_due(app):
+    with app.app_context():
+        db.session.execute(update(OutboxItem).values(next_attempt_at=utcnow()))
+        db.session.commit()
+
+
+def test_backoff_grows_and_is_jittered():
+    first = [outbox.backoff_seconds(1) for _ in range(50)]
+    fifth = [outbox.backoff_seconds(5) for _ in range(50)]
+    assert all(5 <= s <= 10 for s in first)
+    assert all(80 <= s <= 160 for s in fifth)
+    assert len(set(first)) > 1  # jitter spreads retries of many rows
+    assert max(outbox.backoff_seconds(40) for _ in range(20)) <= outbox.BACKOFF_CAP_SECONDS
+
+
+def test_smtp_outage_delays_but_never_drops(app, client, newsletter, smtp_server, mailbox):
+    smtp_server.stop()
+    assert signup(client, "m@example.org").status_code == 202  # signups still accepted
+    deliver(app)
+    [row] = _rows(app)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "mail not sent" in row.last_error
+    assert row.next_attempt_at > utcnow() + timedelta(seconds=4)
+
+    smtp_server.start()
+    deliver(app)
+    assert mailbox.to("m@example.org") == []  # not due yet: backoff is honoured
+    _make_due(app)
+    deliver(app)
+    assert len(mailbox.to("m@example.org")) == 1
+    assert _rows(app)[0].status == "done"
+
+
+def test_dead_letters_stay_visible_and_can_be_retried(app_config, smtp_server, mailbox):
+    from ..conftest import build_app
+
+    app_config["OPTIN_OUTBOX_MAX_ATTEMPTS"] = "2"
+    app = build_app(app_config)
+    from optin.consent import lists
+
+    with app.app_context():
+        mailing_list = lists.create_list("newsletter", "News")
+        lists.add_consent_text(mailing_list, "de", "Ja, bitte.")
+    client, runner = app.test_client(), app.test_cli_runner()
+    smtp_server.stop()
+    signup(client, "n@example.org")
+    deliver(app)
+    _make_due(app)
+    deliver(app)
+    [row] = _rows(app)
+    assert row.status == "dead" and row.attempts == 2
+    listing = runner.invoke(args=["outbox", "list", "--dead"])
+    assert listing.exit_code == 0
+    assert f"{row.id}\tconfirm_mail\tdead" in listing.output
+    assert "n@example.org" not in listing.output  # no personal data in the listing
+
+    smtp_server.start()
+    deliver(app)
+    assert mailbox.to("n@example.org") == []  # dead letters are not retried by themselves
+    result = runner.invoke(args=["outbox", "retry", str(row.id)])
+    assert "1 dead letters queued again" in result.output
+    deliver(app)
+    assert len(mailbox.to("n@example.org")) == 1
+    assert _rows(app)[0].status == "done"
+
+
+def test_unknown_kind_becomes_a_dead_letter(app):
+    with app.app_context():
+        db.session.add(OutboxItem.pending("no_such_kind"))
+        db.session.commit()
+    deliver(app)
+    [row] = _rows(app, "no_such_kind")
+    assert row.status == "dead" and "no handler" in row.last_error
+
+
+def test_expired_lease_is_taken_over(app, client, newsletter, mailbox):
+    """A worker that died holding rows: its lease runs out and another worker delivers."""
+    signup(client, "o@example.org")
+    with app.app_context():
+        assert outbox.claim("dead-worker") != []
+        db.session.execute(update(OutboxItem).values(claimed_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    deliver(app)
+    assert len(mailbox.to("o@example.org")) == 1
+
+
+def test_a_live_lease_is_respected(app, client, newsletter, mailbox):
+    signup(client, "p@example.org")
+    with app.app_context():
+        assert outbox.claim("other-worker") != []
+    assert deliver(app) == 0
+    assert mailbox.to("p@example.org") == []
+
+
+def test_pending_mail_is_cancelled_by_a_withdrawal(app, client, confirmed, mailbox):
+    """The goodbye/welcome rule: handlers look at the state when they run."""
+    unsubscribe = confirmed("q@example.org")
+    client.post(unsubscribe)
+    with app.app_context():
+        from optin.models import Subscription
+
+        sub = db.session.scalar(select(Subscription))
+        db.session.add(OutboxItem.pending("welcome_mail", subscription_id=sub.id))
+        db.session.commit()
+    before = len(mailbox.to("q@example.org"))
+    deliver(app)
+    assert len(mailbox.to("q@example.org")) == before
+
+
+def _worker_env(app_config: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config)
+    env["PYTHONPATH"] = os.getcwd()
+    env["OPTIN_WORKER_POLL_SECONDS"] = "0.2"
+    return env
+
+
+def test_sigterm_finishes_the_row_in_hand_and_loses_nothing(app, app_config, client, newsletter,
+                                                            mailbox):
+    for i in range(3):
+        signup(client, f"r{i}@example.org")
+    mailbox.delay = 1.5
+    proc = subprocess.Popen([sys.executable, "-m", "optin", "worker"],
+                            env=_worker_env(app_config), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert mailbox.receiving.wait(20), "worker never started sending"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    rows = _rows(app)
+    done = [r for r in rows if r.status == "done"]
+    assert len(done) == 1 and len(mailbox.messages) == 1  # the mail in hand was finished
+    waiting = [r for r in rows if r.status == "pending"]
+    assert len(waiting) == 2
+    assert all(r.claimed_by is None for r in waiting)  # released, not stuck under a lease
+    mailbox.delay = 0
+    deliver(app)
+    assert len(mailbox.messages) == 3
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (FOR UPDATE SKIP LOCKED)")
+def test_concurrent_workers_never_send_a_row_twice(app, client, newsletter, mailbox):
+    with app.app_context():
+        from optin.models import Subscription
+
+        for i in range(120):
+            signup(client, f"w{i}@example.org")
+        assert db.session.scalar(select(func.count()).select_from(Subscription)) == 120
+    workers = [Worker(app, batch=5) for _ in range(4)]
+    threads = [threading.Thread(target=w.drain) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    recipients = [rcpt for _, rcpts in mailbox.envelopes for rcpt in rcpts]
+    assert len(recipients) == 120
+    assert len(set(recipients)) == 120
+    assert {r.status for r in _rows(app)} == {"done"}

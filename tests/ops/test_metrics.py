@@ -1,0 +1,271 @@
+"""GET /metrics: counters move by exactly what happened; the backlog comes from the database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from optin import create_app
+from optin.config import ConfigError
+from optin.extensions import db
+from optin.models import MailingList
+from optin.ops import metrics
+
+from ..conftest import deliver, free_port, links, make_config, signup
+
+
+def scrape(client) -> dict[tuple[str, frozenset], float]:
+    """Every sample of ``GET /metrics`` as {(name, labels): value}."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return _parse(response.get_data(as_text=True))
+
+
+def _parse(text: str) -> dict[tuple[str, frozenset], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def increase(before, after, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def test_flow_counters(app, client, newsletter, mailbox, signed_up):
+    before = scrape(client)
+    confirm = signed_up("metrics-anna@example.org")
+    assert client.post(confirm).status_code == 200
+    deliver(app)
+    welcome = mailbox.to("metrics-anna@example.org")[-1]
+    assert client.post(links(welcome)["unsubscribe"],
+                       data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert client.post(links(welcome)["unsubscribe"]).status_code == 200  # repeated: no count
+    assert signup(client, "metrics-bot@example.org", website="http://spam").status_code == 202
+    after = scrape(client)
+
+    assert increase(before, after, "optin_signups_total", list="newsletter", outcome="new") == 1
+    assert increase(before, after, "optin_signups_total", list="-", outcome="honeypot") == 1
+    assert increase(before, after, "optin_confirmations_total", list="newsletter") == 1
+    assert increase(before, after, "optin_unsubscribes_total",
+                    origin="one_click", kind="unsubscribed") == 1
+    assert increase(before, after, "optin_unsubscribes_total",
+                    origin="link", kind="unsubscribed") == 0
+    assert increase(before, after, "optin_mail_deliveries_total", template="confirm") == 1
+    assert increase(before, after, "optin_mail_deliveries_total", template="welcome") == 1
+    assert "metrics-anna" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_signup_that_fails_validation_counts_nothing(client, newsletter):
+    before = scrape(client)
+    assert signup(client, "not an address").status_code == 422
+    after = scrape(client)
+    signups = {k: v for k, v in after.items() if k[0] == "optin_signups_total"}
+    assert signups == {k: v for k, v in before.items() if k[0] == "optin_signups_total"}
+
+
+def test_failed_smtp_delivery_and_outbox_gauges(app, client, newsletter, smtp_server, mailbox):
+    assert signup(client, "metrics-bert@example.org").status_code == 202
+    queued = scrape(client)
+    assert value(queued, "optin_database_up") == 1
+    assert value(queued, "optin_outbox_pending", kind="confirm_mail") == 1
+    assert value(queued, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") >= 0
+
+    smtp_server.stop()
+    try:
+        deliver(app)  # the SMTP server is down: one failed attempt, retried later
+        failed = scrape(client)
+    finally:
+        smtp_server.start()
+    assert increase(queued, failed, "optin_mail_delivery_failures_total", template="confirm") == 1
+    assert increase(queued, failed, "optin_mail_deliveries_total", template="confirm") == 0
+    assert value(failed, "optin_outbox_pending", kind="confirm_mail") == 1  # still queued
+    time.sleep(1.1)
+    assert value(scrape(client), "optin_outbox_oldest_pending_age_seconds",
+                 kind="confirm_mail") >= 1
+    assert "metrics-bert" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_database_down_is_a_metric_not_an_error(tmp_path):
+    closed = f"postgresql+psycopg://optin@127.0.0.1:{free_port()}/optin?connect_timeout=2"
+    app = create_app(make_config(tmp_path, OPTIN_DATABASE_URL=closed))
+    samples = scrape(app.test_client())
+    assert value(samples, "optin_database_up") == 0
+    assert not any(name.startswith("optin_outbox_") and name != "optin_outbox_dead_letters_total"
+                   for name, _ in samples)
+
+
+def test_activecampaign_calls_by_status_and_dead_letters(ac_app, client, ac_newsletter, fake_ac,
+                                                         confirmed):
+    before = scrape(client)
+    fake_ac.fail_next(1, 429, retry_after="1")
+    confirmed("metrics-carl@example.org")  # its ac_subscribe meets the 429
+    after_429 = scrape(client)
+    assert increase(before, after_429, "optin_activecampaign_requests_total",
+                    endpoint="POST contact/sync", status="429") == 1
+    assert increase(before, after_429, "optin_activecampaign_requests_total",
+                    endpoint="POST contact/sync", status="201") == 0
+    assert value(after_429, "optin_outbox_pending", kind="ac_subscribe") == 1
+
+    with ac_app.app_context():  # the list id ActiveCampaign does not have: a dead letter
+        db.session.get(MailingList, ac_newsletter["id"]).ac_list_id = 99
+        from optin.models import OutboxItem
+
+        db.session.query(OutboxItem).filter_by(kind="ac_subscribe").update(
+            {"next_attempt_at": OutboxItem.created_at})
+        db.session.commit()
+    deliver(ac_app)
+    after = scrape(client)
+    assert increase(after_429, after, "optin_activecampaign_requests_total",
+                    endpoint="POST contact/sync", status="201") == 1
+    assert increase(before, after, "optin_outbox_dead_letters_total", kind="ac_subscribe") == 1
+    assert value(after, "optin_outbox_dead", kind="ac_subscribe") == 1
+    assert value(after, "optin_outbox_pending", kind="ac_subscribe") == 0
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "metrics-carl" not in text and fake_ac.api_key not in text
+
+
+def test_activecampaign_without_an_answer_counts_as_status_0(app_config, request):
+    port = free_port()  # nothing listens there
+    app_config.update(OPTIN_AC_URL=f"http://127.0.0.1:{port}", OPTIN_AC_API_KEY="k" * 20,
+                      OPTIN_AC_TIMEOUT_SECONDS="1")
+    app = request.getfixturevalue("app")
+    client = app.test_client()
+    newsletter = request.getfixturevalue("newsletter")
+    with app.app_context():
+        db.session.get(MailingList, newsletter["id"]).ac_list_id = 1
+        db.session.commit()
+    confirmed = request.getfixturevalue("confirmed")
+    before = scrape(client)
+    confirmed("metrics-dora@example.org")
+    after = scrape(client)
+    assert increase(before, after, "optin_activecampaign_requests_total",
+                    endpoint="POST contact/sync", status="0") == 1
+
+
+# --- several processes -----------------------------------------------------------------------
+
+
+SIGNUPS = 12
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    path = tmp_path / "metrics"
+    path.mkdir()
+    return path
+
+
+def test_counters_add_up_across_gunicorn_workers_and_the_worker_process(
+        app, app_config, newsletter, mailbox, metrics_dir):
+    """gunicorn workers (recycled every 3 requests, so counts come from many processes, most
+    of them gone) and an ``optin worker`` share OPTIN_METRICS_DIR: /metrics sums them all."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROMETHEUS_"))}
+    env.update(app_config, OPTIN_METRICS_DIR=str(metrics_dir), PYTHONPATH=os.getcwd())
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2",
+             "GUNICORN_CMD_ARGS": "--max-requests 3 --max-requests-jitter 0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        before = _parse(requests.get(f"{base}/metrics", timeout=10).text)
+
+        def sign(i: int) -> int:
+            return requests.post(f"{base}/v1/subscriptions", timeout=30, json={
+                "email": f"multi{i}@example.org", "list": "newsletter", "consent_text_version": 1,
+            }).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(sign, range(SIGNUPS))) == [202] * SIGNUPS
+        processes = {f.name for f in metrics_dir.glob("counter_*.db")}
+        subprocess.run([sys.executable, "-m", "optin", "worker", "--once"], env=env, check=True,
+                       timeout=120, capture_output=True)
+        after = _parse(requests.get(f"{base}/metrics", timeout=10).text)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+    assert len(processes) >= SIGNUPS // 3, processes
+    assert increase(before, after, "optin_signups_total", list="newsletter", outcome="new") == SIGNUPS
+    # Counted in the worker process, seen through gunicorn's /metrics.
+    assert increase(before, after, "optin_mail_deliveries_total", template="confirm") == SIGNUPS
+    assert value(after, "optin_outbox_pending", kind="confirm_mail") == 0
+
+
+def test_worker_serves_its_own_metrics(app, app_config, client, newsletter, mailbox):
+    """``optin worker --metrics-port``: its counters, scraped from the worker process itself."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROMETHEUS_"))}
+    env.update(app_config, OPTIN_WORKER_POLL_SECONDS="0.1", PYTHONPATH=os.getcwd())
+    worker = subprocess.Popen([sys.executable, "-m", "optin", "worker", "--metrics-port", str(port),
+                               "--metrics-host", "127.0.0.1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(150):
+            try:
+                before = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        assert signup(client, "metrics-erik@example.org").status_code == 202
+        # The mail reaches the mailbox a moment before the worker commits the row as sent.
+        for _ in range(150):
+            after = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            if mailbox.to("metrics-erik@example.org") and not value(
+                    after, "optin_outbox_pending", kind="confirm_mail"):
+                break
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        _, errors = worker.communicate(timeout=30)
+    assert worker.returncode == 0, errors
+    assert increase(before, after, "optin_mail_deliveries_total", template="confirm") == 1
+    assert value(after, "optin_database_up") == 1
+    assert value(after, "optin_outbox_pending", kind="confirm_mail") == 0
+    assert "metrics-erik" not in errors  # its JSON log lines carry no address either
+
+
+def test_a_metrics_dir_the_process_did_not_start_with_is_refused(tmp_path):
+    # This test process started without OPTIN_METRICS_DIR: counting per process would be
+    # silently wrong under gunicorn, so the app refuses to start.
+    with pytest.raises(ConfigError, match="OPTIN_METRICS_DIR"):
+        create_app(make_config(tmp_path, OPTIN_METRICS_DIR=str(tmp_path / "m")))
+
+
+def test_counts_wait_for_the_outermost_commit(app, client):
+    """A savepoint released inside the transaction counts nothing; a rollback forgets."""
+    def count() -> float:
+        return value(scrape(client), "optin_unsubscribes_total", origin="test", kind="unsubscribed")
+
+    start = count()
+    with app.app_context():
+        metrics.unsubscribed("test")
+        with db.session.begin_nested():
+            pass
+        assert count() == start
+        db.session.rollback()
+        db.session.commit()
+        assert count() == start
+        metrics.unsubscribed("test")
+        with db.session.begin_nested():
+            pass
+        db.session.commit()
+    assert count() == start + 1

@@ -1,0 +1,217 @@
+"""The operator API: bearer tokens, the audit trail, lists, outbox, stats."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from optin.extensions import db
+from optin.models import AuditEntry, ConsentEvent, OutboxItem, Subscription
+
+from ..conftest import ADMIN_TOKEN, deliver
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+ROUTES = [
+    ("GET", "/v1/contacts?email=anna@example.org"),
+    ("DELETE", "/v1/contacts?email=anna@example.org"),
+    ("GET", "/v1/contacts/subscriptions?email=anna@example.org"),
+    ("GET", "/v1/contacts/proof?email=anna@example.org&list=newsletter"),
+    ("GET", "/v1/contacts/receipt?email=anna@example.org&list=newsletter"),
+    ("GET", "/v1/lists"),
+    ("GET", "/v1/lists/newsletter"),
+    ("GET", "/v1/lists/newsletter/consent-texts"),
+    ("GET", "/v1/outbox?status=dead"),
+    ("POST", "/v1/outbox/1/retry"),
+    ("GET", "/v1/stats"),
+    ("GET", "/v1/retention/runs"),
+]
+
+BAD_HEADERS = {
+    "missing": {},
+    "empty": {"Authorization": ""},
+    "empty bearer": {"Authorization": "Bearer "},
+    "blank bearer": {"Authorization": "Bearer    "},
+    "wrong": {"Authorization": "Bearer wrong-token-0123456789abcdef"},
+    "prefix of the token": {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+    "token plus a character": {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+    "other scheme": {"Authorization": f"Basic {ADMIN_TOKEN}"},
+    "token without scheme": {"Authorization": ADMIN_TOKEN},
+}
+
+
+def _audit(app) -> list[AuditEntry]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_routes_refuse_missing_empty_and_wrong_tokens(app, client, confirmed, method, path):
+    confirmed("anna@example.org", first_name="Anna")
+    for case, headers in BAD_HEADERS.items():
+        response = client.open(path, method=method, headers=headers)
+        assert response.status_code == 401, case
+        assert response.mimetype == "application/problem+json", case
+        assert response.headers["WWW-Authenticate"].startswith("Bearer "), case
+        assert response.json["status"] == 401
+        assert "anna" not in response.get_data(as_text=True)
+    assert _audit(app) == []
+    with app.app_context():  # nothing happened, in particular no erasure
+        sub = db.session.scalar(select(Subscription))
+        assert sub.status == "confirmed" and sub.first_name == "Anna"
+
+
+def test_wrong_token_is_flagged_as_invalid_token(client, app):
+    assert 'error="invalid_token"' in client.get(
+        "/v1/lists", headers=BAD_HEADERS["wrong"]).headers["WWW-Authenticate"]
+    assert "error=" not in client.get("/v1/lists").headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("tokens", [None, ""])
+def test_no_configured_tokens_refuses_everyone(app_config, tokens):
+    from ..conftest import build_app
+
+    app_config.pop("OPTIN_ADMIN_TOKENS")
+    if tokens is not None:
+        app_config["OPTIN_ADMIN_TOKENS"] = tokens
+    app = build_app(app_config)
+    client = app.test_client()
+    assert client.get("/v1/lists", headers=AUTH).status_code == 401
+    assert client.get("/v1/lists", headers={"Authorization": "Bearer "}).status_code == 401
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_each_token_acts_under_its_name_and_is_never_stored(app_with):
+    app, client = app_with(
+        OPTIN_ADMIN_TOKENS="ops:first-token-0123456789ab,legal:second-token-0123456789")
+    assert client.get("/v1/lists", headers={"Authorization": "Bearer first-token-0123456789ab"}
+                      ).status_code == 200
+    assert client.get("/v1/stats", headers={"Authorization": "bearer second-token-0123456789"}
+                      ).status_code == 200
+    assert [(a.actor, a.action) for a in _audit(app)] == [("ops", "lists"), ("legal", "stats")]
+    with app.app_context():
+        stored = "\n".join(repr(tuple(r)) for t in db.metadata.sorted_tables
+                           for r in db.session.execute(t.select()))
+    assert "first-token" not in stored and "second-token" not in stored
+
+
+@pytest.fixture
+def app_with(app_config):
+    """Build an app with extra settings (for token configurations)."""
+    from ..conftest import build_app
+
+    built = []
+
+    def _build(**overrides: str):
+        app_config.update(overrides)
+        app = build_app(app_config)
+        built.append(app)
+        return app, app.test_client()
+
+    yield _build
+    for app in built:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_contact_calls_are_audited_and_noted_on_the_ledger(app, client, confirmed):
+    confirmed("anna@example.org")
+    assert client.get("/v1/contacts/subscriptions?email=Anna@Example.org",
+                      headers=AUTH).status_code == 200
+    assert client.get("/v1/contacts?email=anna@example.org", headers=AUTH).status_code == 200
+    assert client.get("/v1/contacts/proof?email=anna@example.org&list=newsletter",
+                      headers=AUTH).status_code == 200
+    entries = _audit(app)
+    assert [(e.actor, e.action) for e in entries] == [("ops", "lookup"), ("ops", "access"),
+                                                      ("ops", "proof")]
+    assert len({e.email_hash for e in entries}) == 1 and entries[0].email_hash
+    with app.app_context():
+        events = db.session.scalars(select(ConsentEvent).where(ConsentEvent.origin == "operator")
+                                    .order_by(ConsentEvent.seq)).all()
+        assert [(e.kind, e.details) for e in events] == [
+            ("accessed", {"actor": "ops", "purpose": "lookup"}),
+            ("accessed", {"actor": "ops", "purpose": "access"}),
+            ("proof_printed", {"actor": "ops", "purpose": "json"}),
+        ]
+        stored = "\n".join(repr(tuple(r)) for r in db.session.execute(AuditEntry.__table__.select()))
+    assert "anna@example.org" not in stored and ADMIN_TOKEN not in stored
+
+
+def test_contact_routes_validate_the_address(client, app):
+    missing = client.get("/v1/contacts", headers=AUTH)
+    assert missing.status_code == 422 and "email" in missing.json["errors"]
+    bad = client.delete("/v1/contacts?email=not-an-address", headers=AUTH)
+    assert bad.status_code == 422 and "email" in bad.json["errors"]
+    proof = client.get("/v1/contacts/proof?email=a@example.org", headers=AUTH)
+    assert proof.status_code == 422 and list(proof.json["errors"]) == ["list"]
+
+
+def test_lookup_of_a_contacts_subscriptions(client, confirmed, signed_up):
+    confirmed("anna@example.org")
+    body = client.get("/v1/contacts/subscriptions?email=anna@example.org", headers=AUTH).json
+    [sub] = body["subscriptions"]
+    assert sub["list"] == "newsletter" and sub["status"] == "confirmed"
+    assert sub["retain_until"] is None and "active" in sub["retention"]
+    assert "events" not in sub
+    unknown = client.get("/v1/contacts/subscriptions?email=nobody@example.org", headers=AUTH).json
+    assert unknown["subscriptions"] == []
+
+
+def test_lists_and_consent_texts(client, app, newsletter, runner):
+    assert runner.invoke(args=["consent-texts", "add", "newsletter", "--locale", "de",
+                               "--text", "Neue Fassung"]).exit_code == 0
+    body = client.get("/v1/lists", headers=AUTH).json
+    assert [entry["slug"] for entry in body["lists"]] == ["newsletter"]
+    one = client.get("/v1/lists/newsletter", headers=AUTH).json
+    assert one["name"] == "Example Newsletter"
+    assert one["current_consent_texts"]["de"]["version"] == 2
+    assert one["current_consent_texts"]["de"]["text"] == "Neue Fassung"
+    texts = client.get("/v1/lists/newsletter/consent-texts", headers=AUTH).json["consent_texts"]
+    assert [(t["locale"], t["version"]) for t in texts] == [("de", 1), ("de", 2), ("en", 1)]
+    assert all(len(t["sha256"]) == 64 for t in texts)
+    assert client.get("/v1/lists/nope", headers=AUTH).status_code == 404
+    assert client.get("/v1/lists/nope/consent-texts", headers=AUTH).status_code == 404
+
+
+def test_dead_letters_listed_and_retried(client, app):
+    with app.app_context():
+        item = OutboxItem.pending("no_such_kind", payload={"n": 1})
+        db.session.add(item)
+        db.session.commit()
+        item_id = item.id
+    deliver(app)
+    dead = client.get("/v1/outbox?status=dead", headers=AUTH).json
+    assert [i["id"] for i in dead["items"]] == [item_id]
+    assert "no handler" in dead["items"][0]["last_error"]
+    assert dead["backlog"]["dead"] == 1
+    retried = client.post(f"/v1/outbox/{item_id}/retry", headers=AUTH)
+    assert retried.status_code == 200 and retried.json["status"] == "pending"
+    assert client.post(f"/v1/outbox/{item_id}/retry", headers=AUTH).status_code == 409
+    assert client.post("/v1/outbox/999999/retry", headers=AUTH).status_code == 404
+    assert client.get("/v1/outbox?status=bogus", headers=AUTH).status_code == 422
+    with app.app_context():
+        assert db.session.get(OutboxItem, item_id).status == "pending"
+    assert ("ops", "outbox_retry") in [(a.actor, a.action) for a in _audit(app)]
+
+
+def test_stats_and_retention_runs(client, app, confirmed, signed_up, runner):
+    confirmed("anna@example.org")
+    signed_up("bea@example.org")
+    assert runner.invoke(args=["retention", "run", "--dry-run"]).exit_code == 0
+    stats = client.get("/v1/stats", headers=AUTH).json
+    assert stats["subscriptions"] == {"newsletter": {"confirmed": 1, "pending": 1}}
+    assert stats["suppressions"] == 0
+    assert stats["last_retention_run"]["dry_run"] is True
+    assert "dead" in stats["outbox"]
+    runs = client.get("/v1/retention/runs", headers=AUTH).json["runs"]
+    assert len(runs) == 1 and runs[0]["counts"] == {"unconfirmed_signup": 0, "withdrawn_consent": 0}
+
+
+def test_openapi_documents_the_operator_routes(client):
+    spec = client.get("/openapi.json").json
+    assert {"/v1/contacts", "/v1/contacts/proof", "/v1/lists", "/v1/stats"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/contacts"]["delete"]["security"] == [{"bearerAuth": []}]

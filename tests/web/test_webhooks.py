@@ -1,0 +1,208 @@
+"""``POST /webhooks/activecampaign``: withdrawals, complaints and bounces from ActiveCampaign,
+posted form-encoded the way ActiveCampaign posts them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from optin.extensions import db
+from optin.models import ConsentEvent, OutboxItem, Subscription
+
+from ..conftest import build_app, deliver, make_config
+
+ADA = "ada@example.org"
+SECRET = "webhook-secret-0123456789"  # conftest's OPTIN_AC_WEBHOOK_SECRET
+URL = f"/webhooks/activecampaign?secret={SECRET}"
+CENTRAL = timezone(timedelta(hours=-5))  # ActiveCampaign reports its account's local time
+
+
+def _payload(address=ADA, type_="unsubscribe", list_id="1", at=None, **extra) -> dict[str, str]:
+    at = at or datetime.now(UTC)
+    return {
+        "type": type_,
+        "date_time": at.astimezone(CENTRAL).isoformat(timespec="seconds"),
+        "initiated_by": "contact",
+        "initiated_from": "public",
+        "list": list_id,
+        "contact[id]": "42",
+        "contact[email]": address,
+        "contact[first_name]": "Ada",
+        "contact[tags]": "",
+        **extra,
+    }
+
+
+def _sub(app, address=ADA) -> Subscription:
+    with app.app_context():
+        sub = db.session.scalar(select(Subscription).where(Subscription.email == address))
+        db.session.expunge(sub)
+        return sub
+
+
+def _events(app, kind) -> list[ConsentEvent]:
+    with app.app_context():
+        events = list(db.session.scalars(select(ConsentEvent).where(ConsentEvent.kind == kind)))
+        db.session.expunge_all()
+        return events
+
+
+def test_an_unsubscribe_in_activecampaign_withdraws_here(ac_newsletter, confirmed, ac_app, client,
+                                                         fake_ac, runner):
+    confirmed(ADA)
+    assert fake_ac.contact_status(ADA, 1) == 1
+    time.sleep(1.1)  # ActiveCampaign's times have whole seconds; be after the confirmation
+    reported = datetime.now(UTC).replace(microsecond=0)
+    calls = len(fake_ac.requests)
+
+    response = client.post(URL, data=_payload(at=reported))
+
+    assert response.status_code == 200
+    assert len(fake_ac.requests) == calls  # answered without calling ActiveCampaign
+    sub = _sub(ac_app)
+    assert sub.status == "unsubscribed" and sub.withdrawal_origin == "activecampaign"
+    assert sub.withdrawn_at == reported
+    [event] = _events(ac_app, "unsubscribed")
+    assert event.origin == "activecampaign" and event.at == reported
+    assert event.details["initiated_from"] == "public"
+    assert event.details["initiated_by"] == "contact"
+    assert event.details["ac_contact_id"] == "42"
+    assert event.details["type"] == "unsubscribe"
+    assert event.details["reported_at"] == reported.astimezone(CENTRAL).isoformat()
+    deliver(ac_app)  # the withdrawal goes back out like any other: harmless, both sides equal
+    assert fake_ac.contact_status(ADA, 1) == 2
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+def test_a_repeated_delivery_records_one_withdrawal(ac_newsletter, confirmed, ac_app, client):
+    confirmed(ADA)
+    for _ in range(3):
+        assert client.post(URL, data=_payload()).status_code == 200
+    assert len(_events(ac_app, "unsubscribed")) == 1
+
+
+def test_the_reported_time_never_predates_the_consent_or_lies_ahead(ac_newsletter, confirmed,
+                                                                    ac_app, client):
+    confirmed(ADA)
+    stale = datetime(2020, 1, 1, tzinfo=UTC)
+    assert client.post(URL, data=_payload(at=stale)).status_code == 200
+    sub = _sub(ac_app)
+    assert sub.status == "unsubscribed"  # unsubscribe always wins
+    assert sub.withdrawn_at == sub.confirmed_at
+    assert _events(ac_app, "unsubscribed")[0].details["reported_at"].startswith("2019-12-31T19")
+
+    confirmed("bob@example.org")
+    assert client.post(URL, data=_payload("bob@example.org",
+                                          at=datetime.now(UTC) + timedelta(days=3))).status_code == 200
+    assert _sub(ac_app, "bob@example.org").withdrawn_at <= datetime.now(UTC)
+
+
+def test_a_spam_complaint_withdraws(ac_newsletter, confirmed, ac_app, client):
+    confirmed(ADA)
+    assert client.post(URL, data=_payload(type_="spam")).status_code == 200
+    assert _sub(ac_app).status == "unsubscribed"
+    [event] = _events(ac_app, "complaint")
+    assert event.origin == "activecampaign"
+
+
+def test_a_bounce_is_recorded_without_withdrawing(ac_newsletter, confirmed, ac_app, client):
+    confirmed(ADA)
+    payload = _payload(type_="bounce", **{"bounce[type]": "hard"})
+    for _ in range(2):  # delivered twice
+        assert client.post(URL, data=payload).status_code == 200
+
+    assert _sub(ac_app).status == "confirmed"
+    [event] = _events(ac_app, "bounced")
+    assert event.details["bounce_type"] == "hard" and event.origin == "activecampaign"
+
+
+@pytest.mark.parametrize("payload", [
+    _payload("stranger@example.org"),                       # an address we do not know
+    _payload(list_id="7"),                                  # a list we do not sync
+    _payload("not an address"),
+    _payload(type_="open"),                                 # an event we do not use
+    {"type": "unsubscribe", "list": "1"},                   # no address at all
+])
+def test_anything_else_is_answered_200_and_changes_nothing(ac_newsletter, confirmed, ac_app,
+                                                           client, payload):
+    confirmed(ADA)
+    with ac_app.app_context():
+        before = db.session.scalar(select(func.count()).select_from(ConsentEvent))
+
+    response = client.post(URL, data=payload)
+
+    assert response.status_code == 200
+    assert response.get_json() in ({"status": "ok"}, {"status": "ignored"})
+    assert _sub(ac_app).status == "confirmed"
+    with ac_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ConsentEvent)) == before
+
+
+def test_an_unsubscribe_without_a_list_withdraws_from_every_synced_list(ac_newsletter, confirmed,
+                                                                        ac_app, client):
+    confirmed(ADA)
+    assert client.post(URL, data=_payload(list_id="0")).status_code == 200
+    assert _sub(ac_app).status == "unsubscribed"
+
+
+def test_a_pending_signup_is_withdrawn_too(ac_newsletter, signed_up, ac_app, client):
+    signed_up(ADA)
+    assert client.post(URL, data=_payload()).status_code == 200
+    assert _sub(ac_app).status == "unsubscribed"
+    with ac_app.app_context():  # never confirmed, so never sent: nothing to tell ActiveCampaign
+        deliver(ac_app)
+        assert db.session.scalar(select(OutboxItem.status).where(
+            OutboxItem.kind == "ac_unsubscribe")) == "done"
+
+
+@pytest.mark.parametrize(("url", "status"), [
+    ("/webhooks/activecampaign?secret=wrong-secret-0123456789", 403),
+    ("/webhooks/activecampaign?secret=", 401),
+    ("/webhooks/activecampaign", 401),
+    (f"/webhooks/activecampaign?secret={SECRET}x", 403),
+])
+def test_a_wrong_or_missing_secret_is_refused(ac_newsletter, confirmed, ac_app, client, url,
+                                              status, caplog):
+    confirmed(ADA)
+    response = client.post(url, data=_payload())
+
+    assert response.status_code == status  # never 410, which would switch the webhook off
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["status"] == status
+    assert _sub(ac_app).status == "confirmed"
+    assert SECRET not in caplog.text
+
+
+def test_webhooks_are_refused_when_no_secret_is_configured(tmp_path, mailbox):
+    app = build_app(make_config(tmp_path, OPTIN_AC_WEBHOOK_SECRET=""))
+    try:
+        response = app.test_client().post(URL, data=_payload())
+        assert response.status_code == 403
+        assert "disabled" in response.get_json()["detail"]
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_other_methods_are_not_allowed_never_gone(ac_app, client):
+    assert client.get(URL).status_code == 405
+
+
+def test_the_webhook_is_in_the_openapi_document(ac_app, client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    assert "post" in paths["/webhooks/activecampaign"]
+
+
+def test_addresses_stay_out_of_the_logs(ac_newsletter, confirmed, ac_app, client, caplog):
+    caplog.set_level(logging.INFO)
+    confirmed(ADA)
+    assert client.post(URL, data=_payload()).status_code == 200
+    assert _sub(ac_app).status == "unsubscribed"
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("optin")]
+    assert any("webhook" in m for m in ours)
+    assert not any(ADA in m for m in ours)
