@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +26,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from optin.extensions import db
+from optin.extensions import Base, db
+
+if TYPE_CHECKING:
+    # What mypy checks the tables against: db.Model is built at run time from Base.
+    Model = Base
+else:
+    Model = db.Model
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
@@ -112,7 +118,7 @@ class EventKind(StrEnum):
     MINIMIZED = "minimized"
 
 
-class MailingList(db.Model):
+class MailingList(Model):
     __tablename__ = "mailing_list"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -136,7 +142,7 @@ class MailingList(db.Model):
     )
 
 
-class ConsentText(db.Model):
+class ConsentText(Model):
     """The exact wording a form showed; a signup names the version it showed."""
 
     __tablename__ = "consent_text"
@@ -154,7 +160,7 @@ class ConsentText(db.Model):
     mailing_list: Mapped[MailingList] = relationship(back_populates="consent_texts")
 
 
-class Subscription(db.Model):
+class Subscription(Model):
     """One consent cycle of one address on one list.
 
     A new signup after a withdrawal starts a new row, so every row's proof stays
@@ -218,7 +224,7 @@ class Subscription(db.Model):
     )
 
 
-class ConsentEvent(db.Model):
+class ConsentEvent(Model):
     """Append-only fact about a subscription's consent, hash-chained per subscription."""
 
     __tablename__ = "consent_event"
@@ -243,7 +249,7 @@ class ConsentEvent(db.Model):
     consent_text: Mapped[ConsentText | None] = relationship()
 
 
-class OutboxItem(db.Model):
+class OutboxItem(Model):
     """Work a state change causes, committed with it and delivered by the worker.
 
     Rows are never deleted by delivery: ``done`` rows are history, ``dead`` rows
@@ -287,7 +293,7 @@ class OutboxItem(db.Model):
                                         now=now))
 
 
-class Suppression(db.Model):
+class Suppression(Model):
     """An address (as keyed hash) that withdrew: no sync or import may re-add it
     without a new confirmed consent. Survives minimization."""
 
@@ -301,7 +307,7 @@ class Suppression(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """An operator's call (who, what, about which address hash), for accountability."""
 
     __tablename__ = "audit_entry"
@@ -314,7 +320,7 @@ class AuditEntry(db.Model):
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
-class RetentionRun(db.Model):
+class RetentionRun(Model):
     """One run of the retention job: as of when, what it did, how many rows."""
 
     __tablename__ = "retention_run"
@@ -328,7 +334,7 @@ class RetentionRun(db.Model):
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
-class JobState(db.Model):
+class JobState(Model):
     """Small named state of periodic jobs (last run, resume cursors, shared limits)."""
 
     __tablename__ = "job_state"
