@@ -95,5 +95,5 @@ def _prefer_operator_templates(app: Flask, template_dir: Path) -> None:
     loaders: list[BaseLoader] = [FileSystemLoader(str(template_dir))]
     if builtin is not None:
         loaders.append(builtin)
-    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[method-assign,assignment]
+    app.jinja_loader = ChoiceLoader(loaders)
 

@@ -185,7 +185,7 @@ class ActiveCampaignClient:
         email: str,
         first_name: str | None = None,
         last_name: str | None = None,
-        field_values: Mapping[str | int, str] | None = None,
+        field_values: Mapping[str, str] | Mapping[int, str] | None = None,
     ) -> dict[str, Any]:
         """Create or update the contact with this address (upsert by e-mail); return it.
 

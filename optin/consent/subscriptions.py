@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import bindparam, null, select
 from sqlalchemy import text as sql_text
@@ -52,6 +52,11 @@ from optin.ops import logs, metrics
 log = logging.getLogger(__name__)
 
 S = SubscriptionStatus
+
+#: What a signup did, for metrics (the answer is the same for all of them).
+SignupOutcome = Literal["new", "capped", "repeated", "throttled", "confirmed"]
+ConfirmOutcome = Literal["confirmed", "already_confirmed", "invalid"]
+UnsubscribeOutcome = Literal["unsubscribed", "already", "invalid"]
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,7 @@ def _insert_new(
     req: SignupRequest,
     client: Client,
     settings: Settings,
-) -> str | None:
+) -> SignupOutcome | None:
     """The common case, a new address, in few statements; its outcome (``new``, or
     ``capped`` when the address's mails for the day are spent), None if the address is active.
 
@@ -301,7 +306,7 @@ def _signup_again(
     req: SignupRequest,
     client: Client,
     settings: Settings,
-) -> str | None:
+) -> SignupOutcome | None:
     """A signup for an address with an active subscription, in the caller's transaction.
 
     Returns its outcome (for metrics), or None if the active row is gone by the
@@ -377,7 +382,7 @@ def _locked(subscription_id: int) -> Subscription | None:
 class Confirmation:
     """What a confirmation did, and what the page about it shows (read before the commit)."""
 
-    outcome: str  # confirmed | already_confirmed | invalid
+    outcome: ConfirmOutcome
     locale: str | None = None
     mailing_list: ListSnapshot | None = None
 
@@ -402,13 +407,13 @@ def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
     if sub is None:
         db.session.rollback()
         return Confirmation("invalid")
-    page = {"locale": sub.locale, "mailing_list": ListSnapshot.of(sub.mailing_list)}
+    snapshot = ListSnapshot.of(sub.mailing_list)
     if not secrets.compare_digest(sub.nonce, nonce) or sub.status not in ACTIVE_STATUSES:
         db.session.rollback()
-        return Confirmation("invalid", **page)
+        return Confirmation("invalid", sub.locale, snapshot)
     if sub.status == S.CONFIRMED:
         db.session.rollback()
-        return Confirmation("already_confirmed", **page)
+        return Confirmation("already_confirmed", sub.locale, snapshot)
     now = utcnow()
     event = ledger.event_row(sub.id, sub.ledger_seq or 0, sub.ledger_head, EventKind.CONFIRMED,
                              origin="link", at=now, ip=client.ip, user_agent=client.user_agent,
@@ -428,8 +433,8 @@ def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
         db.session.execute(statement, params)
     metrics.confirmed(sub.mailing_list.slug)
     db.session.commit()
-    log.info("subscription %s confirmed on list %s", sub.id, page["mailing_list"].slug)
-    return Confirmation("confirmed", **page)
+    log.info("subscription %s confirmed on list %s", sub.id, snapshot.slug)
+    return Confirmation("confirmed", sub.locale, snapshot)
 
 
 @functools.cache
@@ -455,7 +460,7 @@ def _confirm_statements(dialect: str, queued: int) -> tuple[Any, ...]:
 
 def unsubscribe(
     subscription_id: int, nonce: str | None, client: Client, *, origin: str = "link"
-) -> str:
+) -> UnsubscribeOutcome:
     """Withdraw through a signed link. Returns ``unsubscribed``, ``already`` or ``invalid``.
 
     Idempotent: a subscription that is already withdrawn answers ``already``
@@ -465,7 +470,8 @@ def unsubscribe(
     return retrying(lambda: _unsubscribe(subscription_id, nonce, client, origin))
 
 
-def _unsubscribe(subscription_id: int, nonce: str | None, client: Client, origin: str) -> str:
+def _unsubscribe(subscription_id: int, nonce: str | None, client: Client,
+                 origin: str) -> UnsubscribeOutcome:
     sub = _locked(subscription_id)
     if sub is None:
         db.session.rollback()

@@ -62,6 +62,8 @@ def read_token(
         return _parse(serializer.loads(token, max_age=max_age_seconds))
     except SignatureExpired as exc:
         # The signature was valid, only the age is wrong: the payload is trustworthy.
+        if exc.payload is None:
+            raise TokenInvalid("no payload") from None
         try:
             data = _parse(serializer.load_payload(exc.payload))
         except BadData:

@@ -14,10 +14,10 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
 
 from optin.extensions import db
 from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
@@ -174,9 +174,9 @@ def retry_dead(ids: list[int] | None = None) -> int:
     query = update(OutboxItem).where(OutboxItem.status == DEAD)
     if ids:
         query = query.where(OutboxItem.id.in_(ids))
-    result = db.session.execute(
+    result = cast(CursorResult[Any], db.session.execute(
         query.values(status=PENDING, next_attempt_at=utcnow(), finished_at=None, attempts=0)
-    )
+    ))
     db.session.commit()
     return result.rowcount or 0
 

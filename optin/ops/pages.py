@@ -14,6 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from optin.models import LOCALES, Locale
 
+_KNOWN: dict[str | None, Locale] = {locale: locale for locale in LOCALES}
+
 
 class HasLocale(Protocol):
     """A list, or its snapshot: what a page needs to pick its language."""
@@ -31,21 +33,16 @@ def pick_locale(preferred: str | None = None, mailing_list: HasLocale | None = N
     3. the browser's Accept-Language (``de-AT`` counts as ``de``),
     4. the list's default locale, 5. English.
     """
-    if preferred in LOCALES:
-        return preferred  # type: ignore[return-value]
+    hints: list[str | None] = [preferred]
     if has_request_context():
         try:
-            asked = flask_request.values.get("locale")
+            hints.append(flask_request.values.get("locale"))
         except HTTPException:  # a body too large to read (the 413 page itself)
-            asked = flask_request.args.get("locale")
-        if asked in LOCALES:
-            return asked
-        best = flask_request.accept_languages.best_match(LOCALES)
-        if best:
-            return best
-    if mailing_list is not None and mailing_list.default_locale in LOCALES:
-        return mailing_list.default_locale
-    return "en"
+            hints.append(flask_request.args.get("locale"))
+        hints.append(flask_request.accept_languages.best_match(LOCALES))
+    if mailing_list is not None:
+        hints.append(mailing_list.default_locale)
+    return next((_KNOWN[hint] for hint in hints if hint in _KNOWN), "en")
 
 
 def render_page(name: str, *, status: int = 200, locale: str | None = None,

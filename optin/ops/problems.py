@@ -56,7 +56,7 @@ def error_response(status: int, title: str, detail: str | None = None,
                    headers: dict[str, str] | None = None) -> Response:
     """The right error for whoever asked: a problem document or a page."""
     if wants_json():
-        extra = {"errors": errors} if errors else {}
+        extra: dict[str, Any] = {"errors": errors} if errors else {}
         return problem(status, title, detail, headers=headers, **extra)
     response = render_page("error", status=status, title=title, detail=detail,
                            errors=errors or {}, back_url=_back_url(request.referrer))

@@ -248,11 +248,11 @@ def _minimize_batch(as_of: datetime, run_id: int, batch: int,
     counts = {UNCONFIRMED: sum(r.confirmed_at is None for r in claimed)}
     counts[WITHDRAWN] = len(claimed) - counts[UNCONFIRMED]
     # 2. Strip the personal content of their events; kinds, dates and hashes stay.
-    redacted = db.session.execute(
+    redacted: int = db.session.execute(
         update(_event)
         .where(in_batch(_event.c.subscription_id), _event.c.redacted_at.is_(None))
         .values(ip=null(), user_agent=null(), details=_kept_details(), redacted_at=now)
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE answers a CursorResult
     # 3. Append the "minimized" event, whose hashes step 1 already chained.
     details = case(*((_sub.c.confirmed_at.is_(None) if rule == UNCONFIRMED else
                       _sub.c.confirmed_at.is_not(None),
@@ -307,10 +307,10 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
             for rule, n in counts.items():
                 report.counts[rule] += n
         report.counts.update(events_redacted=events, batches=batches)
-    record = db.session.get(RetentionRun, report.run_id)
-    assert record is not None
-    record.counts = dict(report.counts)
-    record.finished_at = utcnow()
+    finished = db.session.get(RetentionRun, report.run_id)
+    assert finished is not None
+    finished.counts = dict(report.counts)
+    finished.finished_at = utcnow()
     db.session.commit()
     db.session.expire_all()
     log.info("retention run %s as of %s%s: %s", report.run_id, as_of.isoformat(),

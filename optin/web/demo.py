@@ -68,7 +68,7 @@ def mail_dir() -> Path | None:
 
 def _read(path: Path) -> MailFile:
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    return MailFile(path.name, message)  # type: ignore[arg-type]
+    return MailFile(path.name, message)
 
 
 def _mail(name: str) -> MailFile:

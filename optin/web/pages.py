@@ -24,7 +24,7 @@ def brand_css() -> Response:
     response.cache_control.public = True
     response.cache_control.max_age = 3600
     response.add_etag()
-    return response.make_conditional(flask_request)
+    return response.make_conditional(flask_request)  # type: ignore[return-value]  # the same object
 
 
 def page_responses(**pages: str) -> dict[int, dict[str, Any]]:

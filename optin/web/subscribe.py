@@ -124,7 +124,7 @@ def create_subscription() -> Response:
         response.status_code = 202
         return response
     target = lists.allowed_redirect(mailing_list, redirect_url) if mailing_list else None
-    return redirect(target or url_for("subscribe.thanks", list=data["list"],
+    return redirect(target or url_for("subscribe.thanks", list=data["list"],  # type: ignore[return-value]
                                       locale=data.get("locale")), 303)
 
 
