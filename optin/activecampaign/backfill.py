@@ -51,6 +51,7 @@ from optin.consent import ledger
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
+    EventKind,
     JobState,
     MailingList,
     Subscription,
@@ -254,7 +255,7 @@ def _send(ac: ActiveCampaignClient | None, mailing_list: MailingList, ac_list: i
     if ac is None:
         log.info("ActiveCampaign dry-run: would bulk-import %s contacts to list %s",
                  len(entries), ac_list)
-        _record(ids, entries, ac_list, "sync_skipped", {"reason": "dry-run (OPTIN_AC_URL unset)"})
+        _record(ids, entries, ac_list, EventKind.SYNC_SKIPPED, {"reason": "dry-run (OPTIN_AC_URL unset)"})
         summary.skipped += len(entries)
     else:
         batch_id, rejected = _import(ac, entries, summary, retries, sleep)
@@ -262,7 +263,7 @@ def _send(ac: ActiveCampaignClient | None, mailing_list: MailingList, ac_list: i
         summary.failed += len(rejected)
         summary.sent += len(sent)
         if sent:
-            _record([ids[n] for n in sent], [entries[n] for n in sent], ac_list, "synced",
+            _record([ids[n] for n in sent], [entries[n] for n in sent], ac_list, EventKind.SYNCED,
                     {"status": "queued", "batch_id": batch_id, "via": "bulk_import"})
     _save_cursor(mailing_list, ids[-1])
     db.session.commit()
@@ -303,7 +304,7 @@ def _import(ac: ActiveCampaignClient, entries: list[dict[str, Any]], summary: Su
     return None, rejected
 
 
-def _record(ids: list[int], entries: list[dict[str, Any]], ac_list: int, kind: str,
+def _record(ids: list[int], entries: list[dict[str, Any]], ac_list: int, kind: EventKind,
             details: dict[str, Any]) -> None:
     """One ledger event per subscription in the batch, each under its row lock.
 

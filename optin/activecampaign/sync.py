@@ -62,6 +62,7 @@ from optin.extensions import db
 from optin.models import (
     ACTIVE_STATUSES,
     ConsentEvent,
+    EventKind,
     MailingList,
     OutboxItem,
     Subscription,
@@ -130,7 +131,7 @@ def delivery() -> Iterator[None]:
 
 def _skip(sub: Subscription, action: str, reason: str = "dry-run (OPTIN_AC_URL unset)") -> None:
     log.info("ActiveCampaign sync skipped: would %s subscription %s: %s", action, sub.id, reason)
-    ledger.append(sub, "sync_skipped", origin="worker", details={"action": action, "reason": reason})
+    ledger.append(sub, EventKind.SYNC_SKIPPED, origin="worker", details={"action": action, "reason": reason})
 
 
 def _ac_list_id(sub: Subscription, action: str) -> int | None:
@@ -145,7 +146,7 @@ def _ac_list_id(sub: Subscription, action: str) -> int | None:
 def _synced(sub: Subscription, action: str, contact_id: str, ac_list: int, status: int,
             **extra: Any) -> None:
     sub.ac_contact_id = contact_id
-    ledger.append(sub, "synced", origin="worker", details={
+    ledger.append(sub, EventKind.SYNCED, origin="worker", details={
         "action": action, "ac_contact_id": contact_id, "ac_list_id": ac_list, "status": status,
         **extra,
     })
@@ -267,8 +268,9 @@ def _push_unsubscribe_payload(payload: dict[str, Any]) -> None:
 # -- inbound: withdrawals and bounces reported by ActiveCampaign ----------------------------
 
 #: ActiveCampaign event type -> the ledger kind of the withdrawal it means.
-WITHDRAWALS = {"unsubscribe": "unsubscribed", "spam": "complaint", "complaint": "complaint",
-               "spam_complaint": "complaint", "abuse": "complaint"}
+WITHDRAWALS = {"unsubscribe": EventKind.UNSUBSCRIBED, "spam": EventKind.COMPLAINT,
+               "complaint": EventKind.COMPLAINT, "spam_complaint": EventKind.COMPLAINT,
+               "abuse": EventKind.COMPLAINT}
 BOUNCES = {"bounce"}
 
 
@@ -346,14 +348,14 @@ def _record_inbound(event: InboundEvent) -> int:
             subscriptions.withdraw(sub, origin="activecampaign", at=at, details=event.details,
                                    kind=kind)
             changed += 1
-        elif not _already_recorded(sub, "bounced", at):
-            ledger.append(sub, "bounced", origin="activecampaign", at=at, details=event.details)
+        elif not _already_recorded(sub, EventKind.BOUNCED, at):
+            ledger.append(sub, EventKind.BOUNCED, origin="activecampaign", at=at, details=event.details)
             changed += 1
         db.session.commit()
     return changed
 
 
-def _already_recorded(sub: Subscription, kind: str, at: datetime) -> bool:
+def _already_recorded(sub: Subscription, kind: EventKind, at: datetime) -> bool:
     return db.session.scalar(
         select(ConsentEvent.id).where(ConsentEvent.subscription_id == sub.id,
                                       ConsentEvent.kind == kind, ConsentEvent.at == at)

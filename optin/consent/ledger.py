@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from optin.models import ConsentEvent, Subscription, utcnow
+from optin.models import ConsentEvent, EventKind, Subscription, utcnow
 
 GENESIS = "0" * 64
 
@@ -59,7 +59,7 @@ def chain_hash(previous: str | None, seq: int, content: str) -> str:
 
 def append(
     subscription: Subscription,
-    kind: str,
+    kind: EventKind,
     *,
     origin: str,
     at: datetime | None = None,
@@ -102,7 +102,7 @@ def head_params(row: dict[str, Any]) -> dict[str, Any]:
             "ledger_head": row["chain_hash"], "updated_at": row["at"]}
 
 
-def append_now(subscription: Subscription, kind: str, *, origin: str,
+def append_now(subscription: Subscription, kind: EventKind, *, origin: str,
                details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Like :func:`append`, as one INSERT and one UPDATE executed at once.
 
@@ -127,7 +127,7 @@ def event_row(
     subscription_id: int,
     previous_seq: int,
     previous_head: str | None,
-    kind: str,
+    kind: EventKind,
     *,
     origin: str,
     at: datetime | None = None,

@@ -494,7 +494,7 @@ def withdraw(
     client: Client | None = None,
     at: datetime | None = None,
     details: dict[str, Any] | None = None,
-    kind: str = "unsubscribed",
+    kind: EventKind = EventKind.UNSUBSCRIBED,
 ) -> None:
     """Withdraw consent in the caller's transaction (the caller holds the row lock).
 

@@ -22,7 +22,7 @@ from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import outbox
 from optin.delivery.mailer import Backend, MailTemplates, build_message
 from optin.extensions import db
-from optin.models import OutboxItem, Subscription, SubscriptionStatus
+from optin.models import EventKind, OutboxItem, Subscription, SubscriptionStatus
 from optin.ops import metrics
 
 S = SubscriptionStatus
@@ -42,6 +42,11 @@ def unsubscribe_url(sub: Subscription) -> str:
 
 def _brand() -> dict[str, Any]:
     return current_app.extensions["optin.brand"]
+
+
+#: The ledger event each mail template leaves when the relay took the mail.
+SENT = {"confirm": EventKind.CONFIRMATION_SENT, "welcome": EventKind.WELCOME_SENT,
+        "goodbye": EventKind.GOODBYE_SENT}
 
 
 def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str]) -> None:
@@ -74,7 +79,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
     metrics.mail_delivered(name)
-    ledger.append_now(sub, f"{name}_sent" if name != "confirm" else "confirmation_sent",
+    ledger.append_now(sub, SENT[name],
                       origin="worker", details={
                           "message_id": str(message["Message-ID"]),
                           "subject": rendered.subject,

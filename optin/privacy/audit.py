@@ -14,7 +14,7 @@ from typing import Any
 
 from optin.consent import ledger
 from optin.extensions import db
-from optin.models import AuditEntry, Subscription
+from optin.models import AuditEntry, EventKind, Subscription
 
 
 def record(actor: str, action: str, *, email_hash: str | None = None,
@@ -25,7 +25,7 @@ def record(actor: str, action: str, *, email_hash: str | None = None,
     return entry
 
 
-def note_on_ledger(subscriptions: list[Subscription], kind: str, actor: str,
+def note_on_ledger(subscriptions: list[Subscription], kind: EventKind, actor: str,
                    **details: Any) -> None:
     """Append ``kind`` (origin ``operator``) to each subscription's chain.
 
