@@ -84,7 +84,8 @@ def prepare_service_database(db_url: str, *, ac_list_id: int | None = 1) -> None
     redis.Redis.from_url(REDIS_URL).flushdb()
     code = (
         "from flask_migrate import upgrade\n"
-        "from optin import create_app, lists\n"
+        "from optin import create_app\n"
+        "from optin.consent import lists\n"
         "from optin.extensions import db\n"
         "app = create_app()\n"
         "with app.app_context():\n"
