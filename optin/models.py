@@ -6,6 +6,7 @@ stores naive UTC and hands back aware datetimes on both databases.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 from optin.extensions import Base, db
 
@@ -34,7 +36,68 @@ if TYPE_CHECKING:
 else:
     Model = db.Model
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# --- text as the database can hold it ---------------------------------------------------
+#
+# Whatever a client sends must never make a write fail: a withdrawal lost to a NUL byte
+# in a webhook's reason is a broken promise. PostgreSQL refuses NUL in text and in JSONB
+# (\u0000), and no driver can encode a lone surrogate; neither belongs in evidence. The
+# other C0 controls (tab, line feed and carriage return excepted) are dropped too, so
+# stored evidence prints cleanly. Values longer than their column are cut to fit.
+# Writers that hash what they store (the ledger) make values storable before hashing,
+# so the column types below are a last line that then changes nothing.
+
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def storable_text(value: str, max_length: int | None = None) -> str:
+    """``value`` without the characters a database cannot hold, cut to ``max_length``."""
+    if _UNSTORABLE.search(value) is not None:
+        value = _UNSTORABLE.sub("", value)
+    return value if max_length is None else value[:max_length]
+
+
+def storable_json(value: Any) -> Any:
+    """A JSON document with every key and string made storable (see :func:`storable_text`)."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    return value
+
+
+class StorableText(TypeDecorator[str]):
+    """VARCHAR(n), or TEXT without a length, that stores any string: unstorable
+    characters dropped, cut to n."""
+
+    impl: TypeEngine[Any] | type[TypeEngine[Any]] = String
+    cache_ok = True
+
+    def __init__(self, length: int | None = None) -> None:
+        super().__init__(length)
+        self.length = length
+        if length is None:
+            self.impl = Text()  # what the migrations (and a schema diff) call it
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else storable_text(value, self.length)
+
+
+class StorableJSON(TypeDecorator[Any]):
+    """JSON (JSONB on PostgreSQL) whose strings are made storable on the way in."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else storable_json(value)
+
+
+JSONType = StorableJSON
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -122,19 +185,19 @@ class MailingList(Model):
     __tablename__ = "mailing_list"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    slug: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(StorableText(64), unique=True)
+    name: Mapped[str] = mapped_column(StorableText(200))
     ac_list_id: Mapped[int | None] = mapped_column(Integer)
     redirect_urls: Mapped[list[str]] = mapped_column(JSONType, default=list)
     origins: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    default_locale: Mapped[str] = mapped_column(String(8), default="de")
+    default_locale: Mapped[str] = mapped_column(StorableText(8), default="de")
     send_welcome: Mapped[bool] = mapped_column(default=True)
     send_goodbye: Mapped[bool] = mapped_column(default=False)
-    sender: Mapped[str | None] = mapped_column(String(320))
-    reply_to: Mapped[str | None] = mapped_column(String(320))
-    controller: Mapped[str | None] = mapped_column(String(500))
-    privacy_policy_url: Mapped[str | None] = mapped_column(String(2000))
-    purpose: Mapped[str | None] = mapped_column(String(500))
+    sender: Mapped[str | None] = mapped_column(StorableText(320))
+    reply_to: Mapped[str | None] = mapped_column(StorableText(320))
+    controller: Mapped[str | None] = mapped_column(StorableText(500))
+    privacy_policy_url: Mapped[str | None] = mapped_column(StorableText(2000))
+    purpose: Mapped[str | None] = mapped_column(StorableText(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     consent_texts: Mapped[list[ConsentText]] = relationship(
@@ -150,11 +213,11 @@ class ConsentText(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
-    locale: Mapped[str] = mapped_column(String(8))
+    locale: Mapped[str] = mapped_column(StorableText(8))
     version: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str] = mapped_column(String(64))
-    privacy_policy_version: Mapped[str | None] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(StorableText())
+    sha256: Mapped[str] = mapped_column(StorableText(64))
+    privacy_policy_version: Mapped[str | None] = mapped_column(StorableText(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mailing_list: Mapped[MailingList] = relationship(back_populates="consent_texts")
@@ -191,31 +254,31 @@ class Subscription(Model):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
-    status: Mapped[str] = mapped_column(String(16), default=SubscriptionStatus.PENDING)
-    email: Mapped[str | None] = mapped_column(String(320))
-    email_hash: Mapped[str] = mapped_column(String(64), index=True)
-    locale: Mapped[str] = mapped_column(String(8))
-    first_name: Mapped[str | None] = mapped_column(String(200))
-    last_name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(StorableText(16), default=SubscriptionStatus.PENDING)
+    email: Mapped[str | None] = mapped_column(StorableText(320))
+    email_hash: Mapped[str] = mapped_column(StorableText(64), index=True)
+    locale: Mapped[str] = mapped_column(StorableText(8))
+    first_name: Mapped[str | None] = mapped_column(StorableText(200))
+    last_name: Mapped[str | None] = mapped_column(StorableText(200))
     fields: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    source_url: Mapped[str | None] = mapped_column(String(2000))
+    source_url: Mapped[str | None] = mapped_column(StorableText(2000))
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
     # Part of every link; replaced on withdrawal so older links stop confirming.
-    nonce: Mapped[str] = mapped_column(String(32))
+    nonce: Mapped[str] = mapped_column(StorableText(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    withdrawal_origin: Mapped[str | None] = mapped_column(String(32))
+    withdrawal_origin: Mapped[str | None] = mapped_column(StorableText(32))
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     minimized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the record lapses and gets minimized; NULL while consent is in use.
     retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_mail_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ac_contact_id: Mapped[str | None] = mapped_column(String(32))
+    ac_contact_id: Mapped[str | None] = mapped_column(StorableText(32))
     # Head of this subscription's hash chain (see ledger.py).
     ledger_seq: Mapped[int] = mapped_column(Integer, default=0)
-    ledger_head: Mapped[str | None] = mapped_column(String(64))
+    ledger_head: Mapped[str | None] = mapped_column(StorableText(64))
 
     mailing_list: Mapped[MailingList] = relationship()
     consent_text: Mapped[ConsentText | None] = relationship()
@@ -233,15 +296,15 @@ class ConsentEvent(Model):
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(StorableText(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    ip: Mapped[str | None] = mapped_column(String(45))
-    user_agent: Mapped[str | None] = mapped_column(String(512))
+    ip: Mapped[str | None] = mapped_column(StorableText(45))
+    user_agent: Mapped[str | None] = mapped_column(StorableText(512))
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
-    origin: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(StorableText(32))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    content_hash: Mapped[str] = mapped_column(String(64))
-    chain_hash: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(StorableText(64))
+    chain_hash: Mapped[str] = mapped_column(StorableText(64))
     # Set when minimization removed the content; the chain stays verifiable.
     redacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -260,16 +323,16 @@ class OutboxItem(Model):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(StorableText(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscription.id"), index=True
     )
-    status: Mapped[str] = mapped_column(String(8), default=OutboxStatus.PENDING)
+    status: Mapped[str] = mapped_column(StorableText(8), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(StorableText())
+    claimed_by: Mapped[str | None] = mapped_column(StorableText(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -302,8 +365,8 @@ class Suppression(Model):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     list_id: Mapped[int] = mapped_column(ForeignKey("mailing_list.id"))
-    email_hash: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str] = mapped_column(String(32))
+    email_hash: Mapped[str] = mapped_column(StorableText(64))
+    reason: Mapped[str] = mapped_column(StorableText(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -314,9 +377,9 @@ class AuditEntry(Model):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(64))
-    email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(StorableText(100))
+    action: Mapped[str] = mapped_column(StorableText(64))
+    email_hash: Mapped[str | None] = mapped_column(StorableText(64), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
@@ -330,7 +393,7 @@ class RetentionRun(Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     dry_run: Mapped[bool] = mapped_column(default=False)
-    host: Mapped[str | None] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(StorableText(200))
     counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
@@ -339,6 +402,6 @@ class JobState(Model):
 
     __tablename__ = "job_state"
 
-    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(StorableText(100), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -23,7 +23,14 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from optin.models import ConsentEvent, EventKind, Subscription, utcnow
+from optin.models import (
+    ConsentEvent,
+    EventKind,
+    Subscription,
+    storable_json,
+    storable_text,
+    utcnow,
+)
 
 GENESIS = "0" * 64
 
@@ -148,10 +155,11 @@ def event_row(
         "kind": kind,
         "at": at or utcnow(),
         "ip": ip,
-        "user_agent": (user_agent or None) and user_agent[:512],
+        "user_agent": storable_text(user_agent, 512) if user_agent else None,
         "consent_text_id": consent_text_id,
         "origin": origin,
-        "details": details or {},
+        # Storable before hashed: the chain covers exactly what the database keeps.
+        "details": storable_json(details or {}),
     }
     row["content_hash"] = content_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
     row["chain_hash"] = chain_hash(previous_head, row["seq"], row["content_hash"])

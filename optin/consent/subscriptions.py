@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -65,6 +66,21 @@ class Client:
 
     ip: str | None = None
     user_agent: str | None = None
+
+    @classmethod
+    def of(cls, ip: str | None, user_agent: str | None) -> Client:
+        """The client as the request names it, with an IP only if it is one.
+
+        Behind a proxy the IP comes from X-Forwarded-For, which a client can fill
+        with anything; a value that is not an address is evidence of nothing, so
+        none is recorded (and the proof shows the IP as not recorded).
+        """
+        try:
+            address = str(ipaddress.ip_address(ip)) if ip else None
+        except ValueError:
+            log.warning("client IP not recorded: the request's address is not an IP address")
+            address = None
+        return cls(ip=address, user_agent=user_agent or None)
 
 
 @dataclass

@@ -69,8 +69,7 @@ def _form_data(form: MultiDict[str, str]) -> dict[str, Any]:
 
 def client() -> subscriptions.Client:
     """IP (after ProxyFix applied OPTIN_TRUSTED_PROXIES) and user agent, for the ledger."""
-    return subscriptions.Client(ip=request.remote_addr,
-                                user_agent=request.user_agent.string or None)
+    return subscriptions.Client.of(request.remote_addr, request.user_agent.string)
 
 
 @bp.route("/v1/subscriptions", methods=["POST"])
