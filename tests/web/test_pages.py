@@ -221,6 +221,42 @@ def test_operator_templates_win_over_the_built_in_ones(app_config, tmp_path, mai
     app.extensions["optin.mail_backend"].close()
 
 
+def test_an_operators_page_frame_frames_the_pages_but_not_the_proof(app_config, tmp_path, mailbox):
+    """A base.html of one's own (copied before the built-in one had a parent, say)
+    frames every page; the proof of consent keeps its own frame and all its content."""
+    overrides = tmp_path / "my-templates"
+    (overrides / "pages").mkdir(parents=True)
+    (overrides / "pages" / "base.html").write_text(
+        '<!doctype html>\n<html lang="{{ locale }}"><head><title>{% block title %}{% endblock %}'
+        "</title></head>\n<body><header>Unser Kopf</header>{% block content %}{% endblock %}"
+        "<footer>Impressum</footer></body></html>\n")
+    app_config["OPTIN_TEMPLATE_DIR"] = str(overrides)
+
+    from ..conftest import ADMIN_TOKEN, build_app
+
+    app = build_app(app_config)
+    client = app.test_client()
+    with app.app_context():
+        from optin.consent import lists
+
+        mailing_list = lists.create_list("newsletter", "Example Newsletter")
+        lists.add_consent_text(mailing_list, "de", "Ja, schickt mir den Newsletter.")
+    page = client.get("/thanks?list=newsletter&locale=de").get_data(as_text=True)
+    assert "<header>Unser Kopf</header>" in page and "<footer>Impressum</footer>" in page
+    assert "<h1>Fast geschafft" in page  # the built-in page, in the operator's frame
+
+    assert signup(client, "anna@example.org", locale="de").status_code == 202
+    deliver(app)
+    proof = client.get("/v1/contacts/proof?email=anna@example.org&list=newsletter",
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "text/html"})
+    html = proof.get_data(as_text=True)
+    assert proof.status_code == 200 and "Unser Kopf" not in html
+    assert '<html lang="en">' in html and '<meta name="robots" content="noindex, nofollow">' in html
+    assert '<body class="proof">' in html and "<th>Ledger verification</th>" in html
+    assert "<title>Proof of consent · Example Newsletter · anna@example.org</title>" in html
+    app.extensions["optin.mail_backend"].close()
+
+
 def test_template_dir_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="OPTIN_TEMPLATE_DIR"):
         create_app(make_config(tmp_path, OPTIN_TEMPLATE_DIR=str(tmp_path / "missing")))
