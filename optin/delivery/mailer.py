@@ -128,7 +128,7 @@ class MailTemplates:
                     raise
                 continue  # a fallback or "ignore missing" name that isn't there shapes nothing
             sources[name] = source
-            checks.append(uptodate or (lambda: False))
+            checks.append(uptodate)
             for referenced in meta.find_referenced_templates(self.env.parse(source, name)):
                 if referenced is None:
                     raise TemplateError(f"mail template {name!r} names a template by a variable; "
