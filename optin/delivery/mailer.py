@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    meta,
+    select_autoescape,
+)
 
 from optin.config import TEMPLATE_DIR
 
@@ -49,13 +57,27 @@ def clean_header_text(value: str | None) -> str:
     return _CONTROL.sub(" ", value or "").strip()
 
 
+PARTS = ("subject.txt", "txt", "html")
+
+
 @dataclass(frozen=True)
 class RenderedMail:
     subject: str
     text: str
     html: str
     template: str  # "<name>.<locale>"
-    template_sha256: str  # of the three template sources: the template's version
+    template_sha256: str  # of every template source the mail came from: the template's version
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """What a mail template ``<name>.<locale>`` is made of, and the hash the proof records."""
+
+    sha256: str
+    #: template name -> source, in the order hashed: the three parts, then the
+    #: templates they extend, include or import (``base.html``, ``base.txt``).
+    sources: dict[str, str]
+    uptodate: tuple[Callable[[], bool], ...]
 
 
 class MailTemplates:
@@ -64,17 +86,18 @@ class MailTemplates:
     def __init__(self, override_dir: Path | None = None) -> None:
         dirs = [str(override_dir / "email")] if override_dir else []
         dirs.append(str(TEMPLATE_DIR / "email"))
+        self.loader = FileSystemLoader(dirs)
         self.env = Environment(
-            loader=FileSystemLoader(dirs),
+            loader=self.loader,
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
 
-        # (name, locale) -> (locale found, template version, up-to-date checks). Listing the
-        # folders and hashing the sources on every mail was a fifth of a mail's cost; the
-        # loader's own up-to-date checks (file mtimes) tell when an edit needs a new look.
-        self._versions: dict[tuple[str, str], tuple[str, str, list[Callable[[], bool]]]] = {}
+        # (name, locale) -> (locale found, its version). Listing the folders and hashing
+        # the sources on every mail was a fifth of a mail's cost; the loader's own
+        # up-to-date checks (file mtimes) tell when an edit needs a new look.
+        self._versions: dict[tuple[str, str], tuple[str, TemplateVersion]] = {}
 
     def _locale(self, name: str, locale: str) -> str:
         for candidate in (locale, FALLBACK_LOCALE):
@@ -82,33 +105,64 @@ class MailTemplates:
                 return candidate
         raise LookupError(f"no mail template {name!r}")
 
-    def _version(self, name: str, locale: str) -> tuple[str, str]:
-        """The locale to use and the SHA-256 of its three template sources."""
-        known = self._versions.get((name, locale))
-        if known is not None and all(check() for check in known[2]):
-            return known[0], known[1]
-        found = self._locale(name, locale)
-        digest = hashlib.sha256()
+    def version(self, template: str) -> TemplateVersion:
+        """The sources of ``template`` (``"confirm.de"``) and their SHA-256.
+
+        The hash covers every source that shapes the mail, so a change to a shared
+        base changes the version of each mail that extends it. For a template that
+        extends nothing it is the hash of its three sources, as it always was.
+        Raises ``TemplateNotFound`` when one of the three parts is missing.
+        """
+        parts = [f"{template}.{part}" for part in PARTS]
+        pending = list(parts)
+        sources: dict[str, str] = {}
         checks: list[Callable[[], bool]] = []
-        for part in ("subject.txt", "txt", "html"):
-            source, _, uptodate = self.env.loader.get_source(self.env, f"{name}.{found}.{part}")
+        while pending:
+            name = pending.pop(0)
+            if name in sources:
+                continue
+            try:
+                source, _, uptodate = self.loader.get_source(self.env, name)
+            except TemplateNotFound:
+                if name in parts:
+                    raise
+                continue  # a fallback or "ignore missing" name that isn't there shapes nothing
+            sources[name] = source
+            checks.append(uptodate)
+            for referenced in meta.find_referenced_templates(self.env.parse(source, name)):
+                if referenced is None:
+                    raise TemplateError(f"mail template {name!r} names a template by a variable; "
+                                        "the recorded template hash could not cover it")
+                pending.append(referenced)
+        digest = hashlib.sha256()
+        for source in sources.values():
             digest.update(source.encode())
-            checks.append(uptodate or (lambda: False))
-        self._versions[(name, locale)] = (found, digest.hexdigest(), checks)
-        return found, digest.hexdigest()
+        return TemplateVersion(digest.hexdigest(), sources, tuple(checks))
+
+    def _version(self, name: str, locale: str) -> tuple[str, TemplateVersion]:
+        """The locale to use and its template version, from the cache while the files are unchanged."""
+        known = self._versions.get((name, locale))
+        if known is not None and all(check() for check in known[1].uptodate):
+            return known
+        found = self._locale(name, locale)
+        self._versions[(name, locale)] = found, self.version(f"{name}.{found}")
+        return self._versions[(name, locale)]
 
     def render(self, name: str, locale: str, context: dict[str, Any]) -> RenderedMail:
+        """The mail ``name`` in ``locale`` (else English). The templates see ``locale``
+        as the language of the template found, so a fallback says ``lang="en"``."""
         locale, version = self._version(name, locale)
+        context = {**context, "locale": locale}
         parts = {
             part: self.env.get_template(f"{name}.{locale}.{part}").render(context)
-            for part in ("subject.txt", "txt", "html")
+            for part in PARTS
         }
         return RenderedMail(
             subject=clean_header_text(parts["subject.txt"]),
             text=parts["txt"],
             html=parts["html"],
             template=f"{name}.{locale}",
-            template_sha256=version,
+            template_sha256=version.sha256,
         )
 
 
@@ -143,12 +197,13 @@ def build_message(
     msg["To"] = formataddr((clean_header_text(to_name), to_email), charset=UTF8)
     if reply_to:
         msg["Reply-To"] = _address(reply_to)
-    msg["Subject"] = _header(mail.subject)
+    # typeshed types compat32 headers and charsets as str; it takes Header and Charset.
+    msg["Subject"] = _header(mail.subject)  # type: ignore[assignment]
     msg["Auto-Submitted"] = "auto-generated"
     for key, value in (headers or {}).items():
-        msg[key] = _unfolded(clean_header_text(value))
-    msg.attach(MIMEText(mail.text, "plain", UTF8))
-    msg.attach(MIMEText(mail.html, "html", UTF8))
+        msg[key] = _unfolded(clean_header_text(value))  # type: ignore[assignment]
+    msg.attach(MIMEText(mail.text, "plain", UTF8))  # type: ignore[arg-type]
+    msg.attach(MIMEText(mail.html, "html", UTF8))  # type: ignore[arg-type]
     return msg
 
 

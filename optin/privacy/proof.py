@@ -58,26 +58,26 @@ def _first(events: list[ConsentEvent], kind: str) -> ConsentEvent | None:
 def _template_source(template: str, recorded_sha256: str | None) -> dict[str, Any]:
     """Does the named mail template still hash as recorded? If so, its source.
 
-    The hash covers the template's subject, text and HTML sources (see
-    mailer.MailTemplates.render); a match proves these files are the ones the
-    mail was rendered from. After a template change the hash still identifies
-    the version in version control.
+    The hash covers every source the mail is rendered from: its subject, text
+    and HTML templates and the bases they extend (``MailTemplates.version``,
+    the same function that made the recorded hash); a match proves these files
+    are the ones the mail was rendered from. After a template change the hash
+    still identifies the version in version control.
     """
-    env = current_app.extensions["optin.mail_templates"].env
-    digest = hashlib.sha256()
-    sources: dict[str, str] = {}
     try:
-        for part in ("subject.txt", "txt", "html"):
-            source, _, _ = env.loader.get_source(env, f"{template}.{part}")
-            digest.update(source.encode())
-            sources[part] = source
+        version = current_app.extensions["optin.mail_templates"].version(template)
     except TemplateNotFound:
         return {"matches_current_template": False, "template_source": None}
-    matches = recorded_sha256 is not None and digest.hexdigest() == recorded_sha256
+    matches = recorded_sha256 is not None and version.sha256 == recorded_sha256
+    parts = {f"{template}.subject.txt", f"{template}.txt", f"{template}.html"}
     return {
         "matches_current_template": matches,
-        "template_source": {"subject": sources["subject.txt"], "text": sources["txt"]}
-        if matches else None,
+        "template_source": {
+            "subject": version.sources[f"{template}.subject.txt"],
+            "text": version.sources[f"{template}.txt"],
+            "layouts": {name: source for name, source in version.sources.items()
+                       if name not in parts},
+        } if matches else None,
     }
 
 
@@ -248,7 +248,7 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
             "verification result covers every event listed.",
             "Mail body hashes are SHA-256 of the rendered text and HTML parts (UTF-8, LF line "
             "endings; mail transport carries them as CRLF). The template hash covers the "
-            "subject, text and HTML template sources.",
+            "subject, text and HTML template sources and the layouts they extend.",
         ],
     }
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
+import os
 
 import pytest
+from jinja2 import TemplateError
 
+from optin.config import TEMPLATE_DIR
 from optin.delivery.mailer import FileBackend, MailTemplates, SMTPBackend, backend_from_url, build_message
 
 from ..conftest import build_app, deliver, links, signup
@@ -76,6 +80,63 @@ def test_templates_fall_back_to_english_and_carry_a_version():
                                                   "consent_text": None})
     assert rendered.template == "goodbye.en"
     assert len(rendered.template_sha256) == 64
+    assert '<html lang="en">' in rendered.html  # the language of the template found, not "fr"
+
+
+MAIL = {"list_name": "News", "first_name": "Anna", "consent_text": None, "brand": {"name": "B"},
+        "locale": "de", "confirm_url": "https://n.test/confirm/t", "ttl_hours": 72}
+
+
+def test_the_template_version_covers_the_bases_a_mail_extends(tmp_path):
+    """Editing email/base.html or base.txt gives every mail a new version: the proof's
+    "the current files hash the same" must not hold for a mail whose frame changed."""
+    override = tmp_path / "email"
+    override.mkdir()
+    built_in = MailTemplates(override_dir=tmp_path)
+    plain = built_in.render("confirm", "de", MAIL)
+    assert list(built_in.version("confirm.de").sources) == [
+        "confirm.de.subject.txt", "confirm.de.txt", "confirm.de.html", "base.txt", "base.html"]
+
+    base_html = (TEMPLATE_DIR / "email" / "base.html").read_text()
+    (override / "base.html").write_text(base_html.replace("</body>", "<p>Impressum</p>\n</body>"))
+    (override / "base.txt").write_text("{% block body %}{% endblock %}-- \nImpressum\n")
+    templates = MailTemplates(override_dir=tmp_path)
+    framed = templates.render("confirm", "de", MAIL)
+    assert "<p>Impressum</p>" in framed.html and "<p>Impressum</p>" not in plain.html
+    assert framed.text.endswith("Viele Grüße\nB\n-- \nImpressum\n")
+    assert framed.template == plain.template == "confirm.de"
+    assert framed.template_sha256 != plain.template_sha256
+
+    # The running worker's cache sees an edit of a base, as it sees an edit of the mail.
+    (override / "base.html").write_text(base_html.replace("</body>", "<p>Imprint</p>\n</body>"))
+    later = os.stat(override / "base.html").st_mtime + 10
+    os.utime(override / "base.html", (later, later))
+    edited = templates.render("confirm", "de", MAIL)
+    assert "<p>Imprint</p>" in edited.html
+    assert edited.template_sha256 not in (plain.template_sha256, framed.template_sha256)
+    assert edited.template_sha256 == MailTemplates(override_dir=tmp_path).version("confirm.de").sha256
+
+
+def test_a_mail_that_extends_nothing_keeps_its_version(tmp_path):
+    """An operator's self-contained mail hashes as before bases existed (its three
+    sources), so proofs of mails sent earlier still match the files."""
+    override = tmp_path / "email"
+    override.mkdir()
+    sources = ["Bitte bestätigen: {{ list_name }}", "Link: {{ confirm_url }}\n",
+               "<p>Link: {{ confirm_url }}</p>\n"]
+    for part, source in zip(("subject.txt", "txt", "html"), sources, strict=True):
+        (override / f"confirm.de.{part}").write_text(source)
+    rendered = MailTemplates(override_dir=tmp_path).render("confirm", "de", MAIL)
+    assert rendered.html == "<p>Link: https://n.test/confirm/t</p>\n"
+    assert rendered.template_sha256 == hashlib.sha256("".join(sources).encode()).hexdigest()
+
+
+def test_a_base_named_by_a_variable_is_refused(tmp_path):
+    """The hash could not say which base shaped the mail, so the mail isn't sent."""
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "confirm.de.html").write_text("{% extends layout %}")
+    with pytest.raises(TemplateError, match="by a variable"):
+        MailTemplates(override_dir=tmp_path).render("confirm", "de", {**MAIL, "layout": "base.html"})
 
 
 def test_file_backend_writes_one_eml_per_mail(tmp_path, app_config):

@@ -8,7 +8,13 @@ from html.parser import HTMLParser
 
 import pytest
 
-from ..conftest import deliver
+from optin.config import TEMPLATE_DIR
+from optin.delivery.mailer import MailTemplates
+
+from ..conftest import ADMIN_TOKEN, deliver
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PROOF = "/v1/contacts/proof?email=anna@example.org&list=newsletter"
 
 
 class _Anchors(HTMLParser):
@@ -109,3 +115,65 @@ def test_mails_take_the_brand(yellow_brand, confirmed, mailbox):
     _, html = _parts(mailbox.to("anna@example.org")[0])
     assert "background-color:#ffcc00;color:#111827;" in html  # readable button text
     assert "Viele Grüße<br>Beispiel GmbH" in html
+
+
+# --- operator templates: a mail of one's own in the built-in frame, or a frame of one's own ---
+
+
+@pytest.fixture
+def own_templates(app_config, tmp_path):
+    """OPTIN_TEMPLATE_DIR's email/ folder (ask for it before ``app``); write mails there."""
+    folder = tmp_path / "my-templates"
+    (folder / "email").mkdir(parents=True)
+    app_config["OPTIN_TEMPLATE_DIR"] = str(folder)
+    return folder / "email"
+
+
+def _recorded_confirmation(client) -> dict:
+    proof = client.get(PROOF, headers=AUTH).json
+    return next(m for m in proof["consents"][0]["mails"] if m["kind"] == "confirmation_sent")
+
+
+def test_an_operators_mail_extends_the_built_in_frame(own_templates, app, client, confirmed, mailbox):
+    (own_templates / "confirm.de.html").write_text(
+        '{% extends "base.html" %}\n'
+        "{% block title %}Nur noch ein Klick{% endblock %}\n"
+        "{% block preheader %}Bestätigen Sie „{{ list_name }}“.{% endblock %}\n"
+        '{% block content %}<p><a href="{{ confirm_url }}">Jetzt bestätigen</a></p>{% endblock %}\n'
+        "{% block footer %}Unsere eigene Fußzeile.{% endblock %}\n")
+    confirmed("anna@example.org")
+    confirm_mail, welcome_mail = mailbox.to("anna@example.org")
+
+    text, html = _parts(confirm_mail)
+    confirm_url = re.search(r"http://newsletter\.test/confirm/\S+", text).group(0)  # built-in text
+    assert _anchors(html) == [("Jetzt bestätigen", confirm_url)]
+    assert '<html lang="de">' in html and "<title>Nur noch ein Klick</title>" in html
+    assert '<table role="presentation"' in html and ">Nur noch ein Klick</h1>" in html  # our frame
+    assert ">Bestätigen Sie „Example Newsletter“.</div>" in html
+    assert ">Unsere eigene Fußzeile.</p>" in html
+    assert "Ihre Anmeldung ist bestätigt</h1>" in _parts(welcome_mail)[1]  # not overridden
+
+    sent = _recorded_confirmation(client)
+    assert sent["template"] == "confirm.de" and sent["matches_current_template"] is True
+    assert sent["template_sha256"] == app.extensions["optin.mail_templates"].version("confirm.de").sha256
+    assert sent["template_sha256"] != MailTemplates().version("confirm.de").sha256
+
+
+def test_an_operators_frame_shapes_every_mail_and_its_recorded_version(
+        own_templates, app, client, confirmed, mailbox):
+    imprint = "<p>Beispiel GmbH · Musterstraße 1 · 10115 Berlin</p>"
+    base = (TEMPLATE_DIR / "email" / "base.html").read_text()
+    (own_templates / "base.html").write_text(base.replace("</div>\n</body>", f"{imprint}\n</div>\n</body>"))
+    confirmed("anna@example.org")
+    confirm_mail, welcome_mail = mailbox.to("anna@example.org")
+
+    text, html = _parts(confirm_mail)
+    confirm_url = re.search(r"http://newsletter\.test/confirm/\S+", text).group(0)
+    assert ("Anmeldung bestätigen", confirm_url) in _anchors(html)  # the built-in mail ...
+    assert imprint in html and imprint in _parts(welcome_mail)[1]  # ... in the operator's frame
+
+    sent = _recorded_confirmation(client)
+    assert sent["matches_current_template"] is True
+    assert sent["template_sha256"] != MailTemplates().version("confirm.de").sha256
+    assert imprint in sent["template_source"]["layouts"]["base.html"]
+    assert "{{ confirm_url }}" in sent["template_source"]["text"]

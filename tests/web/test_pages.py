@@ -7,16 +7,18 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from flask import Flask
 from itsdangerous import TimestampSigner
 from sqlalchemy import select
 
 from optin import create_app
 from optin.config import ConfigError
+from optin.consent import lists
 from optin.extensions import db
 from optin.models import MailingList, Subscription
 from optin.ops.pages import pick_locale
 
-from ..conftest import deliver, links, make_config, signup
+from ..conftest import ADMIN_TOKEN, build_app, deliver, links, make_config, signup
 
 # --- which language ---------------------------------------------------------------------
 
@@ -187,26 +189,30 @@ def test_brand_colours_are_validated(tmp_path, variable):
 # --- operator templates ------------------------------------------------------------------
 
 
-def test_operator_templates_win_over_the_built_in_ones(app_config, tmp_path, mailbox):
+def _app_with_own_templates(app_config, tmp_path, files: dict[str, str]) -> Flask:
+    """The app with OPTIN_TEMPLATE_DIR holding ``files`` (path -> source) and the
+    ``newsletter`` list with its German and English consent texts."""
     overrides = tmp_path / "my-templates"
-    (overrides / "pages").mkdir(parents=True)
-    (overrides / "email").mkdir()
-    (overrides / "pages" / "thanks.en.html").write_text(
-        '{% extends "pages/base.html" %}{% block title %}Danke{% endblock %}'
-        "{% block content %}<h1>Our own thank-you for {{ list.name }}</h1>{% endblock %}"
-    )
-    (overrides / "email" / "confirm.en.subject.txt").write_text("Action needed: {{ list_name }}")
+    for path, source in files.items():
+        (overrides / path).parent.mkdir(parents=True, exist_ok=True)
+        (overrides / path).write_text(source)
     app_config["OPTIN_TEMPLATE_DIR"] = str(overrides)
-
-    from ..conftest import build_app
-
     app = build_app(app_config)
-    client = app.test_client()
     with app.app_context():
-        from optin.consent import lists
-
         mailing_list = lists.create_list("newsletter", "Example Newsletter")
-        lists.add_consent_text(mailing_list, "en", "Yes, send me the newsletter.")
+        for locale, text in lists.DEMO_TEXTS.items():
+            lists.add_consent_text(mailing_list, locale, text)
+    return app
+
+
+def test_operator_templates_win_over_the_built_in_ones(app_config, tmp_path, mailbox):
+    app = _app_with_own_templates(app_config, tmp_path, {
+        "pages/thanks.en.html":
+            '{% extends "pages/base.html" %}{% block title %}Danke{% endblock %}'
+            "{% block content %}<h1>Our own thank-you for {{ list.name }}</h1>{% endblock %}",
+        "email/confirm.en.subject.txt": "Action needed: {{ list_name }}",
+    })
+    client = app.test_client()
     page = client.get("/thanks?list=newsletter&locale=en").get_data(as_text=True)
     assert "<h1>Our own thank-you for Example Newsletter</h1>" in page
     assert 'href="/brand.css"' in page  # the built-in base.html still frames it
@@ -218,6 +224,32 @@ def test_operator_templates_win_over_the_built_in_ones(app_config, tmp_path, mai
     [mail] = mailbox.to("anna@example.org")
     assert mail["Subject"] == "Action needed: Example Newsletter"
     assert "Confirm my subscription" in mail.get_body(("plain",)).get_content()  # built-in body
+    app.extensions["optin.mail_backend"].close()
+
+
+def test_an_operators_page_frame_frames_the_pages_but_not_the_proof(app_config, tmp_path, mailbox):
+    """A base.html of one's own (copied before the built-in one had a parent, say)
+    frames every page; the proof of consent keeps its own frame and all its content."""
+    app = _app_with_own_templates(app_config, tmp_path, {
+        "pages/base.html":
+            '<!doctype html>\n<html lang="{{ locale }}"><head><title>{% block title %}{% endblock %}'
+            "</title></head>\n<body><header>Unser Kopf</header>{% block content %}{% endblock %}"
+            "<footer>Impressum</footer></body></html>\n",
+    })
+    client = app.test_client()
+    page = client.get("/thanks?list=newsletter&locale=de").get_data(as_text=True)
+    assert "<header>Unser Kopf</header>" in page and "<footer>Impressum</footer>" in page
+    assert "<h1>Fast geschafft" in page  # the built-in page, in the operator's frame
+
+    assert signup(client, "anna@example.org", locale="de").status_code == 202
+    deliver(app)
+    proof = client.get("/v1/contacts/proof?email=anna@example.org&list=newsletter",
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "text/html"})
+    html = proof.get_data(as_text=True)
+    assert proof.status_code == 200 and "Unser Kopf" not in html
+    assert '<html lang="en">' in html and '<meta name="robots" content="noindex, nofollow">' in html
+    assert '<body class="proof">' in html and "<th>Ledger verification</th>" in html
+    assert "<title>Proof of consent · Example Newsletter · anna@example.org</title>" in html
     app.extensions["optin.mail_backend"].close()
 
 
