@@ -220,10 +220,8 @@ def _record_withdrawal(subscription_id: int, contact_id: str, membership: dict[s
     if sub is None or sub.status != S.CONFIRMED:
         db.session.rollback()
         return
-    reported = sync.parse_ac_time(membership.get("udate"))
-    now = utcnow()
-    at = min(max(reported or now, sub.confirmed_at or sub.created_at), now)
-    details = {"via": "reconcile", "ac_contact_id": contact_id}
+    at, note = sync.event_time(sync.parse_ac_time(membership.get("udate")), sub, utcnow())
+    details: dict[str, Any] = {"via": "reconcile", "ac_contact_id": contact_id, **note}
     if membership.get("udate"):
         details["reported_at"] = str(membership["udate"])
     subscriptions.withdraw(sub, origin="activecampaign", at=at, details=details)

@@ -342,21 +342,43 @@ def _record_inbound(event: InboundEvent) -> int:
         if sub is None:
             db.session.rollback()
             continue
-        # Never before this consent cycle began, never in the future.
-        at = min(max(event.at or now, sub.confirmed_at or sub.created_at), now)
+        at, note = event_time(event.at, sub, now)
+        details = {**event.details, **note}
         if kind is not None:
-            subscriptions.withdraw(sub, origin="activecampaign", at=at, details=event.details,
+            subscriptions.withdraw(sub, origin="activecampaign", at=at, details=details,
                                    kind=kind)
             changed += 1
-        elif not _already_recorded(sub, EventKind.BOUNCED, at):
-            ledger.append(sub, EventKind.BOUNCED, origin="activecampaign", at=at, details=event.details)
+        elif not _already_recorded(sub, EventKind.BOUNCED, details):
+            ledger.append(sub, EventKind.BOUNCED, origin="activecampaign", at=at, details=details)
             changed += 1
         db.session.commit()
     return changed
 
 
-def _already_recorded(sub: Subscription, kind: EventKind, at: datetime) -> bool:
-    return db.session.scalar(
-        select(ConsentEvent.id).where(ConsentEvent.subscription_id == sub.id,
-                                      ConsentEvent.kind == kind, ConsentEvent.at == at)
-    ) is not None
+def event_time(reported: datetime | None, sub: Subscription,
+               received: datetime) -> tuple[datetime, dict[str, str]]:
+    """When to record what ActiveCampaign reported: its own time if that can be true, else
+    the time it reached us, with a note saying why. A time is never invented.
+
+    ActiveCampaign's time can be true only inside the current consent cycle (from the
+    signup, or the confirmation, until now). A report dated before it (a delayed or replayed
+    webhook, a wrong clock) is still recorded, since a withdrawal must never be lost, but at
+    the time it was received, and the ledger's times keep running with its order.
+    """
+    start = sub.confirmed_at or sub.created_at
+    if reported is None:
+        return received, {"time_source": "received (no time reported)"}
+    if reported < start:
+        return received, {"time_source": "received (the reported time is before this consent)"}
+    if reported > received:
+        return received, {"time_source": "received (the reported time is in the future)"}
+    return reported, {}
+
+
+def _already_recorded(sub: Subscription, kind: EventKind, details: dict[str, Any]) -> bool:
+    """Whether this report (by ActiveCampaign's own time for it) is on the ledger already."""
+    reported = details.get("reported_at")
+    return reported is not None and any(
+        event.details.get("reported_at") == reported
+        for event in db.session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscription_id == sub.id, ConsentEvent.kind == kind)))

@@ -85,20 +85,35 @@ def test_a_repeated_delivery_records_one_withdrawal(ac_newsletter, confirmed, ac
     assert len(_events(ac_app, "unsubscribed")) == 1
 
 
-def test_the_reported_time_never_predates_the_consent_or_lies_ahead(ac_newsletter, confirmed,
-                                                                    ac_app, client):
+def test_a_time_that_cannot_be_true_is_replaced_by_the_time_received(ac_newsletter, confirmed,
+                                                                       ac_app, client, runner):
+    """A pre-dated (or post-dated) report still withdraws, since unsubscribe always wins, but
+    at the time it reached us: no time is invented, and the ledger's times keep their order."""
     confirmed(ADA)
     stale = datetime(2020, 1, 1, tzinfo=UTC)
+    before = datetime.now(UTC)
     assert client.post(URL, data=_payload(at=stale)).status_code == 200
+    after = datetime.now(UTC)
     sub = _sub(ac_app)
-    assert sub.status == "unsubscribed"  # unsubscribe always wins
-    assert sub.withdrawn_at == sub.confirmed_at
-    assert _events(ac_app, "unsubscribed")[0].details["reported_at"].startswith("2019-12-31T19")
+    assert sub.status == "unsubscribed"
+    assert before <= sub.withdrawn_at <= after and sub.withdrawn_at > sub.confirmed_at
+    [event] = _events(ac_app, "unsubscribed")
+    assert event.at == sub.withdrawn_at
+    assert event.details["reported_at"].startswith("2019-12-31T19")  # kept as reported
+    assert event.details["time_source"] == "received (the reported time is before this consent)"
+    with ac_app.app_context():
+        times = db.session.scalars(select(ConsentEvent.at).where(
+            ConsentEvent.subscription_id == sub.id).order_by(ConsentEvent.seq)).all()
+    assert times == sorted(times)
 
     confirmed("bob@example.org")
-    assert client.post(URL, data=_payload("bob@example.org",
-                                          at=datetime.now(UTC) + timedelta(days=3))).status_code == 200
-    assert _sub(ac_app, "bob@example.org").withdrawn_at <= datetime.now(UTC)
+    ahead = datetime.now(UTC) + timedelta(days=3)
+    assert client.post(URL, data=_payload("bob@example.org", at=ahead)).status_code == 200
+    bob = _sub(ac_app, "bob@example.org")
+    assert bob.withdrawn_at <= datetime.now(UTC)
+    [_, bobs] = _events(ac_app, "unsubscribed")
+    assert bobs.details["time_source"] == "received (the reported time is in the future)"
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
 
 
 def test_a_spam_complaint_withdraws(ac_newsletter, confirmed, ac_app, client):

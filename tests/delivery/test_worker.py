@@ -1,0 +1,165 @@
+"""The worker's periodic jobs: once per interval between all workers; a failure is recorded
+and tried again soon with backoff, not a day later (issue 13, finding 14)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from optin import OUTBOX_HANDLERS
+from optin.delivery import worker
+from optin.delivery.worker import JOB_LEASE, JOB_RETRY_SECONDS, PeriodicJob, Worker
+from optin.extensions import db
+from optin.models import ConsentEvent, JobState, OutboxItem, utcnow
+
+from ..conftest import deliver, signup
+
+
+class Flaky:
+    """A job that fails its first ``failures`` runs."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.runs = 0
+
+    def __call__(self) -> None:
+        self.runs += 1
+        if self.runs <= self.failures:
+            raise RuntimeError("batch failed")
+
+
+def _with_job(app, run) -> PeriodicJob:
+    job = PeriodicJob("flaky", lambda: timedelta(days=1), run)
+    worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=[job])
+    return job
+
+
+def _state(app) -> dict:
+    with app.app_context():
+        return dict(db.session.get(JobState, "periodic:flaky").value)
+
+
+def _shift(app, **moves: timedelta) -> None:
+    """Move the job's recorded times into the past, as if that much time had gone by."""
+    with app.app_context():
+        state = db.session.get(JobState, "periodic:flaky")
+        value = dict(state.value)
+        for key, delta in moves.items():
+            value[key] = (datetime.fromisoformat(value[key]) - delta).isoformat()
+        state.value = value
+        db.session.commit()
+
+
+def test_a_failed_job_is_recorded_and_retried_with_backoff(app):
+    flaky = Flaky(failures=2)
+    _with_job(app, flaky)
+    w = Worker(app)
+    with app.app_context():
+        w.run_periodic()
+        state = _state(app)
+        assert flaky.runs == 1 and state["failures"] == 1 and state["last_error"] == "RuntimeError"
+        first_retry = datetime.fromisoformat(state["retry_at"])
+        assert first_retry - datetime.fromisoformat(state["last_failed_at"]) == timedelta(
+            seconds=JOB_RETRY_SECONDS)
+
+        w.run_periodic()  # not yet: the retry time has not come
+        assert flaky.runs == 1
+
+        _shift(app, retry_at=timedelta(seconds=JOB_RETRY_SECONDS + 1))
+        w.run_periodic()  # retried long before the day is over
+        state = _state(app)
+        assert flaky.runs == 2 and state["failures"] == 2
+        assert datetime.fromisoformat(state["retry_at"]) - datetime.fromisoformat(
+            state["last_failed_at"]) == timedelta(seconds=2 * JOB_RETRY_SECONDS)  # backoff
+
+        _shift(app, retry_at=timedelta(seconds=2 * JOB_RETRY_SECONDS + 1))
+        w.run_periodic()
+        state = _state(app)
+        assert flaky.runs == 3 and state["failures"] == 0 and state["retry_at"] is None
+        assert state["last_succeeded_at"]
+
+        w.run_periodic()  # succeeded: next turn after its interval only
+        assert flaky.runs == 3
+
+
+def test_a_run_whose_end_was_never_recorded_comes_back_after_the_lease(app):
+    flaky = Flaky(failures=0)
+    _with_job(app, flaky)
+    w = Worker(app)
+    with app.app_context():
+        w.run_periodic()
+        assert flaky.runs == 1
+        # As if the worker had died mid-run: the turn is taken, its end never recorded.
+        with app.app_context():
+            state = db.session.get(JobState, "periodic:flaky")
+            started = datetime.fromisoformat(state.value["last_started_at"])
+            state.value = {"last_started_at": started.isoformat(),
+                           "retry_at": (started + JOB_LEASE).isoformat()}
+            db.session.commit()
+        w.run_periodic()
+        assert flaky.runs == 1  # within the lease: maybe still running elsewhere
+        _shift(app, retry_at=JOB_LEASE + timedelta(seconds=1))
+        w.run_periodic()
+        assert flaky.runs == 2
+
+
+# --- a database error in the middle of a batch (issue 13, finding 9) ----------------------
+
+
+class CommitFailsAfterFirstMail:
+    """Fails one COMMIT: the first after the SMTP server took a mail (the delivery's own)."""
+
+    def __init__(self, mailbox) -> None:
+        self.mailbox = mailbox
+        self.failed = False
+
+    def __call__(self, session) -> None:
+        if not self.failed and self.mailbox.messages:
+            self.failed = True
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+
+def test_a_database_error_after_a_send_keeps_the_mail_on_record_and_frees_the_batch(
+        app, client, newsletter, mailbox, runner):
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        assert signup(client, address).status_code == 202
+    fault = CommitFailsAfterFirstMail(mailbox)
+    event.listen(Session, "before_commit", fault)
+    try:
+        with app.app_context():
+            handled = Worker(app).run_once()
+    finally:
+        event.remove(Session, "before_commit", fault)
+    assert fault.failed and handled == 1 and len(mailbox.messages) == 1
+    sent_id = str(mailbox.messages[0]["Message-ID"])
+
+    with app.app_context():
+        rows = db.session.scalars(select(OutboxItem).order_by(OutboxItem.id)).all()
+        [failed, *unstarted] = rows
+        now = utcnow()
+        # Nothing sits on a lease: the unstarted rows are due now, the failed one soon.
+        assert all(r.claimed_by is None and r.status == "pending" for r in rows)
+        assert all(r.next_attempt_at <= now for r in unstarted)
+        assert now < failed.next_attempt_at <= now + timedelta(seconds=11)
+        # The mail that left is on the ledger although its transaction failed.
+        [kept] = db.session.scalars(select(ConsentEvent).where(
+            ConsentEvent.kind == "confirmation_sent")).all()
+        assert kept.details["message_id"] == sent_id
+        assert kept.subscription_id == failed.subscription_id
+        sub_id = kept.subscription_id
+        failed.next_attempt_at = now
+        db.session.commit()
+
+    deliver(app)  # the failed row goes again (a duplicate mail, never a hidden one)
+    assert len(mailbox.messages) == 4
+    with app.app_context():
+        ids = db.session.scalars(select(ConsentEvent.details).where(
+            ConsentEvent.kind == "confirmation_sent",
+            ConsentEvent.subscription_id == sub_id)).all()
+        assert {d["message_id"] for d in ids} == {
+            sent_id, *(str(m["Message-ID"]) for m in mailbox.to("a@example.org")[1:])}
+        assert all(r.status == "done" for r in db.session.scalars(select(OutboxItem)))
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
