@@ -10,6 +10,8 @@ contains a live link.
 from __future__ import annotations
 
 import hashlib
+import logging
+from functools import partial
 from typing import Any
 
 from flask import current_app
@@ -26,6 +28,9 @@ from optin.models import EventKind, OutboxItem, Subscription, SubscriptionStatus
 from optin.ops import metrics
 
 S = SubscriptionStatus
+
+
+log = logging.getLogger(__name__)
 
 
 def confirm_url(sub: Subscription) -> str:
@@ -79,15 +84,27 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
     metrics.mail_delivered(name)
-    ledger.append_now(sub, SENT[name],
-                      origin="worker", details={
-                          "message_id": str(message["Message-ID"]),
-                          "subject": rendered.subject,
-                          "template": rendered.template,
-                          "template_sha256": rendered.template_sha256,
-                          "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
-                          "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
-                      })
+    details = {
+        "message_id": str(message["Message-ID"]),
+        "subject": rendered.subject,
+        "template": rendered.template,
+        "template_sha256": rendered.template_sha256,
+        "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
+        "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
+    }
+    outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
+    ledger.append_now(sub, SENT[name], origin="worker", details=details)
+
+
+def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any]) -> None:
+    """The sent mail's ledger event, written after its delivery's transaction failed."""
+    sub = db.session.get(Subscription, subscription_id, with_for_update=True,
+                         populate_existing=True)
+    if sub is None:
+        log.error("mail %s left for a subscription that is gone", details["message_id"])
+        return
+    ledger.append(sub, kind, origin="worker",
+                  details={**details, "recorded": "after its delivery's transaction failed"})
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -81,13 +83,17 @@ def claim(worker_id: str, limit: int = 20, now: datetime | None = None) -> list[
     return list(claimed)
 
 
-def release(worker_id: str, ids: list[int]) -> None:
-    """Give back rows this worker claimed but did not start (clean shutdown)."""
+def release(worker_id: str, ids: list[int], *, not_before: datetime | None = None) -> None:
+    """Give back rows this worker claimed but did not finish (clean shutdown, a database
+    error), due again at once or at ``not_before``."""
     if ids:
+        values: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
+        if not_before is not None:
+            values["next_attempt_at"] = not_before
         db.session.execute(
             update(OutboxItem)
             .where(OutboxItem.id.in_(ids), OutboxItem.claimed_by == worker_id)
-            .values(claimed_by=None, claimed_until=None)
+            .values(**values)
         )
         db.session.commit()
 
@@ -98,18 +104,64 @@ def backoff_seconds(attempts: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+# What a handler did outside the database (a mail that left) and must be on record even
+# if the row's own transaction fails after it: see :func:`keep_if_rolled_back`.
+_KEPT: ContextVar[list[Callable[[], None]] | None] = ContextVar("optin_outbox_kept", default=None)
+KEEP_ATTEMPTS = 4
+
+
+def keep_if_rolled_back(record: Callable[[], None]) -> None:
+    """Register how to record, in a transaction of its own, something the handler did that
+    cannot be undone (a mail handed to the relay), should the row's transaction fail.
+
+    A crash may still send a mail twice, but a mail that left is never missing from the
+    proof: the record is written after a rollback, tried a few times over a short
+    database blip, and logged (by Message-ID, no address) if even that fails.
+    """
+    kept = _KEPT.get()
+    if kept is not None:
+        kept.append(record)
+
+
+def _record_kept() -> None:
+    kept = _KEPT.get() or []
+    while kept:
+        record = kept.pop(0)
+        for attempt in range(1, KEEP_ATTEMPTS + 1):
+            try:
+                record()
+                db.session.commit()
+                break
+            except Exception:
+                db.session.rollback()
+                if attempt == KEEP_ATTEMPTS:
+                    log.exception("could not record what a failed delivery already did")
+                else:
+                    time.sleep(0.1 * 2 ** attempt)
+
+
 def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta) -> str:
     """Run the handler for one claimed row in its own transaction; return the outcome.
 
     The handler's database writes and the row's ``done`` mark commit together.
-    On failure they roll back and only the failure is recorded.
+    On failure they roll back and only the failure is recorded (with what the
+    handler kept, see :func:`keep_if_rolled_back`). A database error escapes, after
+    the kept records were written.
     """
     item = db.session.get(OutboxItem, item_id, with_for_update=True)
     if item is None or item.status != PENDING or item.claimed_by != worker_id:
         db.session.rollback()
         return "skipped"
-    with logs.context(outbox_id=item_id, outbox_kind=item.kind):
-        return _run(item, max_attempts=max_attempts, horizon=horizon)
+    token = _KEPT.set([])
+    try:
+        with logs.context(outbox_id=item_id, outbox_kind=item.kind):
+            return _run(item, max_attempts=max_attempts, horizon=horizon)
+    except Exception:
+        db.session.rollback()
+        _record_kept()
+        raise
+    finally:
+        _KEPT.reset(token)
 
 
 def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
@@ -122,6 +174,7 @@ def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
         fn(item)
     except Exception as exc:  # every failure is recorded, none escapes the worker
         db.session.rollback()
+        _record_kept()
         return _record_failure(item_id, exc, max_attempts=max_attempts, horizon=horizon)
     db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
     db.session.commit()

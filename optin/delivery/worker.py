@@ -49,21 +49,62 @@ def init_app(app: Flask, *, handlers: Mapping[OutboxKind, Handler],
     app.extensions[JOBS_EXTENSION] = tuple(jobs)
 
 
-def _due(job: PeriodicJob) -> bool:
-    """Take the job's turn if it is due; commit so other workers see it taken."""
-    now = utcnow()
-    key = f"periodic:{job.name}"
-    state = db.session.get(JobState, key, with_for_update=True)
+#: After a database error: tries to hand the batch back, and the failed row's pause.
+RELEASE_ATTEMPTS = 4
+FAILED_ROW_PAUSE_SECONDS = 10.0
+#: A failed periodic job is tried again after this, doubling per failure up to its interval.
+JOB_RETRY_SECONDS = 60.0
+#: A started job that never reports back (its worker died, the database went away before
+#: the end could be recorded) is started again after this; longer than any run takes.
+JOB_LEASE = timedelta(minutes=15)
+
+
+def _job_key(job: PeriodicJob) -> str:
+    return f"periodic:{job.name}"
+
+
+def _due(job: PeriodicJob, now: datetime) -> bool:
+    """Take the job's turn if it is due; commit so other workers see it taken.
+
+    Due once per interval after its last start, or sooner when its last run failed
+    and the retry time has come (see :func:`_finished`). Taking the turn sets a retry
+    time a lease ahead, so a run whose end is never recorded is not lost for a day.
+    """
+    state = db.session.get(JobState, _job_key(job), with_for_update=True)
     if state is None:
-        state = JobState(name=key, value={})
+        state = JobState(name=_job_key(job), value={})
         db.session.add(state)
-    last = state.value.get("last_started_at")
-    if last and now - datetime.fromisoformat(last) < job.interval():
+    value = dict(state.value)
+    retry_at, last = value.get("retry_at"), value.get("last_started_at")
+    due = (not last or now - datetime.fromisoformat(last) >= job.interval()
+           or (retry_at is not None and now >= datetime.fromisoformat(retry_at)))
+    if not due:
         db.session.rollback()
         return False
-    state.value = {**state.value, "last_started_at": now.isoformat()}
+    state.value = {**value, "last_started_at": now.isoformat(),
+                   "retry_at": (now + JOB_LEASE).isoformat()}
     db.session.commit()
     return True
+
+
+def _finished(job: PeriodicJob, now: datetime, error: BaseException | None) -> None:
+    """Record how the run ended: a failure is kept (with its type) and retried with backoff."""
+    state = db.session.get(JobState, _job_key(job), with_for_update=True)
+    if state is None:  # removed meanwhile: nothing to keep
+        db.session.rollback()
+        return
+    value = dict(state.value)
+    if error is None:
+        value.update(last_succeeded_at=now.isoformat(), failures=0, last_error=None,
+                     retry_at=None)
+    else:
+        failures = int(value.get("failures") or 0) + 1
+        delay = min(JOB_RETRY_SECONDS * 2 ** (failures - 1), job.interval().total_seconds())
+        value.update(failures=failures, last_failed_at=now.isoformat(),
+                     last_error=type(error).__name__,
+                     retry_at=(now + timedelta(seconds=delay)).isoformat())
+    state.value = value
+    db.session.commit()
 
 
 class Worker:
@@ -87,22 +128,54 @@ class Worker:
             try:
                 outbox.deliver(item_id, self.worker_id,
                                max_attempts=settings.outbox_max_attempts, horizon=horizon)
-            except Exception:  # a database hiccup: the lease brings the row back
+            except Exception:  # the database went away: hand the batch back, don't sit on it
                 with logs.context(outbox_id=item_id):
                     log.exception("delivering outbox row %s failed", item_id)
                 db.session.rollback()
+                self._give_back(item_id, ids[i + 1:])
+                return i + 1
         return len(ids)
 
+    def _give_back(self, failed: int, unstarted: list[int]) -> None:
+        """After a database error, release the unstarted rows at once (as SIGTERM does) and
+        the failed one after a pause, so no row waits out the lease; a short blip is bridged
+        by a few tries, a long outage leaves it to the leases."""
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            try:
+                outbox.release(self.worker_id, unstarted)
+                outbox.release(self.worker_id, [failed],
+                               not_before=utcnow() + timedelta(seconds=FAILED_ROW_PAUSE_SECONDS))
+                return
+            except Exception:
+                db.session.rollback()
+                if attempt < RELEASE_ATTEMPTS and not self.stop_event.wait(0.1 * 2 ** attempt):
+                    continue
+                log.warning("could not release %s claimed rows; their leases bring them back",
+                            len(unstarted) + 1)
+                return
+
     def run_periodic(self) -> None:
+        """Run the jobs that are due; a failure is recorded and retried soon, not in a day."""
         for job in self.app.extensions[JOBS_EXTENSION]:
             with logs.context(job=job.name):
                 try:
-                    if _due(job):
-                        log.info("running periodic job %s", job.name)
-                        job.run()
-                except Exception:
+                    if not _due(job, utcnow()):
+                        continue
+                    log.info("running periodic job %s", job.name)
+                    job.run()
+                except Exception as exc:
                     log.exception("periodic job %s failed", job.name)
                     db.session.rollback()
+                    self._record_end(job, exc)
+                else:
+                    self._record_end(job, None)
+
+    def _record_end(self, job: PeriodicJob, error: BaseException | None) -> None:
+        try:
+            _finished(job, utcnow(), error)
+        except Exception:  # the database is down: the turn's lease brings the job back
+            log.exception("could not record the end of periodic job %s", job.name)
+            db.session.rollback()
 
     def drain(self) -> int:
         """Deliver until nothing is due (tests and the CLI's ``--once``)."""
