@@ -316,10 +316,15 @@ class ShownTextSchema(ConsentTextSchema):
     sha256_verified = ma.Boolean()
 
 
-class ReceiptSignupSchema(Answer):
+class SeenSchema(Answer):
+    """When something was done, from which IP address, with which user agent."""
+
     at = _when()
     ip = ma.String(allow_none=True)
     user_agent = ma.String(allow_none=True)
+
+
+class ReceiptSignupSchema(SeenSchema):
     source_url = ma.String(allow_none=True)
 
 
@@ -331,10 +336,7 @@ class SignupEvidenceSchema(ReceiptSignupSchema):
     redacted_at = _when()
 
 
-class RepeatedSignupSchema(Answer):
-    at = _when()
-    ip = ma.String(allow_none=True)
-    user_agent = ma.String(allow_none=True)
+class RepeatedSignupSchema(SeenSchema):
     action = ma.String(allow_none=True)
     consent_text_id = ma.Integer(allow_none=True)
 
@@ -364,13 +366,7 @@ class MailEvidenceSchema(ReceiptMailSchema):
     reconstructed_text = ma.String(allow_none=True)
 
 
-class ReceiptConfirmationSchema(Answer):
-    at = _when()
-    ip = ma.String(allow_none=True)
-    user_agent = ma.String(allow_none=True)
-
-
-class ConfirmationEvidenceSchema(ReceiptConfirmationSchema):
+class ConfirmationEvidenceSchema(SeenSchema):
     redacted_at = _when()
 
 
@@ -443,7 +439,7 @@ class DoubleOptInSchema(Answer):
     consentText = ma.Nested(ReceiptTextSchema)  # noqa: N815 (the receipt's own field names)
     signup = ma.Nested(ReceiptSignupSchema, allow_none=True)
     confirmationMails = ma.List(ma.Nested(ReceiptMailSchema))  # noqa: N815
-    confirmation = ma.Nested(ReceiptConfirmationSchema)
+    confirmation = ma.Nested(SeenSchema)
     withdrawal = ma.Nested(WithdrawalSchema, allow_none=True)
     ledger = ma.Nested(ReceiptLedgerSchema)
 
