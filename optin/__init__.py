@@ -21,9 +21,8 @@ from optin import brand, cli, web
 from optin.activecampaign import reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
 from optin.consent import mailcap
-from optin.delivery import notifications, worker
+from optin.delivery import notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_from_url
-from optin.delivery.outbox import Handler
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
@@ -33,7 +32,7 @@ from optin.privacy import retention
 __all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
-OUTBOX_HANDLERS: Mapping[OutboxKind, Handler] = {
+OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
     OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
     OutboxKind.WELCOME_MAIL: notifications.send_welcome,
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,
@@ -83,7 +82,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS)
     api.init_app(app)
     web.init_app(app)
-    metrics.init_app(app)
+    metrics.init_app(app, backlog=outbox.backlog_by_kind)
     problems.init_app(app)  # after the Api, whose own error handler it replaces
     cli.init_app(app)
     return app

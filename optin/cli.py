@@ -32,6 +32,7 @@ from optin.extensions import db
 from optin.models import LOCALES
 from optin.ops import metrics
 from optin.privacy import proof, retention, rights
+from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
 # The commands live on ``app.cli`` (see init_app), so ``flask --app optin …`` and
@@ -196,28 +197,12 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
         except embed.EmbedError as exc:
             raise click.ClickException(str(exc)) from None
         return
-    info = {
-        "slug": mailing_list.slug,
-        "name": mailing_list.name,
-        "ac_list_id": mailing_list.ac_list_id,
-        "default_locale": mailing_list.default_locale,
-        "redirect_urls": mailing_list.redirect_urls,
-        "origins": mailing_list.origins,
-        "send_welcome": mailing_list.send_welcome,
-        "send_goodbye": mailing_list.send_goodbye,
-        "sender": mailing_list.sender,
-        "reply_to": mailing_list.reply_to,
-        "privacy_policy_url": mailing_list.privacy_policy_url,
-        "consent_texts": [
-            {"locale": t.locale, "version": t.version, "sha256": t.sha256, "text": t.text}
-            for t in mailing_list.consent_texts
-        ],
-    }
+    info = ListDetailSchema().dump(mailing_list)  # the same as GET /v1/lists/<slug>
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     for key, value in info.items():
-        if key != "consent_texts":
+        if key not in ("consent_texts", "current_consent_texts"):
             click.echo(f"{key}: {value}")
     for t in info["consent_texts"]:
         click.echo(f"consent text {t['locale']} v{t['version']} ({t['sha256'][:12]}…): {t['text']}")
@@ -257,7 +242,7 @@ commands.append(ledger_group)
 @ledger_group.command("verify")
 def ledger_verify() -> None:
     """Check every hash chain; exit 1 if anything was modified, reordered or deleted."""
-    report = ledger.verify(db.session)
+    report = ledger.verify(db.session())
     for problem in report.problems:
         click.echo(f"TAMPERED: {problem}", err=True)
     status = "OK" if report.ok else "FAILED"
@@ -283,7 +268,7 @@ def outbox_list(dead: bool, pending: bool, limit: int) -> None:
     for item in outbox.items(status, limit):
         click.echo(f"{item.id}\t{item.kind}\t{item.status}\tattempts={item.attempts}\t"
                    f"next={item.next_attempt_at:%Y-%m-%d %H:%M:%S}\t{item.last_error or ''}")
-    click.echo(json.dumps(outbox.backlog()), err=True)
+    click.echo(json.dumps(BacklogSchema().dump(outbox.backlog())), err=True)
 
 
 @outbox_group.command("retry")
@@ -357,13 +342,14 @@ def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
     try:
         record = proof.build(email, slug, actor, purpose=fmt)
         if fmt == "receipt":
-            click.echo(json.dumps(proof.receipt(record), indent=2, ensure_ascii=False))
+            click.echo(json.dumps(ReceiptSchema().dump(proof.receipt(record)), indent=2,
+                                  ensure_ascii=False))
             return
     except (rights.InvalidAddress, proof.UnknownList, proof.NoConsent) as exc:
         raise click.ClickException(str(exc) if not isinstance(exc, proof.UnknownList)
                                    else f"no list {slug!r} (see `optin lists list`)") from None
     if fmt == "json":
-        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(ProofSchema().dump(record), indent=2, ensure_ascii=False))
     elif fmt == "html":
         click.echo(proof.render_html(record, standalone=True))
     else:

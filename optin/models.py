@@ -6,6 +6,7 @@ stores naive UTC and hands back aware datetimes on both databases.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -201,8 +202,13 @@ class MailingList(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     consent_texts: Mapped[list[ConsentText]] = relationship(
-        back_populates="mailing_list", order_by="ConsentText.version"
+        back_populates="mailing_list", order_by="[ConsentText.locale, ConsentText.version]"
     )
+
+    @property
+    def current_consent_texts(self) -> dict[str, ConsentText]:
+        """The newest text in each locale: what a form shows now."""
+        return {text.locale: text for text in self.consent_texts}  # the last version wins
 
 
 class ConsentText(Model):
@@ -221,6 +227,11 @@ class ConsentText(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mailing_list: Mapped[MailingList] = relationship(back_populates="consent_texts")
+
+    @property
+    def sha256_verified(self) -> bool:
+        """Whether the stored text still hashes as recorded (a text edited in place shows)."""
+        return hashlib.sha256(self.text.encode()).hexdigest() == self.sha256
 
 
 class Subscription(Model):

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    Schema,
+    ValidationError,
+    post_load,
+    pre_load,
+    validate,
+    validates_schema,
+)
 from marshmallow import fields as ma
 
 MAX_FIELDS = 20
@@ -18,7 +29,7 @@ def no_control_characters(value: str) -> None:
         raise ValidationError("Must not contain control characters or line breaks.")
 
 
-def _text(max_length: int, **kwargs: object) -> ma.String:
+def _text(max_length: int, **kwargs: Any) -> ma.String:
     return ma.String(validate=[validate.Length(max=max_length), no_control_characters], **kwargs)
 
 
@@ -41,16 +52,16 @@ class SignupSchema(Schema):
                            metadata={"example": "de"})
     first_name = _text(200, load_default=None, allow_none=True)
     last_name = _text(200, load_default=None, allow_none=True)
-    fields = ma.Dict(keys=ma.String(validate=[validate.Length(min=1, max=64),
-                                              no_control_characters]),
-                     values=_text(1000), load_default=dict)
+    fields_ = ma.Dict(keys=ma.String(validate=[validate.Length(min=1, max=64),
+                                               no_control_characters]),
+                      values=_text(1000), load_default=dict, data_key="fields", attribute="fields")
     source_url = _text(2000, load_default=None, allow_none=True)
     redirect_url = _text(2000, load_default=None, allow_none=True)
     website = ma.String(load_default=None, allow_none=True,
                         metadata={"description": "honeypot: leave empty"})
 
     @validates_schema
-    def _few_fields(self, data: dict, **_: object) -> None:
+    def _few_fields(self, data: dict[str, Any], **_: object) -> None:
         if len(data.get("fields") or {}) > MAX_FIELDS:
             raise ValidationError(f"At most {MAX_FIELDS} fields.", "fields")
 
@@ -74,7 +85,55 @@ class ProblemSchema(Schema):
                      metadata={"example": {"email": ["Not a valid email address."]}})
 
 
-# --- answers (for the OpenAPI document: the views build these dicts themselves) ----------
+# --- operator queries --------------------------------------------------------------------
+
+
+class QuerySchema(Schema):
+    """A query string as operators type it: blanks around a value are dropped, and a
+    blank value counts as no value (so a required one is reported missing)."""
+
+    @pre_load
+    def _blank_is_missing(self, data: Mapping[str, Any], **_: object) -> dict[str, Any]:
+        values = {key: data[key] for key in data}
+        return {key: value.strip() if isinstance(value, str) else value
+                for key, value in values.items() if not isinstance(value, str) or value.strip()}
+
+
+class ThanksQuerySchema(Schema):
+    list = ma.String(metadata={"example": "newsletter"})
+    locale = ma.String(metadata={"example": "de"})
+
+
+class EmailQuerySchema(QuerySchema):
+    email = ma.String(required=True, metadata={"example": "anna@example.org"})
+
+
+class ProofQuerySchema(EmailQuerySchema):
+    list = ma.String(required=True, metadata={"example": "newsletter"})
+
+
+class ProofFormatQuerySchema(ProofQuerySchema):
+    format = ma.String(validate=validate.OneOf(["json", "html", "receipt"]),
+                       metadata={"description": "default: json, or html for Accept: text/html"})
+
+
+OUTBOX_LIMIT = (1, 1000)
+
+
+class OutboxQuerySchema(QuerySchema):
+    status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
+    limit = ma.Integer(load_default=100, metadata={
+        "example": 100, "minimum": OUTBOX_LIMIT[0], "maximum": OUTBOX_LIMIT[1],
+        "description": f"rows to show; a number outside {OUTBOX_LIMIT[0]}–{OUTBOX_LIMIT[1]} "
+                       "is taken as the nearest end"})
+
+    @post_load
+    def _clamp_limit(self, data: dict[str, Any], **_: object) -> dict[str, Any]:
+        low, high = OUTBOX_LIMIT
+        return {**data, "limit": min(max(data["limit"], low), high)}
+
+
+# --- answers: they dump the domain's objects and records -----------------------------------
 
 
 class Answer(Schema):
@@ -84,9 +143,16 @@ class Answer(Schema):
         unknown = INCLUDE
 
 
-def _when(**kwargs: object) -> ma.String:
-    """An ISO 8601 UTC time as the views write it (``datetime.isoformat``), or null."""
-    return ma.String(allow_none=True, metadata={"format": "date-time", **kwargs})
+def _when(**kwargs: Any) -> ma.DateTime:
+    """A UTC time, written as ``datetime.isoformat`` writes it, or null."""
+    return ma.DateTime(format="iso", allow_none=True, **kwargs)
+
+
+class JSONObject(ma.Dict):
+    """A free-form JSON object; a stored null is written as ``{}``."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return super()._serialize(value or {}, attr, obj, **kwargs)
 
 
 class StatusSchema(Answer):
@@ -127,30 +193,9 @@ class OneClickSchema(Schema):
                                  metadata={"example": "One-Click"})
 
 
-class ThanksQuerySchema(Schema):
-    list = ma.String(metadata={"example": "newsletter"})
-    locale = ma.String(metadata={"example": "de"})
-
-
-class EmailQuerySchema(Schema):
-    email = ma.String(required=True, metadata={"example": "anna@example.org"})
-
-
-class ProofQuerySchema(EmailQuerySchema):
-    list = ma.String(required=True, metadata={"example": "newsletter"})
-
-
-class ProofFormatQuerySchema(ProofQuerySchema):
-    format = ma.String(validate=validate.OneOf(["json", "html", "receipt"]),
-                       metadata={"description": "default: json, or html for Accept: text/html"})
-
-
-class OutboxQuerySchema(Schema):
-    status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
-    limit = ma.Integer(validate=validate.Range(min=1, max=1000), metadata={"example": 100})
-
-
 class EventSchema(Answer):
+    """A ledger event (``ConsentEvent``)."""
+
     seq = ma.Integer()
     kind = ma.String(metadata={"example": "confirmed"})
     at = _when()
@@ -158,15 +203,17 @@ class EventSchema(Answer):
     ip = ma.String(allow_none=True)
     user_agent = ma.String(allow_none=True)
     consent_text_id = ma.Integer(allow_none=True)
-    details = ma.Dict()
+    details = JSONObject()
     redacted_at = _when()
     content_hash = ma.String()
     chain_hash = ma.String()
 
 
 class ConsentTextSchema(Answer):
+    """A consent text version (``ConsentText``)."""
+
     id = ma.Integer()
-    list = ma.String(metadata={"example": "newsletter"})
+    list = ma.String(attribute="mailing_list.slug", metadata={"example": "newsletter"})
     locale = ma.String(metadata={"example": "de"})
     version = ma.Integer(metadata={"example": 1})
     text = ma.String()
@@ -196,7 +243,7 @@ class SubscriptionRecordSchema(SubscriptionSummarySchema):
     locale = ma.String(allow_none=True)
     first_name = ma.String(allow_none=True)
     last_name = ma.String(allow_none=True)
-    fields = ma.Dict(allow_none=True)
+    fields_ = ma.Dict(allow_none=True, data_key="fields", attribute="fields")
     source_url = ma.String(allow_none=True)
     consent_text_id = ma.Integer(allow_none=True)
     activecampaign_contact_id = ma.String(allow_none=True)
@@ -251,6 +298,9 @@ class ErasureSchema(Answer):
     subscriptions = ma.List(ma.Nested(ErasedSubscriptionSchema))
 
 
+# --- the proof of consent and its receipt ----------------------------------------------------
+
+
 class ProofListSchema(Answer):
     slug = ma.String()
     name = ma.String()
@@ -258,6 +308,73 @@ class ProofListSchema(Answer):
     privacy_policy_url = ma.String(allow_none=True)
     purpose = ma.String()
     activecampaign_list_id = ma.Integer(allow_none=True)
+
+
+class ShownTextSchema(ConsentTextSchema):
+    """The consent text a signup was shown, and whether it still matches its hash."""
+
+    sha256_verified = ma.Boolean()
+
+
+class SeenSchema(Answer):
+    """When something was done, from which IP address, with which user agent."""
+
+    at = _when()
+    ip = ma.String(allow_none=True)
+    user_agent = ma.String(allow_none=True)
+
+
+class ReceiptSignupSchema(SeenSchema):
+    source_url = ma.String(allow_none=True)
+
+
+class SignupEvidenceSchema(ReceiptSignupSchema):
+    entered = ma.Dict(metadata={"description": "what the form sent, while it is kept"})
+    entered_sha256 = ma.String(allow_none=True)
+    fields_entered = ma.List(ma.String(), allow_none=True)
+    consent_text = ma.Nested(ShownTextSchema, allow_none=True)
+    redacted_at = _when()
+
+
+class RepeatedSignupSchema(SeenSchema):
+    action = ma.String(allow_none=True)
+    consent_text_id = ma.Integer(allow_none=True)
+
+
+class ReceiptMailSchema(Answer):
+    sent_at = _when()
+    message_id = ma.String(allow_none=True)
+    template = ma.String(allow_none=True)
+    template_sha256 = ma.String(allow_none=True)
+    text_sha256 = ma.String(allow_none=True)
+    html_sha256 = ma.String(allow_none=True)
+
+
+class TemplateSourceSchema(Answer):
+    subject = ma.String()
+    text = ma.String()
+    layouts = ma.Dict(keys=ma.String(), values=ma.String(),
+                      metadata={"description": "the base templates the mail extends, by name"})
+
+
+class MailEvidenceSchema(ReceiptMailSchema):
+    """A mail as sent; a confirmation mail also says whether its template still hashes
+    as recorded, and if so its source and its text as the recipient read it."""
+
+    kind = ma.String(metadata={"example": "confirmation_sent"})
+    subject = ma.String(allow_none=True)
+    matches_current_template = ma.Boolean()
+    template_source = ma.Nested(TemplateSourceSchema, allow_none=True)
+    reconstructed_text = ma.String(allow_none=True)
+
+
+class ConfirmationEvidenceSchema(SeenSchema):
+    redacted_at = _when()
+
+
+class WithdrawalSchema(Answer):
+    at = _when()
+    channel = ma.String(allow_none=True)
 
 
 class LedgerCheckSchema(Answer):
@@ -275,12 +392,12 @@ class ConsentCycleSchema(Answer):
     address = ma.String(allow_none=True)
     retention = ma.String()
     retain_until = _when()
-    consent_text = ma.Dict(allow_none=True)
-    signup = ma.Dict(allow_none=True)
-    repeated_signups = ma.List(ma.Dict())
-    mails = ma.List(ma.Dict())
-    confirmation = ma.Dict(allow_none=True)
-    withdrawal = ma.Dict(allow_none=True)
+    consent_text = ma.Nested(ShownTextSchema, allow_none=True)
+    signup = ma.Nested(SignupEvidenceSchema, allow_none=True)
+    repeated_signups = ma.List(ma.Nested(RepeatedSignupSchema))
+    mails = ma.List(ma.Nested(MailEvidenceSchema))
+    confirmation = ma.Nested(ConfirmationEvidenceSchema, allow_none=True)
+    withdrawal = ma.Nested(WithdrawalSchema, allow_none=True)
     erased_at = _when()
     minimized_at = _when()
     later_events = ma.List(ma.Nested(EventSchema))
@@ -302,6 +419,33 @@ class ProofSchema(Answer):
     legal_notes = ma.List(ma.String())
 
 
+class ReceiptTextSchema(Answer):
+    """The consent text in a receipt (all null if none was recorded)."""
+
+    version = ma.Integer(allow_none=True, dump_default=None)
+    locale = ma.String(allow_none=True, dump_default=None)
+    sha256 = ma.String(allow_none=True, dump_default=None)
+    text = ma.String(allow_none=True, dump_default=None)
+
+
+class ReceiptLedgerSchema(Answer):
+    verified = ma.Boolean(attribute="ok")
+    events = ma.Integer()
+    head = ma.String(allow_none=True)
+
+
+class DoubleOptInSchema(Answer):
+    """The receipt's extension: the evidence of the double opt-in."""
+
+    status = ma.String()
+    consentText = ma.Nested(ReceiptTextSchema)  # noqa: N815 (the receipt's own field names)
+    signup = ma.Nested(ReceiptSignupSchema, allow_none=True)
+    confirmationMails = ma.List(ma.Nested(ReceiptMailSchema))  # noqa: N815
+    confirmation = ma.Nested(SeenSchema)
+    withdrawal = ma.Nested(WithdrawalSchema, allow_none=True)
+    ledger = ma.Nested(ReceiptLedgerSchema)
+
+
 class ReceiptSchema(Answer):
     """Kantara Consent Receipt v1.1, with the double-opt-in evidence in ``doubleOptIn``."""
 
@@ -317,10 +461,15 @@ class ReceiptSchema(Answer):
     services = ma.List(ma.Dict())
     sensitive = ma.Boolean()
     spiCat = ma.List(ma.String())  # noqa: N815
-    doubleOptIn = ma.Dict()  # noqa: N815
+    doubleOptIn = ma.Nested(DoubleOptInSchema)  # noqa: N815
+
+
+# --- lists, outbox, retention, stats -------------------------------------------------------
 
 
 class ListSchema(Answer):
+    """A mailing list (``MailingList``)."""
+
     slug = ma.String(metadata={"example": "newsletter"})
     name = ma.String(metadata={"example": "Example Newsletter"})
     ac_list_id = ma.Integer(allow_none=True)
@@ -329,6 +478,8 @@ class ListSchema(Answer):
     origins = ma.List(ma.String(), allow_none=True)
     send_welcome = ma.Boolean()
     send_goodbye = ma.Boolean()
+    sender = ma.String(allow_none=True)
+    reply_to = ma.String(allow_none=True)
     controller = ma.String(allow_none=True)
     privacy_policy_url = ma.String(allow_none=True)
     purpose = ma.String(allow_none=True)
@@ -336,7 +487,10 @@ class ListSchema(Answer):
 
 
 class ListDetailSchema(ListSchema):
+    """A list with its consent texts: the current one per locale, and every version."""
+
     current_consent_texts = ma.Dict(keys=ma.String(), values=ma.Nested(ConsentTextSchema))
+    consent_texts = ma.List(ma.Nested(ConsentTextSchema))
 
 
 class ListsSchema(Answer):
@@ -344,11 +498,13 @@ class ListsSchema(Answer):
 
 
 class ConsentTextsSchema(Answer):
-    list = ma.String()
+    list = ma.String(attribute="slug")
     consent_texts = ma.List(ma.Nested(ConsentTextSchema))
 
 
 class OutboxItemSchema(Answer):
+    """An outbox row (``OutboxItem``)."""
+
     id = ma.Integer()
     kind = ma.String(metadata={"example": "confirm_mail"})
     status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
@@ -373,6 +529,8 @@ class OutboxSchema(Answer):
 
 
 class RetentionRunSchema(Answer):
+    """A run of the retention job (``RetentionRun``)."""
+
     id = ma.Integer()
     as_of = _when()
     dry_run = ma.Boolean()

@@ -36,6 +36,10 @@ class ListError(ValueError):
     """A list or consent text could not be created; the message says why."""
 
 
+class UnknownList(LookupError):
+    """No list with that slug (``args[0]``)."""
+
+
 def _check_url(url: str, what: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -153,6 +157,14 @@ def get_list(slug: str) -> MailingList | None:
     if not is_slug(slug):
         return None
     return db.session.scalar(select(MailingList).where(MailingList.slug == slug))
+
+
+def require_list(slug: str) -> MailingList:
+    """The list; raises :class:`UnknownList` if there is none (the operator API's 404)."""
+    mailing_list = get_list(slug)
+    if mailing_list is None:
+        raise UnknownList(slug)
+    return mailing_list
 
 
 # --- snapshots for the signup path ----------------------------------------------------

@@ -15,8 +15,9 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from flask import current_app
 from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
@@ -241,23 +242,57 @@ def items(status: str | None = None, limit: int = 100) -> list[OutboxItem]:
     return list(db.session.scalars(query))
 
 
-def backlog(now: datetime | None = None) -> dict[str, Any]:
-    """Depth and age of the queue, and the dead letters, for health checks and metrics."""
+@dataclass(frozen=True)
+class KindBacklog:
+    """The queue of one outbox kind: rows waiting (and how many are due), dead letters,
+    and when the oldest waiting row was enqueued."""
+
+    kind: str
+    pending: int
+    due: int
+    dead: int
+    oldest_pending: datetime | None
+
+
+class Backlog(TypedDict):
+    """The whole queue, as health checks and the operator API show it (``BacklogSchema``)."""
+
+    pending: int
+    due: int
+    dead: int
+    oldest_pending_age_seconds: float
+
+
+def backlog_by_kind(now: datetime | None = None) -> list[KindBacklog]:
+    """Depth, due rows, age and dead letters per kind, in one query: what ``/metrics``
+    exports (the app factory hands this to ``ops.metrics``) and what :func:`backlog` sums."""
     now = now or utcnow()
-    depth, oldest = db.session.execute(
-        select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status == PENDING)
-    ).one()
-    dead = db.session.scalar(select(func.count()).where(OutboxItem.status == DEAD))
-    due = db.session.scalar(
-        select(func.count()).where(
-            and_(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now)
-        )
-    )
-    if oldest is not None and oldest.tzinfo is None:  # aggregate bypasses the type
-        oldest = oldest.replace(tzinfo=now.tzinfo)
+    waiting = OutboxItem.status == PENDING
+    rows = db.session.execute(
+        select(OutboxItem.kind,
+               func.count().filter(waiting),
+               func.count().filter(and_(waiting, OutboxItem.next_attempt_at <= now)),
+               func.count().filter(OutboxItem.status == DEAD),
+               func.min(OutboxItem.created_at).filter(waiting))
+        .where(OutboxItem.status.in_((PENDING, DEAD)))
+        .group_by(OutboxItem.kind).order_by(OutboxItem.kind)
+    ).all()
+    found = []
+    for kind, pending, due, dead, oldest in rows:
+        if oldest is not None and oldest.tzinfo is None:  # SQLite's aggregate returns naive UTC
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        found.append(KindBacklog(kind, pending, due, dead, oldest))
+    return found
+
+
+def backlog(now: datetime | None = None) -> Backlog:
+    """Depth and age of the whole queue, and the dead letters."""
+    now = now or utcnow()
+    kinds = backlog_by_kind(now)
+    oldest = min((k.oldest_pending for k in kinds if k.oldest_pending is not None), default=None)
     return {
-        "pending": depth,
-        "due": due,
-        "dead": dead,
+        "pending": sum(k.pending for k in kinds),
+        "due": sum(k.due for k in kinds),
+        "dead": sum(k.dead for k in kinds),
         "oldest_pending_age_seconds": (now - oldest).total_seconds() if oldest else 0.0,
     }

@@ -8,7 +8,8 @@ Counters live in the process that counts. With several gunicorn workers (and
 ``optin worker`` processes) on one host, ``OPTIN_METRICS_DIR`` puts them in
 prometheus-client's multi-process mode: each process writes its own files there
 and ``/metrics`` adds them up. The outbox gauges are not counted but read from
-the database at each scrape (:class:`BacklogCollector`), so they are right
+the database at each scrape (:class:`BacklogCollector`, with the query the app
+factory hands to :func:`init_app`: the outbox's own), so they are right
 whichever process or host answers.
 
 Counts caused by a state change are bumped when its transaction commits
@@ -17,14 +18,17 @@ Counts caused by a state change are bumped when its transaction commits
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, Protocol
 
-from flask import Flask
-from sqlalchemy import event, func, select
+from flask import Flask, current_app
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from optin.config import ConfigError, export_metrics_dir
+from optin.extensions import db
+from optin.models import utcnow
 
 export_metrics_dir()  # before prometheus_client is first imported: it decides its mode then
 
@@ -65,6 +69,23 @@ AC_REQUESTS = Counter("optin_activecampaign_requests",
 DEAD_LETTERS = Counter("optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
 
 _PENDING_COUNTS = "optin.ops.metrics.pending"
+_BACKLOG = "optin.ops.metrics.backlog"
+
+
+class KindBacklog(Protocol):
+    """One outbox kind's queue, as ``delivery.outbox.backlog_by_kind`` reports it."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def dead(self) -> int: ...
+    @property
+    def oldest_pending(self) -> datetime | None: ...
+
+
+BacklogQuery = Callable[[datetime], Iterable[KindBacklog]]
 
 
 def multiprocess_mode() -> bool:
@@ -112,8 +133,6 @@ def dead_letter(kind: str) -> None:
 def _on_commit(session: Session | None, bump: Callable[[], None]) -> None:
     """Bump when the current transaction commits; forget it if it rolls back."""
     if session is None:
-        from optin.extensions import db
-
         session = db.session()
     session.info.setdefault(_PENDING_COUNTS, []).append(bump)
 
@@ -136,12 +155,10 @@ def _forget_rolled_back(session: Session) -> None:
 
 
 class BacklogCollector(Collector):
-    """Outbox depth, age and dead letters by kind, read from the database at scrape time."""
+    """Outbox depth, age and dead letters by kind, read from the database at scrape time
+    (in an app context, with the query given to :func:`init_app`)."""
 
     def collect(self) -> Iterator[Any]:
-        from optin.extensions import db
-        from optin.models import OutboxItem, utcnow
-
         up = GaugeMetricFamily("optin_database_up", "1 if the database answered this scrape")
         pending = GaugeMetricFamily("optin_outbox_pending", "Outbox rows waiting, by kind",
                                     labels=["kind"])
@@ -149,14 +166,10 @@ class BacklogCollector(Collector):
                                 "Age of the oldest waiting outbox row, by kind", labels=["kind"])
         dead = GaugeMetricFamily("optin_outbox_dead", "Dead letters waiting for an operator, "
                                  "by kind", labels=["kind"])
+        backlog: BacklogQuery = current_app.extensions[_BACKLOG]
         try:
             now = utcnow()
-            rows = db.session.execute(
-                select(OutboxItem.kind, OutboxItem.status, func.count(),
-                       func.min(OutboxItem.created_at))
-                .where(OutboxItem.status.in_(("pending", "dead")))
-                .group_by(OutboxItem.kind, OutboxItem.status)
-            ).all()
+            kinds = list(backlog(now))
             db.session.rollback()
         except Exception:  # a scrape must answer; the database's state is a metric of its own
             db.session.rollback()
@@ -164,14 +177,12 @@ class BacklogCollector(Collector):
             yield up
             return
         up.add_metric([], 1)
-        for kind, status, count, oldest in rows:
-            if status == "dead":
-                dead.add_metric([kind], count)
-                continue
-            if oldest.tzinfo is None:  # SQLite's aggregate returns a naive UTC time
-                oldest = oldest.replace(tzinfo=now.tzinfo)
-            pending.add_metric([kind], count)
-            age.add_metric([kind], max(0.0, (now - oldest).total_seconds()))
+        for queue in kinds:
+            if queue.dead:
+                dead.add_metric([queue.kind], queue.dead)
+            if queue.pending and queue.oldest_pending is not None:
+                pending.add_metric([queue.kind], queue.pending)
+                age.add_metric([queue.kind], max(0.0, (now - queue.oldest_pending).total_seconds()))
         yield from (up, pending, age, dead)
 
 
@@ -220,8 +231,10 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def init_app(app: Flask) -> None:
-    """Refuse an OPTIN_METRICS_DIR that came too late for prometheus-client to see it."""
+def init_app(app: Flask, *, backlog: BacklogQuery) -> None:
+    """Read the outbox gauges with ``backlog`` (ops may not import the outbox), and refuse
+    an OPTIN_METRICS_DIR that came too late for prometheus-client to see it."""
+    app.extensions[_BACKLOG] = backlog
     if app.extensions["optin.settings"].metrics_dir is not None and not multiprocess_mode():
         raise ConfigError("OPTIN_METRICS_DIR must be in the process environment when optin "
                           "starts (prometheus-client reads it when first imported; a .env "

@@ -72,9 +72,20 @@ def _back_url(referrer: str | None) -> str | None:
     return None
 
 
+def field_errors(exc: HTTPException) -> dict[str, list[str]] | None:
+    """The messages per field of a request flask-smorest refused (webargs puts them under
+    the request's part: ``{"query": {"email": [...]}}``), or None."""
+    messages = (getattr(exc, "data", None) or {}).get("messages")
+    if not isinstance(messages, dict):
+        return None
+    return {field: found for part in messages.values() if isinstance(part, dict)
+            for field, found in part.items()} or None
+
+
 def _http_error(exc: HTTPException) -> Response:
     headers = {k: v for k, v in exc.get_headers() if k.lower() in {"retry-after", "allow"}}
-    return error_response(exc.code or 500, exc.name, exc.description, headers=headers)
+    return error_response(exc.code or 500, exc.name, exc.description, errors=field_errors(exc),
+                          headers=headers)
 
 
 def _database_down(exc: OperationalError) -> Response:

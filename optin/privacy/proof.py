@@ -11,29 +11,23 @@ HTML page, plain text, and a Kantara Consent Receipt v1.1.
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from flask import current_app, has_request_context, render_template
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
 from optin.consent import ledger, lists
+from optin.consent.lists import UnknownList
 from optin.extensions import db
-from optin.models import ConsentEvent, ConsentText, MailingList, Subscription, utcnow
+from optin.models import ConsentEvent, ConsentText, EventKind, MailingList, Subscription, utcnow
 from optin.privacy import audit
-from optin.privacy.rights import (
-    consent_text_record,
-    event_record,
-    identify,
-    iso,
-    retention_note,
-    subscriptions_of,
-)
+from optin.privacy.rights import identify, retention_note, subscriptions_of
+from optin.schemas import ProofSchema
 
 MAIL_SENT = ("confirmation_sent", "welcome_sent", "goodbye_sent")
 RECEIPT_VERSION = "KI-CR-v1.1.0"
@@ -43,19 +37,158 @@ COLLECTION_METHOD = (
 )
 
 
-class UnknownList(LookupError):
-    """No list with that slug."""
+__all__ = ["NoConsent", "Proof", "Receipt", "UnknownList", "build", "receipt", "render_html",
+           "render_text"]
 
 
 class NoConsent(LookupError):
     """Nothing recorded for the address on the list (or nothing confirmed, for a receipt)."""
 
 
+# The proof as the domain holds it: times are datetimes, events and texts the rows
+# themselves. ProofSchema and ReceiptSchema (optin.schemas) write them out.
+
+
+class TemplateSource(TypedDict):
+    subject: str
+    text: str
+    layouts: dict[str, str]  # the bases the mail extends, by template name
+
+
+class MailEvidence(TypedDict):
+    kind: str
+    sent_at: datetime
+    message_id: str | None
+    subject: str | None
+    template: str | None
+    template_sha256: str | None
+    text_sha256: str | None
+    html_sha256: str | None
+    # A confirmation mail's template, checked against the files of today:
+    matches_current_template: NotRequired[bool]
+    template_source: NotRequired[TemplateSource | None]
+    reconstructed_text: NotRequired[str | None]
+
+
+class SignupEvidence(TypedDict):
+    at: datetime
+    ip: str | None
+    user_agent: str | None
+    source_url: str | None
+    entered: dict[str, Any]
+    entered_sha256: str | None
+    fields_entered: list[str] | None
+    consent_text: ConsentText | None
+    redacted_at: datetime | None
+
+
+class RepeatedSignup(TypedDict):
+    at: datetime
+    ip: str | None
+    user_agent: str | None
+    action: str | None
+    consent_text_id: int | None
+
+
+class ConfirmationEvidence(TypedDict):
+    at: datetime
+    ip: str | None
+    user_agent: str | None
+    redacted_at: datetime | None
+
+
+class Withdrawal(TypedDict):
+    at: datetime
+    channel: str | None
+
+
+class LedgerCheck(TypedDict):
+    ok: bool
+    events: int
+    head: str | None
+    problems: list[str]
+
+
+class ConsentCycle(TypedDict):
+    subscription_id: int
+    status: str
+    address: str | None
+    retention: str
+    retain_until: datetime | None
+    consent_text: ConsentText | None
+    signup: SignupEvidence | None
+    repeated_signups: list[RepeatedSignup]
+    mails: list[MailEvidence]
+    confirmation: ConfirmationEvidence | None
+    withdrawal: Withdrawal | None
+    erased_at: datetime | None
+    minimized_at: datetime | None
+    later_events: list[ConsentEvent]
+    events: list[ConsentEvent]
+    ledger: LedgerCheck
+
+
+class ProofList(TypedDict):
+    slug: str
+    name: str
+    controller: str | None
+    privacy_policy_url: str | None
+    purpose: str
+    activecampaign_list_id: int | None
+
+
+class Proof(TypedDict):
+    """The proof of consent for one address on one list (``ProofSchema``)."""
+
+    title: str
+    generated_at: datetime
+    generated_by: str
+    address: str
+    address_hash: str
+    list: ProofList
+    consents: list[ConsentCycle]
+    ledger_ok: bool
+    legal_notes: list[str]
+
+
+class DoubleOptIn(TypedDict):
+    status: str
+    consentText: ConsentText | dict[str, Any]  # noqa: N815 (the receipt's own field names)
+    signup: SignupEvidence | None
+    confirmationMails: list[MailEvidence]  # noqa: N815
+    confirmation: ConfirmationEvidence
+    withdrawal: Withdrawal | None
+    ledger: LedgerCheck
+
+
+class Receipt(TypedDict):
+    """A Kantara Consent Receipt v1.1 with the DOI evidence (``ReceiptSchema``)."""
+
+    version: str
+    jurisdiction: str
+    consentTimestamp: int  # noqa: N815
+    collectionMethod: str  # noqa: N815
+    consentReceiptID: str  # noqa: N815
+    language: str | None
+    piiPrincipalId: str  # noqa: N815
+    piiControllers: list[dict[str, Any]]  # noqa: N815
+    policyUrl: str | None  # noqa: N815
+    services: list[dict[str, Any]]
+    sensitive: bool
+    spiCat: list[str]  # noqa: N815
+    doubleOptIn: DoubleOptIn  # noqa: N815
+
+
 def _first(events: list[ConsentEvent], kind: str) -> ConsentEvent | None:
     return next((e for e in events if e.kind == kind), None)
 
 
-def _template_source(template: str, recorded_sha256: str | None) -> dict[str, Any]:
+class _TemplateCheck(TypedDict):
+    matches_current_template: bool
+    template_source: TemplateSource | None
+
+
+def _template_source(template: str, recorded_sha256: str | None) -> _TemplateCheck:
     """Does the named mail template still hash as recorded? If so, its source.
 
     The hash covers every source the mail is rendered from: its subject, text
@@ -108,11 +241,11 @@ def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[st
         return None
 
 
-def _mail(event: ConsentEvent) -> dict[str, Any]:
+def _mail(event: ConsentEvent) -> MailEvidence:
     details = event.details or {}
-    record = {
+    record: MailEvidence = {
         "kind": event.kind,
-        "sent_at": iso(event.at),
+        "sent_at": event.at,
         "message_id": details.get("message_id"),
         "subject": details.get("subject"),
         "template": details.get("template"),
@@ -120,45 +253,42 @@ def _mail(event: ConsentEvent) -> dict[str, Any]:
         "text_sha256": details.get("text_sha256"),
         "html_sha256": details.get("html_sha256"),
     }
-    if event.kind == "confirmation_sent" and record["template"]:
-        record.update(_template_source(record["template"], record["template_sha256"]))
+    template = record["template"]
+    if event.kind == "confirmation_sent" and template:
+        check = _template_source(template, record["template_sha256"])
+        record.update(check)
         record["reconstructed_text"] = None
-        if record["matches_current_template"]:
+        if check["matches_current_template"]:
             sub = event.subscription
             entered = {"first_name": sub.first_name}  # names are gone after a withdrawal
             shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
                      and e.kind in ("signup_requested", "signup_repeated")]
             text = shown[-1].consent_text if shown else sub.consent_text
-            record["reconstructed_text"] = _reconstruct_confirmation(
-                sub, record["template"], entered, text)
+            record["reconstructed_text"] = _reconstruct_confirmation(sub, template, entered, text)
     return record
 
 
-def _text(text_id: int | None) -> dict[str, Any] | None:
-    text = db.session.get(ConsentText, text_id) if text_id else None
-    if text is None:
-        return None
-    return {**consent_text_record(text),
-            "sha256_verified": hashlib.sha256(text.text.encode()).hexdigest() == text.sha256}
+def _text(text_id: int | None) -> ConsentText | None:
+    return db.session.get(ConsentText, text_id) if text_id else None
 
 
-def _cycle(sub: Subscription) -> dict[str, Any]:
+def _cycle(sub: Subscription) -> ConsentCycle:
     """One consent cycle (one subscription row) as proof."""
     events = list(sub.events)
     signup = _first(events, "signup_requested")
     confirmed = _first(events, "confirmed")
     shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
-    check = ledger.verify(db.session, [sub.id])
+    check = ledger.verify(db.session(), [sub.id])
     signup_details = (signup.details or {}) if signup else {}
     return {
         "subscription_id": sub.id,
         "status": sub.status,
         "address": sub.email,
         "retention": retention_note(sub),
-        "retain_until": iso(sub.retain_until),
+        "retain_until": sub.retain_until,
         "consent_text": _text(shown),
-        "signup": signup and {
-            "at": iso(signup.at),
+        "signup": None if signup is None else {
+            "at": signup.at,
             "ip": signup.ip,
             "user_agent": signup.user_agent,
             "source_url": signup_details.get("source_url"),
@@ -169,28 +299,26 @@ def _cycle(sub: Subscription) -> dict[str, Any]:
             "entered_sha256": signup_details.get("entered_sha256"),
             "fields_entered": signup_details.get("fields_entered"),
             "consent_text": _text(signup.consent_text_id),
-            "redacted_at": iso(signup.redacted_at),
+            "redacted_at": signup.redacted_at,
         },
         "repeated_signups": [
-            {"at": iso(e.at), "ip": e.ip, "user_agent": e.user_agent,
+            {"at": e.at, "ip": e.ip, "user_agent": e.user_agent,
              "action": (e.details or {}).get("action"), "consent_text_id": e.consent_text_id}
             for e in events if e.kind == "signup_repeated"
         ],
         "mails": [_mail(e) for e in events if e.kind in MAIL_SENT],
-        "confirmation": confirmed and {
-            "at": iso(confirmed.at),
+        "confirmation": None if confirmed is None else {
+            "at": confirmed.at,
             "ip": confirmed.ip,
             "user_agent": confirmed.user_agent,
-            "redacted_at": iso(confirmed.redacted_at),
+            "redacted_at": confirmed.redacted_at,
         },
-        "withdrawal": sub.withdrawn_at and {
-            "at": iso(sub.withdrawn_at), "channel": sub.withdrawal_origin,
-        },
-        "erased_at": iso(sub.erased_at),
-        "minimized_at": iso(sub.minimized_at),
-        "later_events": [event_record(e) for e in events
-                         if confirmed is not None and e.seq > confirmed.seq],
-        "events": [event_record(e) for e in events],
+        "withdrawal": {"at": sub.withdrawn_at, "channel": sub.withdrawal_origin}
+        if sub.withdrawn_at else None,
+        "erased_at": sub.erased_at,
+        "minimized_at": sub.minimized_at,
+        "later_events": [e for e in events if confirmed is not None and e.seq > confirmed.seq],
+        "events": events,
         "ledger": {
             "ok": check.ok,
             "events": check.events,
@@ -200,7 +328,7 @@ def _cycle(sub: Subscription) -> dict[str, Any]:
     }
 
 
-def _list_info(mailing_list: MailingList) -> dict[str, Any]:
+def _list_info(mailing_list: MailingList) -> ProofList:
     settings = current_settings()
     return {
         "slug": mailing_list.slug,
@@ -212,19 +340,17 @@ def _list_info(mailing_list: MailingList) -> dict[str, Any]:
     }
 
 
-def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof") -> dict[str, Any]:
+def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof") -> Proof:
     """The proof for the address on the list; audited, and noted on each cycle's ledger.
 
     Raises :class:`UnknownList`, :class:`NoConsent` or ``rights.InvalidAddress``.
     """
     email, digest = identify(raw_email)
-    mailing_list = lists.get_list(list_slug)
-    if mailing_list is None:
-        raise UnknownList(list_slug)
+    mailing_list = lists.require_list(list_slug)
     subs = subscriptions_of(digest, list_id=mailing_list.id, lock=True)
     audit.record(actor, "proof", email_hash=digest,
                  details={"list": list_slug, "format": purpose, "subscriptions": len(subs)})
-    audit.note_on_ledger(subs, "proof_printed", actor, purpose=purpose)
+    audit.note_on_ledger(subs, EventKind.PROOF_PRINTED, actor, purpose=purpose)
     db.session.commit()
     if not subs:
         raise NoConsent(f"nothing is recorded for this address on list {list_slug!r}")
@@ -232,7 +358,7 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
     cycles = [_cycle(s) for s in reversed(subs)]
     return {
         "title": "Proof of consent (double opt-in)",
-        "generated_at": iso(utcnow()),
+        "generated_at": utcnow(),
         "generated_by": actor,
         "address": email,
         "address_hash": digest,
@@ -253,35 +379,31 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
     }
 
 
-def _epoch(value: str | None) -> int | None:
-    return int(datetime.fromisoformat(value).timestamp()) if value else None
-
-
-def receipt(proof: dict[str, Any]) -> dict[str, Any]:
+def receipt(proof: Proof) -> Receipt:
     """The newest confirmed consent as a Kantara Consent Receipt v1.1, plus DOI evidence.
 
     The Kantara fields come first and keep their names; ``doubleOptIn`` is the
     extension carrying the evidence. Raises :class:`NoConsent` if no cycle was
     ever confirmed.
     """
-    cycle = next((c for c in proof["consents"] if c["confirmation"]), None)
-    if cycle is None:
+    found = next(((c, c["confirmation"]) for c in proof["consents"] if c["confirmation"]), None)
+    if found is None:
         raise NoConsent("this address never confirmed a subscription to this list")
+    cycle, confirmation = found
     info = proof["list"]
     settings = current_settings()
     third_party = info["activecampaign_list_id"] is not None
-    text = cycle["consent_text"] or {}
-    pii = ["email address"] + [
-        f"{k.replace('_', ' ')} (as entered)" for k in (cycle["signup"] or {}).get("fields_entered") or []
-    ]
+    text = cycle["consent_text"]
+    entered = (cycle["signup"] or {"fields_entered": None})["fields_entered"] or []
+    pii = ["email address"] + [f"{k.replace('_', ' ')} (as entered)" for k in entered]
     return {
         "version": RECEIPT_VERSION,
         "jurisdiction": "DE",
-        "consentTimestamp": _epoch(cycle["confirmation"]["at"]),
+        "consentTimestamp": int(confirmation["at"].timestamp()),
         "collectionMethod": COLLECTION_METHOD,
         "consentReceiptID": str(uuid.uuid5(
             uuid.NAMESPACE_URL, f"{settings.base_url}/consent/{cycle['subscription_id']}")),
-        "language": text.get("locale"),
+        "language": text.locale if text else None,
         "piiPrincipalId": proof["address"],
         "piiControllers": [{
             "piiController": info["controller"],
@@ -307,37 +429,35 @@ def receipt(proof: dict[str, Any]) -> dict[str, Any]:
         }],
         "sensitive": False,
         "spiCat": [],
+        # ReceiptSchema writes out the parts of these records a receipt carries.
         "doubleOptIn": {
             "status": cycle["status"],
-            "consentText": {k: text.get(k) for k in ("version", "locale", "sha256", "text")},
-            "signup": cycle["signup"] and {k: cycle["signup"][k]
-                                           for k in ("at", "ip", "user_agent", "source_url")},
-            "confirmationMails": [
-                {k: m[k] for k in ("sent_at", "message_id", "template", "template_sha256",
-                                   "text_sha256", "html_sha256")}
-                for m in cycle["mails"] if m["kind"] == "confirmation_sent"
-            ],
-            "confirmation": {k: cycle["confirmation"][k] for k in ("at", "ip", "user_agent")},
+            "consentText": text or {},
+            "signup": cycle["signup"],
+            "confirmationMails": [m for m in cycle["mails"] if m["kind"] == "confirmation_sent"],
+            "confirmation": confirmation,
             "withdrawal": cycle["withdrawal"],
-            "ledger": {"verified": cycle["ledger"]["ok"], "events": cycle["ledger"]["events"],
-                       "head": cycle["ledger"]["head"]},
+            "ledger": cycle["ledger"],
         },
     }
 
 
-def render_html(proof: dict[str, Any], *, standalone: bool = False) -> str:
-    """The printable page. ``standalone`` inlines the stylesheet (a file saved from
-    the CLI must print without the service); served pages link it (CSP)."""
+def render_html(record: Proof, *, standalone: bool = False) -> str:
+    """The printable page, from the same JSON the API answers. ``standalone`` inlines
+    the stylesheet (a file saved from the CLI must print without the service); served
+    pages link it (CSP)."""
     css = (Path(current_app.static_folder or "") / "optin.css").read_text() if standalone else None
-    context = {"proof": proof, "brand": current_app.extensions["optin.brand"], "inline_css": css}
+    context = {"proof": ProofSchema().dump(record), "brand": current_app.extensions["optin.brand"],
+               "inline_css": css}
     if has_request_context():
         return render_template("pages/proof.html", **context)
     with current_app.test_request_context(base_url=current_settings().base_url):
         return render_template("pages/proof.html", **context)
 
 
-def render_text(proof: dict[str, Any]) -> str:
+def render_text(record: Proof) -> str:
     """Plain text for the terminal (``optin proof``); the JSON has everything."""
+    proof = ProofSchema().dump(record)
     out: list[str] = []
     info = proof["list"]
 

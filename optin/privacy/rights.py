@@ -9,20 +9,23 @@ touched, in the same transaction as its effect.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
 from optin.consent import ledger, subscriptions
-from optin.consent.addresses import address_hash, normalize_email
+from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
     ACTIVE_STATUSES,
     ConsentEvent,
     ConsentText,
+    EventKind,
     MailingList,
     OutboxItem,
+    OutboxKind,
+    OutboxStatus,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -31,6 +34,9 @@ from optin.models import (
 from optin.privacy import audit
 
 S = SubscriptionStatus
+
+__all__ = ["InvalidAddress", "erase", "export", "identify", "iso", "lookup", "retention_note",
+           "subscriptions_of", "summary"]
 
 ART_17_3_E = (
     "Art. 17(3)(e) GDPR: the record of the consent is kept only as long as it is needed to "
@@ -55,8 +61,85 @@ KEPT_AFTER_MINIMIZATION = [
 ]
 
 
-class InvalidAddress(ValueError):
-    """The string given is not an email address."""
+class SubscriptionSummary(TypedDict):
+    """A consent cycle in brief, with how long it is kept (``SubscriptionSummarySchema``)."""
+
+    id: int
+    list: str
+    status: str
+    created_at: datetime
+    confirmed_at: datetime | None
+    withdrawn_at: datetime | None
+    withdrawal_origin: str | None
+    erased_at: datetime | None
+    minimized_at: datetime | None
+    retain_until: datetime | None
+    retention: str
+
+
+class SubscriptionRecord(SubscriptionSummary):
+    """Everything stored on a consent cycle, events included (``SubscriptionRecordSchema``)."""
+
+    list_name: str
+    email: str | None
+    locale: str | None
+    first_name: str | None
+    last_name: str | None
+    fields: dict[str, Any] | None
+    source_url: str | None
+    consent_text_id: int | None
+    activecampaign_contact_id: str | None
+    events: list[ConsentEvent]
+
+
+class SuppressionRecord(TypedDict):
+    list: str
+    reason: str | None
+    since: datetime
+
+
+class ContactExport(TypedDict):
+    """Art. 15 / Art. 20 (``ContactExportSchema``)."""
+
+    address: str
+    address_hash: str
+    generated_at: datetime
+    purpose: str
+    recipients: list[str]
+    subscriptions: list[SubscriptionRecord]
+    consent_texts: list[ConsentText]
+    suppressions: list[SuppressionRecord]
+
+
+class ContactLookup(TypedDict):
+    """An address's consent cycles in brief (``ContactLookupSchema``)."""
+
+    address: str
+    address_hash: str
+    subscriptions: list[SubscriptionSummary]
+
+
+class ErasedSubscription(TypedDict):
+    subscription_id: int
+    list: str
+    status_before: str
+    status: str
+    deleted_now: list[str]
+    kept: list[str]
+    kept_until: datetime | None
+    retention: str
+
+
+class Erasure(TypedDict):
+    """What Art. 17 erasure deleted now and what it keeps as proof (``ErasureSchema``)."""
+
+    address_hash: str
+    erased_at: datetime
+    found: bool
+    detail: str
+    legal_basis: str | None
+    activecampaign: str
+    subscriptions: list[ErasedSubscription]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -65,12 +148,7 @@ def iso(value: datetime | None) -> str | None:
 
 def identify(raw: str) -> tuple[str, str]:
     """Normalized address and its keyed hash (raises :class:`InvalidAddress`)."""
-    from optin.consent.addresses import InvalidAddress as _Invalid
-
-    try:
-        email = normalize_email(raw)
-    except _Invalid as exc:
-        raise InvalidAddress(str(exc)) from None
+    email = normalize_email(raw)
     return email, address_hash(email, current_settings().hash_key)
 
 
@@ -100,54 +178,25 @@ def retention_note(sub: Subscription) -> str:
             "kinds and dates remain.")
 
 
-def event_record(event: ConsentEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "kind": event.kind,
-        "at": iso(event.at),
-        "origin": event.origin,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "consent_text_id": event.consent_text_id,
-        "details": event.details or {},
-        "redacted_at": iso(event.redacted_at),
-        "content_hash": event.content_hash,
-        "chain_hash": event.chain_hash,
-    }
-
-
-def consent_text_record(text: ConsentText) -> dict[str, Any]:
-    return {
-        "id": text.id,
-        "list": text.mailing_list.slug,
-        "locale": text.locale,
-        "version": text.version,
-        "text": text.text,
-        "sha256": text.sha256,
-        "privacy_policy_version": text.privacy_policy_version,
-        "created_at": iso(text.created_at),
-    }
-
-
-def subscription_summary(sub: Subscription) -> dict[str, Any]:
+def summary(sub: Subscription) -> SubscriptionSummary:
     return {
         "id": sub.id,
         "list": sub.mailing_list.slug,
         "status": sub.status,
-        "created_at": iso(sub.created_at),
-        "confirmed_at": iso(sub.confirmed_at),
-        "withdrawn_at": iso(sub.withdrawn_at),
+        "created_at": sub.created_at,
+        "confirmed_at": sub.confirmed_at,
+        "withdrawn_at": sub.withdrawn_at,
         "withdrawal_origin": sub.withdrawal_origin,
-        "erased_at": iso(sub.erased_at),
-        "minimized_at": iso(sub.minimized_at),
-        "retain_until": iso(sub.retain_until),
+        "erased_at": sub.erased_at,
+        "minimized_at": sub.minimized_at,
+        "retain_until": sub.retain_until,
         "retention": retention_note(sub),
     }
 
 
-def _subscription_record(sub: Subscription) -> dict[str, Any]:
+def _record(sub: Subscription) -> SubscriptionRecord:
     return {
-        **subscription_summary(sub),
+        **summary(sub),
         "list_name": sub.mailing_list.name,
         "email": sub.email,
         "locale": sub.locale,
@@ -157,11 +206,11 @@ def _subscription_record(sub: Subscription) -> dict[str, Any]:
         "source_url": sub.source_url,
         "consent_text_id": sub.consent_text_id,
         "activecampaign_contact_id": sub.ac_contact_id,
-        "events": [event_record(e) for e in sub.events],
+        "events": list(sub.events),
     }
 
 
-def export(raw_email: str, actor: str) -> dict[str, Any]:
+def export(raw_email: str, actor: str) -> ContactExport:
     """Everything stored about the address (Art. 15 access, Art. 20 portability).
 
     Audited as ``access`` and noted as ``accessed`` on each subscription's
@@ -170,15 +219,15 @@ def export(raw_email: str, actor: str) -> dict[str, Any]:
     email, digest = identify(raw_email)
     subs = subscriptions_of(digest, lock=True)
     audit.record(actor, "access", email_hash=digest, details={"subscriptions": len(subs)})
-    audit.note_on_ledger(subs, "accessed", actor, purpose="access")
+    audit.note_on_ledger(subs, EventKind.ACCESSED, actor, purpose="access")
     db.session.commit()
 
     subs = subscriptions_of(digest)
     text_ids = {s.consent_text_id for s in subs} | {
         e.consent_text_id for s in subs for e in s.events}
-    texts = db.session.scalars(
+    texts = list(db.session.scalars(
         select(ConsentText).where(ConsentText.id.in_(text_ids - {None})).order_by(ConsentText.id)
-    ).all()
+    ))
     suppressions = db.session.execute(
         select(MailingList.slug, Suppression.reason, Suppression.created_at)
         .join(MailingList, MailingList.id == Suppression.list_id)
@@ -191,29 +240,29 @@ def export(raw_email: str, actor: str) -> dict[str, Any]:
     return {
         "address": email,
         "address_hash": digest,
-        "generated_at": iso(utcnow()),
+        "generated_at": utcnow(),
         "purpose": "Newsletter by email, with the consent given by double opt-in (Art. 6(1)(a) "
                    "GDPR); proof of that consent (Art. 7(1) GDPR).",
         "recipients": recipients,
-        "subscriptions": [_subscription_record(s) for s in subs],
-        "consent_texts": [consent_text_record(t) for t in texts],
-        "suppressions": [{"list": slug, "reason": reason, "since": iso(at)}
+        "subscriptions": [_record(s) for s in subs],
+        "consent_texts": texts,
+        "suppressions": [{"list": slug, "reason": reason, "since": at}
                          for slug, reason, at in suppressions],
     }
 
 
-def lookup(raw_email: str, actor: str) -> dict[str, Any]:
+def lookup(raw_email: str, actor: str) -> ContactLookup:
     """The address's subscriptions in brief (no events), audited as ``lookup``."""
     email, digest = identify(raw_email)
     subs = subscriptions_of(digest, lock=True)
     audit.record(actor, "lookup", email_hash=digest, details={"subscriptions": len(subs)})
-    audit.note_on_ledger(subs, "accessed", actor, purpose="lookup")
+    audit.note_on_ledger(subs, EventKind.ACCESSED, actor, purpose="lookup")
     db.session.commit()
     return {"address": email, "address_hash": digest,
-            "subscriptions": [subscription_summary(s) for s in subscriptions_of(digest)]}
+            "subscriptions": [summary(s) for s in subscriptions_of(digest)]}
 
 
-def erase(raw_email: str, actor: str) -> dict[str, Any]:
+def erase(raw_email: str, actor: str) -> Erasure:
     """Art. 17 erasure of the address on every list, in one transaction.
 
     Active subscriptions are withdrawn (kind ``erased``, origin ``operator``),
@@ -227,21 +276,21 @@ def erase(raw_email: str, actor: str) -> dict[str, Any]:
     _, digest = identify(raw_email)
     now = utcnow()
     subs = subscriptions_of(digest, lock=True)
-    results = []
+    results: list[ErasedSubscription] = []
     pushed = False
     for sub in subs:
         was = sub.status
         if was in ACTIVE_STATUSES:
-            subscriptions.withdraw(sub, origin="operator", kind="erased", at=now,
+            subscriptions.withdraw(sub, origin="operator", kind=EventKind.ERASED, at=now,
                                    details={"actor": actor})
             pushed = True
             # Someone who asked for erasure gets no "you have been unsubscribed" mail.
             db.session.flush()
             db.session.execute(delete(OutboxItem).where(
-                OutboxItem.subscription_id == sub.id, OutboxItem.kind == "goodbye_mail",
-                OutboxItem.status == "pending"))
+                OutboxItem.subscription_id == sub.id, OutboxItem.kind == OutboxKind.GOODBYE_MAIL,
+                OutboxItem.status == OutboxStatus.PENDING))
         else:
-            ledger.append(sub, "erased", origin="operator", at=now,
+            ledger.append(sub, EventKind.ERASED, origin="operator", at=now,
                           details={"actor": actor, "was": was})
         sub.first_name = sub.last_name = None
         sub.fields = None
@@ -254,23 +303,23 @@ def erase(raw_email: str, actor: str) -> dict[str, Any]:
             "status": sub.status,
             "deleted_now": ["first_name", "last_name", "fields"],
             "kept": KEPT_AFTER_MINIMIZATION if minimized else KEPT_AS_PROOF,
-            "kept_until": None if minimized else iso(sub.retain_until),
+            "kept_until": None if minimized else sub.retain_until,
             "retention": retention_note(sub),
         })
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed})
     db.session.commit()
-    lapse_dates = [r["kept_until"] for r in results if r["kept_until"]]
+    lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
         detail = "Nothing is stored about this address."
     else:
         detail = ("Personal data not needed as proof of consent was deleted now. "
-                  + (f"The proof of consent is kept until {max(lapse_dates)} at the latest, "
+                  + (f"The proof of consent is kept until {max(lapse_dates).isoformat()} at the latest, "
                      "blocked from every other use, then minimized automatically."
                      if lapse_dates else "The records were already minimized."))
     return {
         "address_hash": digest,
-        "erased_at": iso(now),
+        "erased_at": now,
         "found": bool(subs),
         "detail": detail,
         "legal_basis": ART_17_3_E if lapse_dates else None,

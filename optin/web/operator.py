@@ -3,8 +3,9 @@
 Every route needs ``Authorization: Bearer <token>`` with a token from
 ``OPTIN_ADMIN_TOKENS``; missing, empty and wrong tokens all get the same 401.
 Every call is audited under the token's name (never the token). The views
-only parse and answer: the work is in rights.py, proof.py, retention.py and
-outbox.py.
+only parse and answer: the query strings and the answers are the schemas in
+``optin/schemas.py``, the work is in rights.py, proof.py, retention.py and
+outbox.py, and the domain's errors become problems once, below.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Response, g, jsonify, request
 from flask_smorest import Blueprint
-from sqlalchemy import func, select
+from werkzeug.exceptions import UnprocessableEntity
 
 from optin.config import current_settings
 from optin.consent import lists
+from optin.consent import stats as consent_stats
+from optin.consent.addresses import InvalidAddress
 from optin.delivery import outbox
 from optin.extensions import db
-from optin.models import LOCALES, MailingList, OutboxItem, Subscription, Suppression
-from optin.ops.problems import problem
+from optin.models import MailingList, OutboxItem, RetentionRun
+from optin.ops.problems import field_errors, problem
 from optin.privacy import audit, proof, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
@@ -49,7 +53,7 @@ from optin.web.pages import page_responses
 log = logging.getLogger(__name__)
 
 bp = Blueprint("operator", __name__, description="Operator API (bearer token)")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 MAX_ID = 2**63 - 1  # BIGINT: a larger id would be a database error, not a 404
 WHEN = "2026-05-02T08:41:07.000000+00:00"
 SUMMARY_EXAMPLE = {
@@ -61,9 +65,9 @@ SUMMARY_EXAMPLE = {
 LIST_EXAMPLE = {
     "slug": "newsletter", "name": "Example Newsletter", "ac_list_id": 1, "default_locale": "de",
     "redirect_urls": ["https://www.example.com/danke"], "origins": ["https://www.example.com"],
-    "send_welcome": True, "send_goodbye": False, "controller": "Example GmbH",
-    "privacy_policy_url": "https://www.example.com/datenschutz", "purpose": None,
-    "created_at": WHEN,
+    "send_welcome": True, "send_goodbye": False, "sender": None, "reply_to": None,
+    "controller": "Example GmbH", "privacy_policy_url": "https://www.example.com/datenschutz",
+    "purpose": None, "created_at": WHEN,
 }
 BACKLOG_EXAMPLE = {"pending": 3, "due": 1, "dead": 0, "oldest_pending_age_seconds": 12.5}
 PROBLEMS = {
@@ -72,19 +76,24 @@ PROBLEMS = {
     409: "The outbox row is not a dead letter",
     422: "A query parameter is missing or invalid",
 }
+Query = Mapping[str, Any]
 
 
 def documented(schema: type, *, query: type | None = None, errors: tuple[int, ...] = (),
-               example: dict[str, Any] | None = None, **doc: Any) -> Any:
-    """OpenAPI for an operator route: bearer security, its query, its answer and problems."""
+               example: dict[str, Any] | None = None,
+               **doc: Any) -> Callable[[Callable[..., Any]], Any]:
+    """An operator route: its query parsed by ``query`` (the view gets the result),
+    its answer dumped by ``schema``, and OpenAPI for both, the bearer token and the
+    problems it may answer."""
 
-    def decorate(view: Any) -> Any:
+    def decorate(view: Callable[..., Any]) -> Any:
         for status in sorted({401, *errors}, reverse=True):
             view = bp.alt_response(status, schema=ProblemSchema, description=PROBLEMS[status],
                                    content_type="application/problem+json")(view)
         view = bp.response(200, schema, example=example)(view)
-        parameters = [{"in": "query", "schema": query}] if query else []
-        return bp.doc(security=SECURITY, parameters=parameters, **doc)(view)
+        if query is not None:
+            view = bp.arguments(query, location="query")(view)
+        return bp.doc(security=SECURITY, **doc)(view)
 
     return decorate
 
@@ -130,18 +139,31 @@ def _actor() -> str:
     return g.operator
 
 
-def _arg(name: str) -> str | None:
-    return (request.args.get(name) or "").strip() or None
+# --- the domain's errors, answered once for every route --------------------------------
 
 
-def _missing(*names: str) -> Response:
-    return problem(422, "Unprocessable Content", "Required query parameters are missing.",
-                   errors={n: ["Missing data for required field."] for n in names})
+@bp.errorhandler(UnprocessableEntity)
+def _invalid_query(exc: UnprocessableEntity) -> Response:
+    errors = field_errors(exc)
+    extra: dict[str, Any] = {"errors": errors} if errors else {}
+    return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
+                   **extra)
 
 
-def _bad_address(exc: Exception) -> Response:
+@bp.errorhandler(InvalidAddress)
+def _bad_address(exc: InvalidAddress) -> Response:
     return problem(422, "Unprocessable Content", "Not an email address.",
                    errors={"email": [str(exc)]})
+
+
+@bp.errorhandler(lists.UnknownList)
+def _unknown_list(exc: lists.UnknownList) -> Response:
+    return problem(404, "Not Found", f"No list {exc.args[0]!r}.")
+
+
+@bp.errorhandler(proof.NoConsent)
+def _no_consent(exc: proof.NoConsent) -> Response:
+    return problem(404, "Not Found", str(exc).capitalize() + ".")
 
 
 def _audited(action: str, **details: Any) -> None:
@@ -154,43 +176,28 @@ def _audited(action: str, **details: Any) -> None:
 
 @bp.route("/v1/contacts", methods=["GET"])
 @documented(ContactExportSchema, query=EmailQuerySchema, errors=(422,))
-def access() -> Response:
+def access(query: Query) -> rights.ContactExport:
     """Everything stored about an address, as JSON (Art. 15 access, Art. 20 portability)."""
-    if not (email := _arg("email")):
-        return _missing("email")
-    try:
-        return jsonify(rights.export(email, _actor()))
-    except rights.InvalidAddress as exc:
-        return _bad_address(exc)
+    return rights.export(query["email"], _actor())
 
 
 @bp.route("/v1/contacts", methods=["DELETE"])
 @documented(ErasureSchema, query=EmailQuerySchema, errors=(422,))
-def erase() -> Response:
+def erase(query: Query) -> rights.Erasure:
     """Erasure (Art. 17): personal data deleted now, proof kept until it lapses (Art. 17(3)(e))."""
-    if not (email := _arg("email")):
-        return _missing("email")
-    try:
-        return jsonify(rights.erase(email, _actor()))
-    except rights.InvalidAddress as exc:
-        return _bad_address(exc)
+    return rights.erase(query["email"], _actor())
 
 
 @bp.route("/v1/contacts/subscriptions", methods=["GET"])
 @documented(ContactLookupSchema, query=EmailQuerySchema, errors=(422,), example={
     "address": "anna@example.org", "address_hash": "3f5a…", "subscriptions": [SUMMARY_EXAMPLE]})
-def contact_subscriptions() -> Response:
+def contact_subscriptions(query: Query) -> rights.ContactLookup:
     """An address's subscriptions in brief: list, status, dates, retention."""
-    if not (email := _arg("email")):
-        return _missing("email")
-    try:
-        return jsonify(rights.lookup(email, _actor()))
-    except rights.InvalidAddress as exc:
-        return _bad_address(exc)
+    return rights.lookup(query["email"], _actor())
 
 
-def _proof_format() -> str:
-    chosen = _arg("format")
+def _proof_format(query: Query) -> str:
+    chosen: str | None = query.get("format")
     if chosen:
         return chosen
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
@@ -205,119 +212,57 @@ def _proof_format() -> str:
                      "content": {"application/json": {"schema": {"anyOf": [ProofSchema,
                                                                            ReceiptSchema]}},
                                  **page_responses(_200="")[200]["content"]}}})
-def proof_of_consent() -> Response:
+def proof_of_consent(query: Query) -> proof.Proof | Response:
     """The proof of consent for an address on a list (JSON, printable HTML, or receipt)."""
-    email, slug, fmt = _arg("email"), _arg("list"), _proof_format()
-    if not email or not slug:
-        return _missing(*[n for n, v in (("email", email), ("list", slug)) if not v])
-    if fmt not in {"json", "html", "receipt"}:
-        return problem(422, "Unprocessable Content", "format must be json, html or receipt.",
-                       errors={"format": ["Must be one of: json, html, receipt."]})
-    try:
-        record = proof.build(email, slug, _actor(), purpose=fmt)
-        if fmt == "receipt":
-            return jsonify(proof.receipt(record))
-    except rights.InvalidAddress as exc:
-        return _bad_address(exc)
-    except proof.UnknownList:
-        return problem(404, "Not Found", f"No list {slug!r}.")
-    except proof.NoConsent as exc:
-        return problem(404, "Not Found", str(exc).capitalize() + ".")
+    fmt = _proof_format(query)
+    record = proof.build(query["email"], query["list"], _actor(), purpose=fmt)
+    if fmt == "receipt":  # not the route's default answer: dumped here
+        return jsonify(ReceiptSchema().dump(proof.receipt(record)))
     if fmt == "html":
         return Response(proof.render_html(record), mimetype="text/html")
-    return jsonify(record)
+    return record
 
 
 @bp.route("/v1/contacts/receipt", methods=["GET"])
 @documented(ReceiptSchema, query=ProofQuerySchema, errors=(404, 422))
-def consent_receipt() -> Response:
+def consent_receipt(query: Query) -> proof.Receipt:
     """The newest confirmed consent as a Kantara Consent Receipt v1.1 (same as ?format=receipt)."""
-    email, slug = _arg("email"), _arg("list")
-    if not email or not slug:
-        return _missing(*[n for n, v in (("email", email), ("list", slug)) if not v])
-    try:
-        return jsonify(proof.receipt(proof.build(email, slug, _actor(), purpose="receipt")))
-    except rights.InvalidAddress as exc:
-        return _bad_address(exc)
-    except proof.UnknownList:
-        return problem(404, "Not Found", f"No list {slug!r}.")
-    except proof.NoConsent as exc:
-        return problem(404, "Not Found", str(exc).capitalize() + ".")
+    return proof.receipt(proof.build(query["email"], query["list"], _actor(), purpose="receipt"))
 
 
 # --- lists and consent texts ------------------------------------------------------------
 
 
-def _list_record(mailing_list: MailingList) -> dict[str, Any]:
-    return {
-        "slug": mailing_list.slug,
-        "name": mailing_list.name,
-        "ac_list_id": mailing_list.ac_list_id,
-        "default_locale": mailing_list.default_locale,
-        "redirect_urls": mailing_list.redirect_urls,
-        "origins": mailing_list.origins,
-        "send_welcome": mailing_list.send_welcome,
-        "send_goodbye": mailing_list.send_goodbye,
-        "controller": mailing_list.controller,
-        "privacy_policy_url": mailing_list.privacy_policy_url,
-        "purpose": mailing_list.purpose,
-        "created_at": rights.iso(mailing_list.created_at),
-    }
-
-
 @bp.route("/v1/lists", methods=["GET"])
 @documented(ListsSchema, example={"lists": [LIST_EXAMPLE]})
-def all_lists() -> Response:
+def all_lists() -> dict[str, list[MailingList]]:
     """All lists."""
-    records = [_list_record(m) for m in lists.all_lists()]
+    found = lists.all_lists()
     _audited("lists")
-    return jsonify(lists=records)
+    return {"lists": found}
+
+
+def _audited_list(action: str, slug: str) -> MailingList:
+    mailing_list = lists.require_list(slug)
+    _audited(action, list=slug)
+    return mailing_list
 
 
 @bp.route("/v1/lists/<slug>", methods=["GET"])
 @documented(ListDetailSchema, errors=(404,))
-def one_list(slug: str) -> Response:
-    """One list with its current consent texts."""
-    mailing_list = lists.get_list(slug)
-    if mailing_list is None:
-        return problem(404, "Not Found", f"No list {slug!r}.")
-    record = _list_record(mailing_list)
-    record["current_consent_texts"] = {
-        locale: rights.consent_text_record(text) for locale in LOCALES
-        if (text := lists.current_text(mailing_list, locale)) is not None
-    }
-    _audited("list", list=slug)
-    return jsonify(record)
+def one_list(slug: str) -> MailingList:
+    """One list with its consent texts: the current one per locale, and every version."""
+    return _audited_list("list", slug)
 
 
 @bp.route("/v1/lists/<slug>/consent-texts", methods=["GET"])
 @documented(ConsentTextsSchema, errors=(404,))
-def consent_texts(slug: str) -> Response:
+def consent_texts(slug: str) -> MailingList:
     """Every version of a list's consent texts, as shown to signups."""
-    mailing_list = lists.get_list(slug)
-    if mailing_list is None:
-        return problem(404, "Not Found", f"No list {slug!r}.")
-    texts = [rights.consent_text_record(t) for t in
-             sorted(mailing_list.consent_texts, key=lambda t: (t.locale, t.version))]
-    _audited("consent_texts", list=slug)
-    return jsonify(list=slug, consent_texts=texts)
+    return _audited_list("consent_texts", slug)
 
 
 # --- outbox, retention, stats ---------------------------------------------------------
-
-
-def _outbox_record(item: OutboxItem) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "kind": item.kind,
-        "status": item.status,
-        "subscription_id": item.subscription_id,
-        "attempts": item.attempts,
-        "next_attempt_at": rights.iso(item.next_attempt_at),
-        "last_error": item.last_error,
-        "created_at": rights.iso(item.created_at),
-        "finished_at": rights.iso(item.finished_at),
-    }
 
 
 @bp.route("/v1/outbox", methods=["GET"])
@@ -327,24 +272,17 @@ def _outbox_record(item: OutboxItem) -> dict[str, Any]:
                "last_error": "PermanentFailure: ActiveCampaign 422: list not found",
                "created_at": WHEN, "finished_at": WHEN}],
     "backlog": BACKLOG_EXAMPLE})
-def outbox_items() -> Response:
+def outbox_items(query: Query) -> dict[str, Any]:
     """Recent outbox rows, newest first; ``?status=dead`` for the dead letters."""
-    status = _arg("status")
-    if status not in (None, outbox.PENDING, outbox.DONE, outbox.DEAD):
-        return problem(422, "Unprocessable Content", "status must be pending, done or dead.")
-    try:
-        limit = min(max(int(_arg("limit") or 100), 1), 1000)
-    except ValueError:
-        return problem(422, "Unprocessable Content", "limit must be a number.")
-    records = [_outbox_record(i) for i in outbox.items(status, limit)]
+    found = outbox.items(query.get("status"), query["limit"])
     backlog = outbox.backlog()
-    _audited("outbox", status=status)
-    return jsonify(items=records, backlog=backlog)
+    _audited("outbox", status=query.get("status"))
+    return {"items": found, "backlog": backlog}
 
 
 @bp.route(f"/v1/outbox/<int(max={MAX_ID}):item_id>/retry", methods=["POST"])
 @documented(OutboxItemSchema, errors=(404, 409))
-def outbox_retry(item_id: int) -> Response:
+def outbox_retry(item_id: int) -> OutboxItem | Response:
     """Queue a dead letter again after fixing its cause."""
     item = db.session.get(OutboxItem, item_id)
     if item is None:
@@ -353,45 +291,29 @@ def outbox_retry(item_id: int) -> Response:
         return problem(409, "Conflict", f"Outbox row {item_id} is {item.status}, not dead.")
     outbox.retry_dead([item_id])
     _audited("outbox_retry", outbox_id=item_id)
-    return jsonify(_outbox_record(db.session.get(OutboxItem, item_id)))
-
-
-def _run_record(run: Any) -> dict[str, Any]:
-    return {"id": run.id, "as_of": rights.iso(run.as_of), "dry_run": run.dry_run,
-            "host": run.host, "started_at": rights.iso(run.started_at),
-            "finished_at": rights.iso(run.finished_at), "counts": run.counts}
+    return item  # committed, so it reads the row again
 
 
 @bp.route("/v1/retention/runs", methods=["GET"])
 @documented(RetentionRunsSchema)
-def retention_runs() -> Response:
+def retention_runs() -> dict[str, list[RetentionRun]]:
     """The last retention runs: when, as of when, what they minimized."""
-    records = [_run_record(r) for r in retention.recent_runs()]
+    runs = retention.recent_runs()
     _audited("retention_runs")
-    return jsonify(runs=records)
+    return {"runs": runs}
 
 
 @bp.route("/v1/stats", methods=["GET"])
 @documented(StatsSchema, example={
     "subscriptions": {"newsletter": {"confirmed": 120, "pending": 4, "unsubscribed": 9}},
     "suppressions": 9, "outbox": BACKLOG_EXAMPLE, "last_retention_run": None})
-def stats() -> Response:
+def stats() -> dict[str, Any]:
     """Subscriptions per list and status, suppressions, outbox backlog, last retention run."""
-    per_list: dict[str, dict[str, int]] = {m.slug: {} for m in lists.all_lists()}
-    rows = db.session.execute(
-        select(MailingList.slug, Subscription.status, func.count())
-        .join(Subscription, Subscription.list_id == MailingList.id)
-        .group_by(MailingList.slug, Subscription.status)
-    ).all()
-    for slug, status, count in rows:
-        per_list[slug][status] = count
-    suppressed = db.session.scalar(select(func.count()).select_from(Suppression))
-    runs = retention.recent_runs(1)
     body = {
-        "subscriptions": per_list,
-        "suppressions": suppressed,
+        "subscriptions": consent_stats.subscriptions_per_list(),
+        "suppressions": consent_stats.suppressions(),
         "outbox": outbox.backlog(),
-        "last_retention_run": _run_record(runs[0]) if runs else None,
+        "last_retention_run": next(iter(retention.recent_runs(1)), None),
     }
     _audited("stats")
-    return jsonify(body)
+    return body

@@ -187,3 +187,24 @@ def test_concurrent_workers_never_send_a_row_twice(app, client, newsletter, mail
     assert len(recipients) == 120
     assert len(set(recipients)) == 120
     assert {r.status for r in _rows(app)} == {"done"}
+
+
+def test_backlog_per_kind_and_in_total_come_from_one_query(app):
+    now = utcnow()
+    rows = [("confirm_mail", "pending", now - timedelta(minutes=10), now - timedelta(seconds=1)),
+            ("confirm_mail", "pending", now - timedelta(minutes=1), now + timedelta(hours=1)),
+            ("welcome_mail", "dead", now - timedelta(days=1), now - timedelta(days=1)),
+            ("welcome_mail", "done", now - timedelta(days=2), now - timedelta(days=2))]
+    with app.app_context():
+        for kind, status, created, due in rows:
+            item = OutboxItem.pending(kind)
+            item.status, item.created_at, item.next_attempt_at = status, created, due
+            db.session.add(item)
+        db.session.commit()
+        assert outbox.backlog_by_kind(now) == [
+            outbox.KindBacklog("confirm_mail", pending=2, due=1, dead=0,
+                               oldest_pending=now - timedelta(minutes=10)),
+            outbox.KindBacklog("welcome_mail", pending=0, due=0, dead=1, oldest_pending=None),
+        ]
+        assert outbox.backlog(now) == {"pending": 2, "due": 1, "dead": 1,
+                                       "oldest_pending_age_seconds": 600.0}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -174,6 +176,31 @@ def test_lists_and_consent_texts(client, app, newsletter, runner):
     assert all(len(t["sha256"]) == 64 for t in texts)
     assert client.get("/v1/lists/nope", headers=AUTH).status_code == 404
     assert client.get("/v1/lists/nope/consent-texts", headers=AUTH).status_code == 404
+
+
+def test_lists_show_json_is_the_api_answer(client, runner, newsletter):
+    assert runner.invoke(args=["lists", "update", "newsletter", "--sender",
+                               "News <news@example.com>"]).exit_code == 0
+    shown = runner.invoke(args=["lists", "show", "newsletter", "--json"])
+    assert shown.exit_code == 0, shown.output
+    answer = client.get("/v1/lists/newsletter", headers=AUTH).json
+    assert json.loads(shown.output) == answer
+    assert answer["sender"] == "News <news@example.com>"
+    assert [(t["locale"], t["version"]) for t in answer["consent_texts"]] == [("de", 1), ("en", 1)]
+
+
+def test_outbox_query_is_validated_and_its_limit_clamped(client, signed_up):
+    signed_up("anna@example.org")
+    signed_up("bea@example.org")  # two confirmation mails, delivered
+    everything = client.get("/v1/outbox?limit=5000", headers=AUTH)
+    assert everything.status_code == 200 and len(everything.json["items"]) == 2
+    assert len(client.get("/v1/outbox?limit=0", headers=AUTH).json["items"]) == 1
+    assert len(client.get("/v1/outbox?status=%20done%20&limit=", headers=AUTH
+                          ).json["items"]) == 2
+    for query, field in (("limit=abc", "limit"), ("status=bogus", "status")):
+        refused = client.get(f"/v1/outbox?{query}", headers=AUTH)
+        assert refused.status_code == 422 and refused.mimetype == "application/problem+json"
+        assert list(refused.json["errors"]) == [field]
 
 
 def test_dead_letters_listed_and_retried(client, app):
