@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser tests (tests/browser, marker `browser`) need:
-# Debian's Chromium, the Playwright Python package, and axe-core from npm.
+# Installs what the browser tests (tests/browser, marker `browser`) need besides Python
+# packages: Debian's Chromium and axe-core from npm. The Playwright package comes from the
+# lock (requirements/test.txt) with the README's test command.
 # Idempotent: each step is skipped when its result is already there.
 # Playwright's own browser download (`playwright install`) is NOT used: the
 # tests drive the system's /usr/bin/chromium through executable_path.
@@ -18,14 +19,12 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! "$PYTHON" -c "import playwright" >/dev/null 2>&1; then
-    "$PYTHON" -m pip install --quiet "playwright>=1.45"
-fi
-
 if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
     npm install --silent --no-audit --no-fund --no-package-lock --prefix tests/browser >/dev/null
 fi
 
+playwright=$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("playwright"))' 2>/dev/null) \
+    || playwright="(from requirements/test.txt)"
 echo "browser test dependencies: $(chromium --version 2>/dev/null | head -1)," \
-     "playwright $("$PYTHON" -c 'import importlib.metadata as m; print(m.version("playwright"))')," \
+     "playwright $playwright," \
      "axe-core $(node -p 'require("./tests/browser/node_modules/axe-core/package.json").version')"
