@@ -90,8 +90,10 @@ class MailTemplates:
         found = self._locale(name, locale)
         digest = hashlib.sha256()
         checks: list[Callable[[], bool]] = []
+        loader = self.env.loader
+        assert loader is not None  # set in __init__
         for part in ("subject.txt", "txt", "html"):
-            source, _, uptodate = self.env.loader.get_source(self.env, f"{name}.{found}.{part}")
+            source, _, uptodate = loader.get_source(self.env, f"{name}.{found}.{part}")
             digest.update(source.encode())
             checks.append(uptodate or (lambda: False))
         self._versions[(name, locale)] = (found, digest.hexdigest(), checks)
@@ -143,12 +145,13 @@ def build_message(
     msg["To"] = formataddr((clean_header_text(to_name), to_email), charset=UTF8)
     if reply_to:
         msg["Reply-To"] = _address(reply_to)
-    msg["Subject"] = _header(mail.subject)
+    # compat32 takes Header objects and a Charset where typeshed says str.
+    msg["Subject"] = _header(mail.subject)  # type: ignore[assignment]
     msg["Auto-Submitted"] = "auto-generated"
     for key, value in (headers or {}).items():
-        msg[key] = _unfolded(clean_header_text(value))
-    msg.attach(MIMEText(mail.text, "plain", UTF8))
-    msg.attach(MIMEText(mail.html, "html", UTF8))
+        msg[key] = _unfolded(clean_header_text(value))  # type: ignore[assignment]
+    msg.attach(MIMEText(mail.text, "plain", UTF8))  # type: ignore[arg-type]
+    msg.attach(MIMEText(mail.html, "html", UTF8))  # type: ignore[arg-type]
     return msg
 
 
@@ -242,18 +245,35 @@ class SMTPBackend:
         return f"SMTPBackend({self.host}:{self.port}, tls={self.implicit_tls or self.starttls})"
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context(cafile=self.cafile)
+        conn = self.open()
+        try:
+            self.secure(conn)
+            self.login(conn)
+        except BaseException:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.close()
+            raise
+        return conn
+
+    # The three steps of a connection, public so that ``optin check`` can try and report
+    # each one with the real settings.
+
+    def open(self) -> smtplib.SMTP:
+        """Connect (with TLS from the first byte for ``smtps://``)."""
         if self.implicit_tls:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context
-            )
-        else:
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            if self.starttls:
-                conn.starttls(context=context)
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context(cafile=self.cafile))
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def secure(self, conn: smtplib.SMTP) -> None:
+        """STARTTLS with a verified certificate, when the URL asks for it."""
+        if self.starttls:
+            conn.starttls(context=ssl.create_default_context(cafile=self.cafile))
+
+    def login(self, conn: smtplib.SMTP) -> None:
+        """Log in, when the URL names a user."""
         if self.username:
             conn.login(self.username, self._password or "")
-        return conn
 
     def send(self, message: Message) -> None:
         with self._lock:

@@ -376,7 +376,8 @@ def retention_runs() -> Response:
     "subscriptions": {"newsletter": {"confirmed": 120, "pending": 4, "unsubscribed": 9}},
     "suppressions": 9, "outbox": BACKLOG_EXAMPLE, "last_retention_run": None})
 def stats() -> Response:
-    """Subscriptions per list and status, suppressions, outbox backlog, last retention run."""
+    """Subscriptions per list and status, suppressions, outbox backlog, last retention run
+    (the last that minimized: dry runs are in ``/v1/retention/runs`` only)."""
     per_list: dict[str, dict[str, int]] = {m.slug: {} for m in lists.all_lists()}
     rows = db.session.execute(
         select(MailingList.slug, Subscription.status, func.count())
@@ -386,12 +387,12 @@ def stats() -> Response:
     for slug, status, count in rows:
         per_list[slug][status] = count
     suppressed = db.session.scalar(select(func.count()).select_from(Suppression))
-    runs = retention.recent_runs(1)
+    last_run = retention.last_run()
     body = {
         "subscriptions": per_list,
         "suppressions": suppressed,
         "outbox": outbox.backlog(),
-        "last_retention_run": _run_record(runs[0]) if runs else None,
+        "last_retention_run": _run_record(last_run) if last_run else None,
     }
     _audited("stats")
     return jsonify(body)
