@@ -66,6 +66,7 @@ def run_all(settings: Settings, *, send_to: str | None = None) -> list[Check]:
 
 
 def failed(checks: Iterable[Check]) -> list[Check]:
+    """The checks that fail the run (a skip does not)."""
     return [c for c in checks if c.status == FAIL]
 
 
@@ -95,8 +96,10 @@ def all_secrets(settings: Settings) -> list[str]:
 
 
 def redact(detail: str, secrets: Iterable[str]) -> str:
-    """``detail`` with every secret of at least 4 characters replaced by ``[redacted]``."""
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+    """``detail`` with every secret replaced by ``[redacted]`` (longest first, so a secret
+    holding another goes whole; as in the logs, values under 6 characters are left, since
+    they would blank ordinary words)."""
+    for secret in sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True):
         detail = detail.replace(secret, "[redacted]")
     return detail
 

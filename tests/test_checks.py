@@ -16,6 +16,7 @@ import redis
 from click.testing import Result
 
 from optin import create_app
+from optin.checks import redact
 from optin.consent import lists
 from optin.extensions import db
 
@@ -186,3 +187,9 @@ def test_a_mail_folder_fails_in_production(production):
     result = run_check(production)
     assert result.exit_code == 1
     assert rows(result.output)["mail"][0] == "FAIL"
+
+
+def test_redact_blanks_every_secret_whole():
+    text = redact("login as u:pa%3Ass-word-long / pa:ss-word-long failed, key k-123456-longer",
+                  ["pa:ss-word-long", "pa%3Ass-word-long", "k-123456", "k-123456-longer", "abc"])
+    assert text == "login as u:[redacted] / [redacted] failed, key [redacted]"
