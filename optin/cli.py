@@ -10,6 +10,7 @@ import getpass
 import json
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
 from werkzeug.serving import run_simple
 
+from optin import checks
 from optin.activecampaign import (
     backfill,
     reconcile,
@@ -26,7 +28,7 @@ from optin.activecampaign import (
 from optin.activecampaign.client import ActiveCampaignError
 from optin.config import current_settings
 from optin.consent import ledger, lists
-from optin.delivery import outbox
+from optin.delivery import mailbox, outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import LOCALES
@@ -49,17 +51,24 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     """Development server with an in-process worker.
 
     In development it also brings the database up to date and creates the
-    demo list ``newsletter``, so the whole flow works with no set-up.
+    demo list ``newsletter``, so the whole flow works with no set-up, and links
+    in mails point to ``--port`` unless OPTIN_BASE_URL says otherwise.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = current_settings()
+    if settings.development and not settings.base_url_set:
+        # Links in mails and the embed snippet point to this server, on the port it serves.
+        base = urlsplit(settings.base_url)
+        settings = replace(settings, base_url=f"{base.scheme}://{base.hostname}:{port}")
+        app.extensions["optin.settings"] = settings
     if settings.development:
         upgrade()
         lists.ensure_demo_list()
         click.echo(f"Mail goes to {settings.mail_url}")
         if urlsplit(settings.base_url).port != port:
             click.echo(f"Note: links in mails point to OPTIN_BASE_URL={settings.base_url}; "
-                       f"set it to http://{host}:{port} to follow them to this server.")
+                       f"set it to http://{host}:{port} (or unset it) to follow them to "
+                       "this server.")
         click.echo(f"Demo page: http://{host}:{port}/  (mail folder: /dev/mail)")
     if not no_worker:
         worker = Worker(app)
@@ -447,6 +456,48 @@ def ac_reconcile(slug: str | None, dry_run: bool) -> None:
         if not report.findings:
             click.echo("  no drift")
 
+
+# --- mail (development) -------------------------------------------------------------------
+
+mail_group = AppGroup("mail", help="Development: the mails the file backend wrote.")
+commands.append(mail_group)
+
+
+@mail_group.command("last")
+@click.option("--to", "to", metavar="ADDRESS", help="The last mail to this address.")
+@click.option("--links", "only_links", is_flag=True,
+              help="Print only its links, decoded, one a line.")
+def mail_last(to: str | None, only_links: bool) -> None:
+    """The last mail written to the mail folder: headers and text, decoded."""
+    folder = mailbox.folder_of(current_app.extensions["optin.mail_backend"])
+    if folder is None:
+        raise click.ClickException("mail goes out by SMTP (OPTIN_MAIL_URL): only a file:// "
+                                   "mail folder keeps mails to read")
+    mail = mailbox.last(folder, to)
+    if mail is None:
+        raise click.ClickException(f"no mail{' to that address' if to else ''} in {folder} yet")
+    if only_links:
+        for link in mail.links:
+            click.echo(link)
+    else:
+        click.echo(mail.as_text(), nl=False)
+
+
+# --- check -------------------------------------------------------------------------------
+
+
+@click.command("check")
+@with_appcontext
+@click.option("--send-to", metavar="ADDRESS", help="Also send a test mail to this address.")
+def check_command(send_to: str | None) -> None:
+    """Try every outside part with the real settings; exit 0 only if all pass."""
+    results = checks.run_all(current_settings(), send_to=send_to)
+    click.echo(checks.table(results))
+    if checks.failed(results):
+        sys.exit(1)
+
+
+commands.append(check_command)
 
 
 def init_app(app) -> None:  # noqa: ANN001

@@ -268,6 +268,8 @@ class Settings:
     instance_path: Path
     brand: dict[str, str | None]
     template_dir: Path | None = None
+    #: OPTIN_BASE_URL was given (else base_url is the default, which `optin serve` may move).
+    base_url_set: bool = False
 
     @property
     def development(self) -> bool:
@@ -382,6 +384,7 @@ class Settings:
                                         "OPTIN_BRAND_BACKGROUND_COLOR"),
             ),
             template_dir=_template_dir(env.get("OPTIN_TEMPLATE_DIR")),
+            base_url_set=bool(environ.get("OPTIN_BASE_URL")),
         )
 
     def flask_config(self) -> dict[str, Any]:

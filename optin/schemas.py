@@ -549,4 +549,5 @@ class StatsSchema(Answer):
                             metadata={"example": {"newsletter": {"confirmed": 12, "pending": 3}}})
     suppressions = ma.Integer()
     outbox = ma.Nested(BacklogSchema)
-    last_retention_run = ma.Nested(RetentionRunSchema, allow_none=True)
+    last_retention_run = ma.Nested(RetentionRunSchema, allow_none=True, metadata={
+        "description": "The last run that minimized; dry runs change nothing and are not counted"})

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -80,15 +81,18 @@ class Mailbox:
 
 
 class SMTPServer:
-    """aiosmtpd on loopback; ``stop()``/``start()`` simulate an outage on the same port."""
+    """aiosmtpd on loopback; ``stop()``/``start()`` simulate an outage on the same port.
+    ``options`` go to aiosmtpd's Controller (``tls_context``, ``authenticator``, …)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         self.port = free_port()
         self.mailbox = Mailbox()
         self.controller: Controller | None = None
+        self.options = options
 
     def start(self) -> None:
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port,
+                                     **self.options)
         self.controller.start()
 
     def stop(self) -> None:
@@ -107,6 +111,49 @@ def smtp_server() -> Iterator[SMTPServer]:
     server.start()
     yield server
     server.stop()
+
+
+@dataclass
+class SecureSMTP:
+    """A relay as production has one: STARTTLS required, with a certificate from a test CA
+    (``cafile``), and AUTH with one user and password."""
+
+    server: SMTPServer
+    cafile: Path
+    user: str = "news@example.com"
+    password: str = "smtp-pass:/w0rd-9f2c41d7e5"
+
+    def url(self, password: str | None = None, port: int | None = None) -> str:
+        secret = quote(self.password if password is None else password, safe="")
+        return (f"smtp://{quote(self.user, safe='')}:{secret}@127.0.0.1:"
+                f"{port or self.server.port}?starttls=1&cafile={self.cafile}&timeout=5")
+
+
+@pytest.fixture(scope="session")
+def secure_smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSMTP]:
+    import ssl
+
+    import trustme
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    cafile = tmp_path_factory.mktemp("smtp-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    relay = SecureSMTP(SMTPServer(), cafile)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == relay.user.encode()
+              and auth_data.password == relay.password.encode())
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+
+    relay.server.options = {"tls_context": context, "require_starttls": True,
+                            "authenticator": authenticate, "auth_required": True}
+    relay.server.start()
+    yield relay
+    relay.server.stop()
 
 
 @pytest.fixture

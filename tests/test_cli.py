@@ -1,8 +1,13 @@
-"""The operator's command line: lists and consent texts."""
+"""The operator's command line: lists and consent texts; `optin serve`'s port."""
 
 from __future__ import annotations
 
 import json
+
+from optin import cli, create_app
+from optin.config import current_settings
+
+from .conftest import deliver, signup
 
 
 def test_create_show_and_list(runner):
@@ -49,3 +54,34 @@ def test_errors_are_clear(runner):
     bad_origin = runner.invoke(args=["lists", "create", "o", "--name", "x", "--origin",
                                      "https://ex.com/path"])
     assert "without a path" in bad_origin.output
+
+
+def _serve(tmp_path, monkeypatch, **env: str) -> tuple[object, str]:
+    """``optin serve --port 8123`` in development, stopped where the server would start."""
+    served = []
+    monkeypatch.setattr(cli, "run_simple", lambda host, port, app, **kw: served.append(port))
+    app = create_app({"OPTIN_ENV": "development",
+                      "OPTIN_INSTANCE_PATH": str(tmp_path / "instance"), **env})
+    result = app.test_cli_runner().invoke(args=["serve", "--port", "8123", "--no-worker"])
+    assert result.exit_code == 0, result.output
+    assert served == [8123]
+    return app, result.output
+
+
+def test_serve_on_another_port_points_mail_and_embed_links_to_it(tmp_path, monkeypatch):
+    app, output = _serve(tmp_path, monkeypatch)
+    assert "Note: links in mails point to" not in output
+    runner = app.test_cli_runner()
+    embed = runner.invoke(args=["lists", "show", "newsletter", "--embed"]).output
+    assert 'action="http://localhost:8123/v1/subscriptions"' in embed
+    signup(app.test_client(), "anna@example.org")
+    deliver(app)
+    [link] = runner.invoke(args=["mail", "last", "--links"]).output.splitlines()
+    assert link.startswith("http://localhost:8123/confirm/")
+
+
+def test_serve_keeps_a_base_url_that_was_set(tmp_path, monkeypatch):
+    app, output = _serve(tmp_path, monkeypatch, OPTIN_BASE_URL="http://localhost:8000")
+    with app.app_context():
+        assert current_settings().base_url == "http://localhost:8000"
+    assert "Note: links in mails point to OPTIN_BASE_URL=http://localhost:8000" in output

@@ -297,18 +297,35 @@ class SMTPBackend:
         return f"SMTPBackend({self.host}:{self.port}, tls={self.implicit_tls or self.starttls})"
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context(cafile=self.cafile)
+        conn = self.open()
+        try:
+            self.secure(conn)
+            self.login(conn)
+        except BaseException:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.close()
+            raise
+        return conn
+
+    # The three steps of a connection, public so that ``optin check`` can try and report
+    # each one with the real settings.
+
+    def open(self) -> smtplib.SMTP:
+        """Connect (with TLS from the first byte for ``smtps://``)."""
         if self.implicit_tls:
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context
-            )
-        else:
-            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            if self.starttls:
-                conn.starttls(context=context)
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context(cafile=self.cafile))
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def secure(self, conn: smtplib.SMTP) -> None:
+        """STARTTLS with a verified certificate, when the URL asks for it."""
+        if self.starttls:
+            conn.starttls(context=ssl.create_default_context(cafile=self.cafile))
+
+    def login(self, conn: smtplib.SMTP) -> None:
+        """Log in, when the URL names a user."""
         if self.username:
             conn.login(self.username, self._password or "")
-        return conn
 
     def send(self, message: Message) -> None:
         with self._lock:

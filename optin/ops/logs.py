@@ -10,7 +10,12 @@ No log line carries an address, an IP, a secret or a link's token: call sites lo
 :func:`pseudonym` (a short keyed hash, the first characters of the address hash
 kept in the database), and the formatter replaces whatever slips through
 (an address quoted in an SMTP error, an IP in a library's message) the same way,
-and blanks the configured secrets.
+and blanks the configured secrets. The addresses of this machine (loopback,
+0.0.0.0, its own interface address) are no one's personal data and stay as they
+are: the development server's "Running on http://…" line must be usable.
+
+Colour codes (the development server colours its lines) reach only a terminal:
+a log file or a journal gets plain text.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
+from werkzeug.serving import get_interface_ip
 
 from optin.config import Settings, current_settings
 from optin.ops.pseudonyms import keyed_hash
@@ -50,6 +58,9 @@ _IP = re.compile(
 
 # The signed token in a confirm/unsubscribe link is as good as the click: never logged.
 _LINK_TOKEN = re.compile(r"(/(?:confirm|unsubscribe)/)[^/\s\"'?#]+")
+
+# ANSI control sequences (CSI ... final byte), e.g. "\x1b[1m", "\x1b[31m", "\x1b[0m".
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[@-~]")
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("optin_log_context", default=None)
 
@@ -85,11 +96,34 @@ def request_id() -> str | None:
     return g.get("request_id") if has_request_context() else None
 
 
-class Scrubber:
-    """Blanks secrets and replaces addresses and IPs with their pseudonyms in log text."""
+@cache
+def machine_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """This host's own interface addresses: the ones the development server prints
+    for ``--host 0.0.0.0`` (found the same way, without sending a packet)."""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            found.add(ipaddress.ip_address(get_interface_ip(family).partition("%")[0]))
+        except (OSError, ValueError):
+            continue
+    return frozenset(found)
 
-    def __init__(self, key: bytes, secrets: Iterable[str | None] = ()) -> None:
+
+def is_machine_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, "any" (0.0.0.0, ::) or one of this host's own addresses: not personal data."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified or ip in machine_addresses()
+
+
+class Scrubber:
+    """Blanks secrets and replaces addresses and IPs with their pseudonyms in log text;
+    strips colour codes unless ``colour`` (the log goes to a terminal)."""
+
+    def __init__(self, key: bytes, secrets: Iterable[str | None] = (), *,
+                 colour: bool = False) -> None:
         self.key = key
+        self.colour = colour
         # Longest first, so a secret containing another is blanked whole.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
@@ -97,6 +131,8 @@ class Scrubber:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "[redacted]")
+        if not self.colour:
+            text = _ANSI.sub("", text)
         text = scrub_path(text)
         text = _EMAIL.sub(self._address, text)
         return _IP.sub(self._ip, text)
@@ -106,8 +142,10 @@ class Scrubber:
 
     def _ip(self, match: re.Match[str]) -> str:
         try:
-            ipaddress.ip_address(match.group())
+            ip = ipaddress.ip_address(match.group())
         except ValueError:
+            return match.group()
+        if is_machine_address(ip):
             return match.group()
         return f"<ip {pseudonym(match.group(), self.key)}>"
 
@@ -172,8 +210,11 @@ def settings_secrets(settings: Settings) -> list[str | None]:
 
 def handler(settings: Settings, stream: Any = None) -> logging.Handler:
     """The handler ``init_app`` installs (a new stream for tests, stderr otherwise)."""
-    scrub = Scrubber(settings.hash_key, settings_secrets(settings))
-    out = logging.StreamHandler(stream or sys.stderr)
+    stream = stream or sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    scrub = Scrubber(settings.hash_key, settings_secrets(settings),
+                     colour=bool(isatty and isatty()))
+    out = logging.StreamHandler(stream)
     out.name = HANDLER_NAME
     out.addFilter(ContextFilter())
     out.setFormatter(JsonLogFormatter(scrub) if settings.log_format == "json"

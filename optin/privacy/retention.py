@@ -319,5 +319,13 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
 
 
 def recent_runs(limit: int = 20) -> list[RetentionRun]:
+    """The newest runs, dry runs included (marked ``dry_run``): what was done and looked at."""
     return list(db.session.scalars(
         select(RetentionRun).order_by(RetentionRun.id.desc()).limit(limit)))
+
+
+def last_run() -> RetentionRun | None:
+    """The newest run that minimized (a dry run changed nothing, so it is not the last run)."""
+    return db.session.scalars(
+        select(RetentionRun).where(RetentionRun.dry_run.is_(False))
+        .order_by(RetentionRun.id.desc()).limit(1)).first()

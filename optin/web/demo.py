@@ -9,18 +9,15 @@ mail can be read over HTTP.
 
 from __future__ import annotations
 
-import email
-import email.policy
+import itertools
 import re
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, make_response, render_template, request
 
 from optin.config import current_settings
 from optin.consent import lists
-from optin.delivery.mailer import FileBackend
+from optin.delivery import mailbox
 from optin.ops.pages import pick_locale
 from optin.web import embed
 
@@ -39,43 +36,18 @@ MAIL_CSP = (
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 MAIL_NAME = re.compile(r"[A-Za-z0-9_.@+=\-]+\.eml")
-LINK = re.compile(r"https?://[^\s<>\"']+/(?:confirm|unsubscribe)/[A-Za-z0-9_.\-]+")
-
-
-@dataclass(frozen=True)
-class MailFile:
-    name: str
-    message: EmailMessage
-
-    def part(self, subtype: str) -> str | None:
-        body = self.message.get_body(preferencelist=(subtype,))
-        return body.get_content() if body is not None else None
-
-    @property
-    def links(self) -> list[tuple[str, str]]:
-        """``(kind, url)`` of the confirm and unsubscribe links in the text part."""
-        found: dict[str, str] = {}
-        for url in LINK.findall(self.part("plain") or ""):
-            found.setdefault(url, "confirm" if "/confirm/" in url else "unsubscribe")
-        return [(kind, url) for url, kind in found.items()]
 
 
 def mail_dir() -> Path | None:
     """The folder the file backend writes to, or None when mail goes out by SMTP."""
-    backend = current_app.extensions["optin.mail_backend"]
-    return backend.directory if isinstance(backend, FileBackend) else None
+    return mailbox.folder_of(current_app.extensions["optin.mail_backend"])
 
 
-def _read(path: Path) -> MailFile:
-    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    return MailFile(path.name, message)
-
-
-def _mail(name: str) -> MailFile:
+def _mail(name: str) -> mailbox.MailFile:
     folder = mail_dir()
     if folder is None or not MAIL_NAME.fullmatch(name) or not (folder / name).is_file():
         abort(404)
-    return _read(folder / name)
+    return mailbox.read(folder / name)
 
 
 @bp.get("/")
@@ -101,9 +73,7 @@ def landing() -> Response:
 def mail_index() -> Response:
     """Every mail the file backend wrote, newest first, with its links."""
     folder = mail_dir()
-    mails = []
-    if folder is not None and folder.is_dir():
-        mails = [_read(p) for p in sorted(folder.glob("*.eml"), reverse=True)[:100]]
+    mails = list(itertools.islice(mailbox.newest_first(folder), 100)) if folder else []
     locale = pick_locale(request.args.get("lang"))
     response = make_response(render_template(
         "demo/mail.html", locale=locale, brand=current_app.extensions["optin.brand"],
@@ -128,12 +98,7 @@ def mail_html(name: str) -> Response:
 @bp.get("/dev/mail/<name>/text")
 def mail_text(name: str) -> Response:
     """The plain-text part, as it is."""
-    mail = _mail(name)
-    text = mail.part("plain") or ""
-    headers = "".join(f"{key}: {mail.message[key]}\n" for key in (
-        "From", "Reply-To", "To", "Subject", "Date", "List-Unsubscribe", "List-Unsubscribe-Post")
-        if mail.message[key])
-    response = make_response(f"{headers}\n{text}")
+    response = make_response(_mail(name).as_text())
     response.mimetype = "text/plain"
     response.headers["Cache-Control"] = "no-store"
     return response

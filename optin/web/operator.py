@@ -308,12 +308,13 @@ def retention_runs() -> dict[str, list[RetentionRun]]:
     "subscriptions": {"newsletter": {"confirmed": 120, "pending": 4, "unsubscribed": 9}},
     "suppressions": 9, "outbox": BACKLOG_EXAMPLE, "last_retention_run": None})
 def stats() -> dict[str, Any]:
-    """Subscriptions per list and status, suppressions, outbox backlog, last retention run."""
+    """Subscriptions per list and status, suppressions, outbox backlog, last retention run
+    (the last that minimized: dry runs are in ``/v1/retention/runs`` only)."""
     body = {
         "subscriptions": consent_stats.subscriptions_per_list(),
         "suppressions": consent_stats.suppressions(),
         "outbox": outbox.backlog(),
-        "last_retention_run": next(iter(retention.recent_runs(1)), None),
+        "last_retention_run": retention.last_run(),
     }
     _audited("stats")
     return body

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from werkzeug.serving import get_interface_ip
 
 from optin.config import Settings
 from optin.extensions import db
@@ -221,3 +224,44 @@ def test_text_format_in_development(tmp_path):
     line = stream.getvalue()
     assert "WARNING optin.test_text_format [outbox_id=7 outbox_kind=confirm_mail]" in line
     assert "anna@example.org" not in line and "<address " in line
+
+
+def test_addresses_of_this_machine_stay_readable():
+    """The development server's start-up lines name where to point the browser; a client's
+    address is still a pseudonym."""
+    scrub = logs.Scrubber(b"k" * 32)
+    own_v4 = get_interface_ip(socket.AF_INET)  # what werkzeug prints for --host 0.0.0.0
+    text = scrub(f" * Running on all addresses (0.0.0.0)\n * Running on http://127.0.0.1:8000\n"
+                 f" * Running on http://{own_v4}:8000\n * Running on http://[::1]:8000\n"
+                 "::ffff:127.0.0.1 and 127.0.0.1 - - GET / from 203.0.113.9 and 2001:db8::7")
+    for kept in ("(0.0.0.0)", "http://127.0.0.1:8000", f"http://{own_v4}:8000", "[::1]:8000",
+                 "::ffff:127.0.0.1 and 127.0.0.1 - -"):
+        assert kept in text, text
+    assert "203.0.113.9" not in text and "2001:db8::7" not in text
+    assert text.count("<ip ") == 2
+
+
+def _log_through(stream: io.StringIO, message: str) -> str:
+    settings = Settings.from_env({"OPTIN_ENV": "development", "OPTIN_LOG_FORMAT": "text",
+                                  "OPTIN_SECRET_KEY": "s" * 32}, Path("/nonexistent"))
+    handler = logs.handler(settings, stream)
+    logger = logging.getLogger("optin.test_colour")
+    logger.addHandler(handler)
+    try:
+        logger.warning(message)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_codes_reach_only_a_terminal():
+    coloured = "\x1b[31m\x1b[1mWARNING: This is a development server.\x1b[0m \x1b[33mPress CTRL+C\x1b[0m"
+    to_file = _log_through(io.StringIO(), coloured)
+    assert "\x1b" not in to_file
+    assert "WARNING: This is a development server. Press CTRL+C" in to_file
+    assert coloured in _log_through(Terminal(), coloured)

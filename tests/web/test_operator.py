@@ -231,10 +231,17 @@ def test_stats_and_retention_runs(client, app, confirmed, signed_up, runner):
     stats = client.get("/v1/stats", headers=AUTH).json
     assert stats["subscriptions"] == {"newsletter": {"confirmed": 1, "pending": 1}}
     assert stats["suppressions"] == 0
-    assert stats["last_retention_run"]["dry_run"] is True
+    assert stats["last_retention_run"] is None  # a dry run changed nothing: not a run
     assert "dead" in stats["outbox"]
     runs = client.get("/v1/retention/runs", headers=AUTH).json["runs"]
     assert len(runs) == 1 and runs[0]["counts"] == {"unconfirmed_signup": 0, "withdrawn_consent": 0}
+    assert runs[0]["dry_run"] is True  # the history still shows that someone looked
+
+    assert runner.invoke(args=["retention", "run"]).exit_code == 0
+    assert runner.invoke(args=["retention", "run", "--dry-run"]).exit_code == 0
+    last = client.get("/v1/stats", headers=AUTH).json["last_retention_run"]
+    real = [r for r in client.get("/v1/retention/runs", headers=AUTH).json["runs"] if not r["dry_run"]]
+    assert last["dry_run"] is False and last["id"] == real[0]["id"]
 
 
 def test_openapi_documents_the_operator_routes(client):
