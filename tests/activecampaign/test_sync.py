@@ -29,6 +29,13 @@ def app_config(app_config):
     return app_config
 
 
+def test_ac_config_configures_the_app_wherever_it_is_listed(app, ac_config, fake_ac):
+    """``app`` comes first here, yet it is built with ``ac_config``'s settings."""
+    settings = app.extensions["optin.settings"]
+    assert (settings.ac_dry_run, settings.ac_url) == (False, fake_ac.url)
+    assert settings.ac_field_map == {"company": "3"}  # and with this module's app_config
+
+
 def _sub(app, address=ADA) -> Subscription:
     with app.app_context():
         sub = db.session.scalar(select(Subscription).where(Subscription.email == address)

@@ -7,15 +7,18 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import pytest
 import requests
+import time_machine
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from optin import create_app
 from optin.config import ConfigError
 from optin.extensions import db
-from optin.models import MailingList
+from optin.models import MailingList, OutboxItem
 from optin.ops import metrics
 
 from ..conftest import deliver, free_port, links, make_config, signup
@@ -74,12 +77,20 @@ def test_a_signup_that_fails_validation_counts_nothing(client, newsletter):
     assert signups == {k: v for k, v in before.items() if k[0] == "optin_signups_total"}
 
 
+def _scrape_at(client, moment: datetime) -> dict[tuple[str, frozenset], float]:
+    """``scrape`` with the clock stopped at ``moment``."""
+    with time_machine.travel(moment, tick=False):
+        return scrape(client)
+
+
 def test_failed_smtp_delivery_and_outbox_gauges(app, client, newsletter, smtp_server, mailbox):
     assert signup(client, "metrics-bert@example.org").status_code == 202
-    queued = scrape(client)
+    with app.app_context():
+        queued_at = db.session.scalar(select(OutboxItem.created_at))
+    queued = _scrape_at(client, queued_at + timedelta(seconds=42.5))
     assert value(queued, "optin_database_up") == 1
     assert value(queued, "optin_outbox_pending", kind="confirm_mail") == 1
-    assert value(queued, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") >= 0
+    assert value(queued, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") == 42.5
 
     smtp_server.stop()
     try:
@@ -90,9 +101,9 @@ def test_failed_smtp_delivery_and_outbox_gauges(app, client, newsletter, smtp_se
     assert increase(queued, failed, "optin_mail_delivery_failures_total", template="confirm") == 1
     assert increase(queued, failed, "optin_mail_deliveries_total", template="confirm") == 0
     assert value(failed, "optin_outbox_pending", kind="confirm_mail") == 1  # still queued
-    time.sleep(1.1)
-    assert value(scrape(client), "optin_outbox_oldest_pending_age_seconds",
-                 kind="confirm_mail") >= 1
+    # Its age counts from when it was queued, not from the failed attempt.
+    later = _scrape_at(client, queued_at + timedelta(minutes=10))
+    assert value(later, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") == 600
     assert "metrics-bert" not in client.get("/metrics").get_data(as_text=True)
 
 
@@ -119,8 +130,6 @@ def test_activecampaign_calls_by_status_and_dead_letters(ac_app, client, ac_news
 
     with ac_app.app_context():  # the list id ActiveCampaign does not have: a dead letter
         db.session.get(MailingList, ac_newsletter["id"]).ac_list_id = 99
-        from optin.models import OutboxItem
-
         db.session.query(OutboxItem).filter_by(kind="ac_subscribe").update(
             {"next_attempt_at": OutboxItem.created_at})
         db.session.commit()
