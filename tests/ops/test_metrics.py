@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from optin.extensions import db
 from optin.models import MailingList, OutboxItem
 from optin.ops import metrics
 
-from ..conftest import deliver, free_port, links, make_config, signup
+from ..conftest import deliver, free_port, links, make_config, signup, wait_for
 
 
 def scrape(client) -> dict[tuple[str, frozenset], float]:
@@ -189,13 +188,7 @@ def test_counters_add_up_across_gunicorn_workers_and_the_worker_process(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        wait_for(lambda: requests.get(f"{base}/readyz", timeout=5), timeout=20)
         before = _parse(requests.get(f"{base}/metrics", timeout=10).text)
 
         def sign(i: int) -> int:
@@ -227,21 +220,21 @@ def test_worker_serves_its_own_metrics(app, app_config, client, newsletter, mail
     worker = subprocess.Popen([sys.executable, "-m", "optin", "worker", "--metrics-port", str(port),
                                "--metrics-host", "127.0.0.1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(150):
-            try:
-                before = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
-        assert signup(client, "metrics-erik@example.org").status_code == 202
+
+    def worker_metrics() -> dict[tuple[str, frozenset], float]:
+        return _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+
+    def once_sent() -> dict[tuple[str, frozenset], float] | None:
         # The mail reaches the mailbox a moment before the worker commits the row as sent.
-        for _ in range(150):
-            after = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-            if mailbox.to("metrics-erik@example.org") and not value(
-                    after, "optin_outbox_pending", kind="confirm_mail"):
-                break
-            time.sleep(0.1)
+        samples = worker_metrics()
+        sent = mailbox.to("metrics-erik@example.org") and not value(
+            samples, "optin_outbox_pending", kind="confirm_mail")
+        return samples if sent else None
+
+    try:
+        before = wait_for(worker_metrics, timeout=20)
+        assert signup(client, "metrics-erik@example.org").status_code == 202
+        after = wait_for(once_sent, timeout=20)
     finally:
         worker.terminate()
         _, errors = worker.communicate(timeout=30)
