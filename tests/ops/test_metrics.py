@@ -271,3 +271,20 @@ def test_counts_wait_for_the_outermost_commit(app, client):
             pass
         db.session.commit()
     assert count() == start + 1
+
+
+def test_each_app_counts_for_itself(app, app_config, client, newsletter):
+    """Two apps in one process (tests, or two hosts' apps) never add to each other's counts."""
+    other_app = create_app(dict(app_config))
+    other = other_app.test_client()
+    try:
+        before, other_before = scrape(client), scrape(other)
+        assert signup(client, "metrics-fritz@example.org").status_code == 202
+        assert increase(before, scrape(client), "optin_signups_total",
+                        list="newsletter", outcome="new") == 1
+        assert increase(other_before, scrape(other), "optin_signups_total",
+                        list="newsletter", outcome="new") == 0
+    finally:
+        with other_app.app_context():
+            db.session.remove()
+            db.engine.dispose()
