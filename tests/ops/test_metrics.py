@@ -143,17 +143,19 @@ def test_activecampaign_calls_by_status_and_dead_letters(ac_app, client, ac_news
     assert "metrics-carl" not in text and fake_ac.api_key not in text
 
 
-def test_activecampaign_without_an_answer_counts_as_status_0(app_config, request):
-    port = free_port()  # nothing listens there
-    app_config.update(OPTIN_AC_URL=f"http://127.0.0.1:{port}", OPTIN_AC_API_KEY="k" * 20,
+@pytest.fixture
+def unreachable_ac_config(app_config):
+    """ActiveCampaign live, at a port where nothing listens."""
+    app_config.update(OPTIN_AC_URL=f"http://127.0.0.1:{free_port()}", OPTIN_AC_API_KEY="k" * 20,
                       OPTIN_AC_TIMEOUT_SECONDS="1")
-    app = request.getfixturevalue("app")
-    client = app.test_client()
-    newsletter = request.getfixturevalue("newsletter")
+    return app_config
+
+
+def test_activecampaign_without_an_answer_counts_as_status_0(app, client, newsletter, confirmed,
+                                                             unreachable_ac_config):
     with app.app_context():
         db.session.get(MailingList, newsletter["id"]).ac_list_id = 1
         db.session.commit()
-    confirmed = request.getfixturevalue("confirmed")
     before = scrape(client)
     confirmed("metrics-dora@example.org")
     after = scrape(client)

@@ -154,7 +154,7 @@ def _statuses(app, address=ADA) -> dict[str, str]:
     with app.app_context():
         return dict(db.session.execute(
             select(MailingList.slug, Subscription.status).join(Subscription.mailing_list)
-            .where(Subscription.email == address)).tuples().all())
+            .where(Subscription.email == address)).all())
 
 
 def test_an_unsubscribe_without_a_list_withdraws_from_every_synced_list(ac_newsletter, confirmed,
