@@ -18,9 +18,9 @@ from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from optin import brand, cli, web
-from optin.activecampaign import reconcile, sync
+from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from optin.consent import mailcap
+from optin.consent import lists, mailcap
 from optin.delivery import notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_from_url
 from optin.delivery.worker import PeriodicJob
@@ -80,6 +80,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     ratelimits.init_app(app)
     mailcap.init_app(app, settings)
     worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS)
+    lists.init_app(app)
+    sync.init_app(app)
+    backfill.init_app(app)
     api.init_app(app)
     web.init_app(app)
     metrics.init_app(app, backlog=outbox.backlog_by_kind)

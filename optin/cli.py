@@ -12,10 +12,11 @@ import sys
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
 from werkzeug.serving import run_simple
@@ -31,7 +32,7 @@ from optin.consent import ledger, lists
 from optin.delivery import mailbox, outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.models import LOCALES
+from optin.models import LOCALES, MailingList
 from optin.ops import metrics
 from optin.privacy import proof, retention, rights
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
@@ -104,7 +105,7 @@ lists_group = AppGroup("lists", help="Mailing lists.")
 commands.append(lists_group)
 
 
-def _list_or_exit(slug: str):  # noqa: ANN202
+def _list_or_exit(slug: str) -> MailingList:
     mailing_list = lists.get_list(slug)
     if mailing_list is None:
         raise click.ClickException(f"no list {slug!r} (see `optin lists list`)")
@@ -229,14 +230,16 @@ commands.append(texts_group)
 @click.option("--text", help="The exact wording the form shows.")
 @click.option("--file", "path", type=click.File(encoding="utf-8"), help="Read the text from a file.")
 @click.option("--privacy-policy-version", help="Version of the privacy policy the form links.")
-def texts_add(slug: str, locale: str, text: str | None, path, privacy_policy_version: str | None) -> None:  # noqa: ANN001
+def texts_add(slug: str, locale: str, text: str | None, path: TextIO | None,
+              privacy_policy_version: str | None) -> None:
     """Add a new current consent text version."""
     if (text is None) == (path is None):
         raise click.UsageError("give exactly one of --text or --file")
+    wording = text if path is None else path.read()
+    assert wording is not None
     mailing_list = _list_or_exit(slug)
     try:
-        consent = lists.add_consent_text(mailing_list, locale, text if text is not None
-                                         else path.read(), privacy_policy_version)
+        consent = lists.add_consent_text(mailing_list, locale, wording, privacy_policy_version)
     except lists.ListError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{slug} {locale}: consent text version {consent.version} ({consent.sha256})")
@@ -297,7 +300,7 @@ retention_group = AppGroup("retention", help="Retention: minimize what has lapse
 commands.append(retention_group)
 
 
-def _as_of(value: str | None):  # noqa: ANN202
+def _as_of(value: str | None) -> datetime | None:
     """ISO date or date-time; without a zone it is UTC."""
     if value is None:
         return None
@@ -500,6 +503,6 @@ def check_command(send_to: str | None) -> None:
 commands.append(check_command)
 
 
-def init_app(app) -> None:  # noqa: ANN001
+def init_app(app: Flask) -> None:
     for command in commands:
         app.cli.add_command(command)

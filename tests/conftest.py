@@ -14,11 +14,12 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -37,12 +38,35 @@ from .fake_activecampaign import FakeActiveCampaign
 PG_URL = os.environ.get("OPTIN_TEST_DATABASE_URL")
 SECRET = "test-secret-key-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
+T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """The first truthy answer of ``condition``, asked every ``interval`` seconds.
+
+    For what another thread or process does (a server coming up, a mail
+    arriving): the test goes on as soon as it happened, and fails after
+    ``timeout`` seconds rather than hoping a fixed sleep was long enough.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = condition()
+        except Exception:  # noqa: BLE001 - e.g. a server not listening yet; asked again
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if answer:
+                return answer
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not true within {timeout} s: {condition}")
+        time.sleep(interval)
 
 
 # --- a real SMTP server ---------------------------------------------------------------
@@ -212,12 +236,19 @@ def build_app(config: dict[str, str]) -> Flask:
 
 @pytest.fixture
 def app_config(tmp_path: Path, smtp_server: SMTPServer) -> dict[str, str]:
-    """Override entries here (before using ``app``) to configure the app under test."""
+    """The settings of the app under test. Override it in a module, or change it in a
+    fixture named ``*_config`` (like ``ac_config``): ``app`` applies those first."""
     return make_config(tmp_path, OPTIN_MAIL_URL=smtp_server.url)
 
 
 @pytest.fixture
-def app(app_config: dict[str, str], mailbox: Mailbox) -> Iterator[Flask]:
+def app(app_config: dict[str, str], mailbox: Mailbox,
+        request: pytest.FixtureRequest) -> Iterator[Flask]:
+    """The app under test, built from ``app_config`` once every ``*_config`` fixture the test
+    uses has had its say, whatever the order of the test's arguments."""
+    for name in request.fixturenames:
+        if name.endswith("_config") and name != "app_config":
+            request.getfixturevalue(name)
     app = build_app(app_config)
     yield app
     with app.app_context():
@@ -320,16 +351,14 @@ def with_fake_ac(config: dict[str, str], fake: FakeActiveCampaign) -> dict[str, 
 
 @pytest.fixture
 def ac_config(app_config: dict[str, str], fake_ac: FakeActiveCampaign) -> dict[str, str]:
-    """``app_config`` pointing at ``fake_ac``. It must be set up before ``app``: list it
-    first, use ``pytest.mark.usefixtures("ac_config")``, or override ``app_config`` in the
-    module with ``with_fake_ac``."""
+    """``app_config`` pointing at ``fake_ac`` (``app`` applies it, wherever it is listed)."""
     return with_fake_ac(app_config, fake_ac)
 
 
 @pytest.fixture
-def ac_app(ac_config: dict[str, str], request: pytest.FixtureRequest) -> Flask:
+def ac_app(app: Flask, ac_config: dict[str, str]) -> Flask:
     """The app with ActiveCampaign sync live against ``fake_ac``."""
-    return request.getfixturevalue("app")
+    return app
 
 
 @pytest.fixture

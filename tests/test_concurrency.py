@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -29,7 +28,7 @@ from optin.consent.tokens import UNSUBSCRIBE, make_token
 from optin.extensions import db
 from optin.models import ConsentEvent, MailingList, OutboxItem, Subscription
 
-from .conftest import PG_URL, SECRET, deliver, signup
+from .conftest import PG_URL, SECRET, deliver, signup, wait_for
 
 ROUNDS = 6
 WEBHOOK_SECRET = "webhook-secret-0123456789"  # conftest's OPTIN_AC_WEBHOOK_SECRET
@@ -128,11 +127,8 @@ def test_worker_processes_share_the_outbox_without_double_delivery(app, app_conf
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(2)]
     try:
-        deadline = time.monotonic() + 60
-        while len(mailbox.envelopes) < len(addresses) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # a double delivery, were there one, would arrive now
-    finally:
+        wait_for(lambda: len(mailbox.envelopes) >= len(addresses), timeout=60)
+    finally:  # the workers stop before the count: a double delivery would be in by then
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
         for proc in workers:

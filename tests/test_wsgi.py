@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import requests
 
-from .conftest import free_port
+from .conftest import free_port, wait_for
 
 
 def _gunicorn_output(app_config: dict[str, str], **extra_env: str) -> str:
@@ -23,12 +22,7 @@ def _gunicorn_output(app_config: dict[str, str], **extra_env: str) -> str:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                ready = requests.get(f"{base}/readyz", timeout=10)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+        ready = wait_for(lambda: requests.get(f"{base}/readyz", timeout=10), timeout=20)
         assert ready.status_code == 200
         lookup = requests.get(f"{base}/v1/contacts", params={"email": "private@example.org"},
                               headers={"X-Request-ID": "wsgi-test-42"}, timeout=5)

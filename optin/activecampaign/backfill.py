@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from flask import Flask, current_app
 from sqlalchemy import func, insert, select
 
 from optin.activecampaign import sync
@@ -86,7 +87,8 @@ class ImportPace:
     Without it the 101st call is refused ("retry in a minute") and the run
     sleeps a full minute from then on, a third longer than the limit allows. A
     sliding window of the last calls' start times says when the next may go.
-    Per process, like a backfill run (the shared 5/s throttle paces each call).
+    One per app (``init_app``), like a backfill run; the shared 5/s throttle
+    paces each call.
     """
 
     def __init__(self, per_minute: int = BULK_IMPORTS_PER_MINUTE, margin: float = 0.5) -> None:
@@ -101,7 +103,12 @@ class ImportPace:
         self.starts.append(time.monotonic())
 
 
-_IMPORT_PACE = ImportPace()
+PACE_EXTENSION = "optin.ac_import_pace"
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own bulk-import pace: two apps in one process never share a count."""
+    app.extensions[PACE_EXTENSION] = ImportPace()
 
 
 class BackfillInterrupted(RuntimeError):
@@ -272,12 +279,13 @@ def _send(ac: ActiveCampaignClient | None, mailing_list: MailingList, ac_list: i
 def _import(ac: ActiveCampaignClient, entries: list[dict[str, Any]], summary: Summary,
             retries: int, sleep: Callable[[float], None]) -> tuple[str | None, set[int]]:
     """POST the batch until it is queued; return its batch id and the positions rejected."""
+    pace: ImportPace = current_app.extensions[PACE_EXTENSION]
     positions = list(range(len(entries)))  # what is still being sent
     rejected: set[int] = set()
     attempt = 0
     while positions:
         try:
-            _IMPORT_PACE.wait(sleep)
+            pace.wait(sleep)
             summary.requests += 1
             return ac.bulk_import([entries[p] for p in positions])["batchId"], rejected
         except TransientError as exc:

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import select
 
 from optin.activecampaign.client import (
@@ -75,7 +75,12 @@ log = logging.getLogger(__name__)
 S = SubscriptionStatus
 
 _CLIENT = "optin.ac_client"
-_client_lock = threading.Lock()
+_CLIENT_LOCK = "optin.ac_client_lock"
+
+
+def init_app(app: Flask) -> None:
+    """The lock under which the app builds its client on first use (each app its own)."""
+    app.extensions[_CLIENT_LOCK] = threading.Lock()
 
 
 def client() -> ActiveCampaignClient | None:
@@ -88,7 +93,7 @@ def client() -> ActiveCampaignClient | None:
     if settings.ac_dry_run:
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    with _client_lock:
+    with app.extensions[_CLIENT_LOCK]:
         ac = app.extensions.get(_CLIENT)
         if ac is None:
             assert settings.ac_url and settings.ac_api_key

@@ -12,7 +12,7 @@ from email.utils import getaddresses
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from optin.extensions import db
@@ -173,8 +173,8 @@ def require_list(slug: str) -> MailingList:
 # of a signup's round trips, so each process keeps read-only snapshots: a list
 # for SNAPSHOT_TTL seconds (an operator's change reaches other processes within
 # that time, this one at once), a consent text for good (texts are never edited;
-# a new wording is a new version). The cache hangs on the app, so two apps (or
-# two test databases) never share it.
+# a new wording is a new version). The cache hangs on the app (``init_app``), so
+# two apps (or two test databases) never share it.
 
 SNAPSHOT_TTL = 10.0
 
@@ -213,10 +213,16 @@ class _Snapshots:
         self.texts: dict[tuple[int, str, int], TextSnapshot] = {}
 
 
+SNAPSHOTS_EXTENSION = "optin.list_snapshots"
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own, empty snapshot cache."""
+    app.extensions[SNAPSHOTS_EXTENSION] = _Snapshots()
+
+
 def _snapshots() -> _Snapshots:
-    cache = current_app.extensions.get("optin.list_snapshots")
-    if cache is None:
-        cache = current_app.extensions.setdefault("optin.list_snapshots", _Snapshots())
+    cache: _Snapshots = current_app.extensions[SNAPSHOTS_EXTENSION]
     return cache
 
 

@@ -4,7 +4,9 @@ The domain calls the small functions below (``signup``, ``unsubscribed``, …);
 nothing else in the package touches prometheus-client. Labels are lists, kinds,
 origins and endpoints, never personal data.
 
-Counters live in the process that counts. With several gunicorn workers (and
+Counters live in the app that counts (each app its own registry, made by
+``init_app``, so two apps in one process never add to each other's counts),
+and so in the process that counts. With several gunicorn workers (and
 ``optin worker`` processes) on one host, ``OPTIN_METRICS_DIR`` puts them in
 prometheus-client's multi-process mode: each process writes its own files there
 and ``/metrics`` adds them up. The outbox gauges are not counted but read from
@@ -19,6 +21,7 @@ Counts caused by a state change are bumped when its transaction commits
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,25 +52,41 @@ from prometheus_client.registry import Collector  # noqa: E402
 # No ``*_created`` series: multi-process mode has none, so both modes answer the same.
 disable_created_metrics()
 
-SIGNUPS = Counter("optin_signups", "Signups accepted, by list and outcome "
-                  "(new, repeated, throttled: a pending signup asked again within the resend "
-                  "interval, capped: OPTIN_MAILS_PER_ADDRESS_PER_DAY reached, confirmed: already "
-                  "subscribed, honeypot)", ["list", "outcome"])
-CONFIRMATIONS = Counter("optin_confirmations", "Consents confirmed through the link, by list",
-                        ["list"])
-UNSUBSCRIBES = Counter("optin_unsubscribes", "Withdrawals, by origin (link, one_click, "
-                       "activecampaign, operator) and kind (unsubscribed, complaint, erased)",
-                       ["origin", "kind"])
-MAILS = Counter("optin_mail_deliveries", "Mails handed to the mail server, by template",
-                ["template"])
-MAIL_FAILURES = Counter("optin_mail_delivery_failures",
-                        "Mails the mail server did not take (retried later), by template",
-                        ["template"])
-AC_REQUESTS = Counter("optin_activecampaign_requests",
-                      "ActiveCampaign API calls by endpoint and HTTP status (0: no answer)",
-                      ["endpoint", "status"])
-DEAD_LETTERS = Counter("optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
 
+@dataclass
+class Counters:
+    """One app's counters, in a registry of its own."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(name, doc, labels, registry=self.registry)
+
+        self.signups = counter(
+            "optin_signups", "Signups accepted, by list and outcome (new, repeated, throttled: "
+            "a pending signup asked again within the resend interval, capped: "
+            "OPTIN_MAILS_PER_ADDRESS_PER_DAY reached, confirmed: already subscribed, honeypot)",
+            ["list", "outcome"])
+        self.confirmations = counter(
+            "optin_confirmations", "Consents confirmed through the link, by list", ["list"])
+        self.unsubscribes = counter(
+            "optin_unsubscribes", "Withdrawals, by origin (link, one_click, activecampaign, "
+            "operator) and kind (unsubscribed, complaint, erased)", ["origin", "kind"])
+        self.mails = counter(
+            "optin_mail_deliveries", "Mails handed to the mail server, by template", ["template"])
+        self.mail_failures = counter(
+            "optin_mail_delivery_failures",
+            "Mails the mail server did not take (retried later), by template", ["template"])
+        self.ac_requests = counter(
+            "optin_activecampaign_requests",
+            "ActiveCampaign API calls by endpoint and HTTP status (0: no answer)",
+            ["endpoint", "status"])
+        self.dead_letters = counter(
+            "optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
+
+
+COUNTERS_EXTENSION = "optin.metrics"
 _PENDING_COUNTS = "optin.ops.metrics.pending"
 _BACKLOG = "optin.ops.metrics.backlog"
 
@@ -88,6 +107,11 @@ class KindBacklog(Protocol):
 BacklogQuery = Callable[[datetime], Iterable[KindBacklog]]
 
 
+def _counters() -> Counters:
+    counters: Counters = current_app.extensions[COUNTERS_EXTENSION]
+    return counters
+
+
 def multiprocess_mode() -> bool:
     """Whether prometheus-client runs in multi-process mode (OPTIN_METRICS_DIR was set)."""
     return values.ValueClass is not values.MutexValue
@@ -97,41 +121,47 @@ def multiprocess_mode() -> bool:
 
 
 def signup(list_slug: str, outcome: str, session: Session | None = None) -> None:
-    _on_commit(session, lambda: SIGNUPS.labels(list_slug, outcome).inc())
+    counter = _counters().signups
+    _on_commit(session, lambda: counter.labels(list_slug, outcome).inc())
 
 
 def honeypot() -> None:
     """A bot filled the hidden field: nothing is stored, so nothing waits for a commit."""
-    SIGNUPS.labels("-", "honeypot").inc()
+    _counters().signups.labels("-", "honeypot").inc()
 
 
 def confirmed(list_slug: str, session: Session | None = None) -> None:
-    _on_commit(session, lambda: CONFIRMATIONS.labels(list_slug).inc())
+    counter = _counters().confirmations
+    _on_commit(session, lambda: counter.labels(list_slug).inc())
 
 
 def unsubscribed(origin: str, kind: str = "unsubscribed", session: Session | None = None) -> None:
-    _on_commit(session, lambda: UNSUBSCRIBES.labels(origin, kind).inc())
+    counter = _counters().unsubscribes
+    _on_commit(session, lambda: counter.labels(origin, kind).inc())
 
 
 def mail_delivered(template: str) -> None:
-    MAILS.labels(template).inc()
+    _counters().mails.labels(template).inc()
 
 
 def mail_failed(template: str) -> None:
-    MAIL_FAILURES.labels(template).inc()
+    _counters().mail_failures.labels(template).inc()
 
 
 def activecampaign_response(endpoint: str, status: int) -> None:
     """The ActiveCampaign client's ``on_response`` hook (status 0: timeout, no connection)."""
-    AC_REQUESTS.labels(endpoint, str(status)).inc()
+    _counters().ac_requests.labels(endpoint, str(status)).inc()
 
 
 def dead_letter(kind: str) -> None:
-    DEAD_LETTERS.labels(kind).inc()
+    _counters().dead_letters.labels(kind).inc()
 
 
 def _on_commit(session: Session | None, bump: Callable[[], None]) -> None:
-    """Bump when the current transaction commits; forget it if it rolls back."""
+    """Bump when the current transaction commits; forget it if it rolls back.
+
+    The counter is looked up now, in the app that counts: the commit may come later.
+    """
     if session is None:
         session = db.session()
     session.info.setdefault(_PENDING_COUNTS, []).append(bump)
@@ -187,13 +217,14 @@ class BacklogCollector(Collector):
 
 
 def exposition(include_backlog: bool = True) -> tuple[bytes, str]:
-    """The text ``/metrics`` answers: this host's counters, then the backlog."""
+    """The text ``/metrics`` answers: this host's counters (this app's, and the process's
+    own gauges), then the backlog."""
     if multiprocess_mode():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)
     else:
-        body = generate_latest(REGISTRY)
+        body = generate_latest(_counters().registry) + generate_latest(REGISTRY)
     if include_backlog:
         backlog = CollectorRegistry()
         backlog.register(BacklogCollector())
@@ -211,6 +242,7 @@ class _ProcessAndBacklog(Collector):
         if multiprocess_mode():
             yield from multiprocess.MultiProcessCollector(None).collect()
         else:
+            yield from self.app.extensions[COUNTERS_EXTENSION].registry.collect()
             yield from REGISTRY.collect()
         with self.app.app_context():
             yield from BacklogCollector().collect()
@@ -232,13 +264,14 @@ def mark_process_dead(pid: int) -> None:
 
 
 def init_app(app: Flask, *, backlog: BacklogQuery) -> None:
-    """Read the outbox gauges with ``backlog`` (ops may not import the outbox), and refuse
-    an OPTIN_METRICS_DIR that came too late for prometheus-client to see it."""
+    """Give the app its counters and the query for the outbox gauges (ops may not import
+    the outbox); refuse an OPTIN_METRICS_DIR that came too late for prometheus-client."""
     app.extensions[_BACKLOG] = backlog
     if app.extensions["optin.settings"].metrics_dir is not None and not multiprocess_mode():
         raise ConfigError("OPTIN_METRICS_DIR must be in the process environment when optin "
                           "starts (prometheus-client reads it when first imported; a .env "
                           "file is read too late for it)")
+    app.extensions[COUNTERS_EXTENSION] = Counters()
 
 
 __all__ = [

@@ -9,6 +9,9 @@ import math
 import pytest
 from sqlalchemy import func, select
 
+from optin import create_app
+from optin.activecampaign import backfill
+from optin.activecampaign.client import BULK_IMPORTS_PER_MINUTE
 from optin.config import current_settings
 from optin.consent import subscriptions
 from optin.consent.addresses import address_hash
@@ -145,6 +148,33 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(ac_newsletter, ac_app,
     assert "sent 25, skipped 0, failed 0 (3 requests)" in second.output
     emails = _imported_emails(fake_ac)
     assert len(emails) == len(set(emails)) == 45  # each contact exactly once
+
+
+def test_each_app_keeps_its_own_bulk_import_pace(ac_newsletter, ac_app, ac_config, fake_ac):
+    """ActiveCampaign's 100 imports a minute: after 100 the app waits out the minute before
+    the next, while another app in the same process (another host's) has a count of its own."""
+    _insert(ac_app, ac_newsletter["id"], 3)
+    with ac_app.app_context():
+        pace = ac_app.extensions[backfill.PACE_EXTENSION]
+        for _ in range(BULK_IMPORTS_PER_MINUTE):
+            pace.wait(lambda seconds: pytest.fail(f"waited {seconds} s before the 100th"))
+    other = create_app(dict(ac_config))
+    waits: dict[str, list[float]] = {"other": [], "busy": []}
+    try:
+        with other.app_context():
+            backfill.backfill(db.session.get(MailingList, ac_newsletter["id"]),
+                              sleep=waits["other"].append)
+    finally:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    with ac_app.app_context():
+        backfill.backfill(db.session.get(MailingList, ac_newsletter["id"]),
+                          sleep=waits["busy"].append)
+    assert waits["other"] == []
+    [waited] = waits["busy"]
+    assert 59 < waited <= 60.5
+    assert len(_imports(fake_ac)) == 2
 
 
 def test_contacts_activecampaign_rejects_are_counted_and_the_rest_sent(ac_newsletter, ac_app,

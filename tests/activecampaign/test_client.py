@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from optin.activecampaign import sync
 from optin.activecampaign.client import (
     ActiveCampaignClient,
     ActiveCampaignError,
@@ -178,19 +179,18 @@ def test_retry_after_as_http_date(fake_ac, ac_client):
     assert parse_retry_after("7") == 7.0 and parse_retry_after("soon") is None
 
 
-def test_a_shared_throttle_keeps_under_the_limit(fake_ac):
-    last = [0.0]
-
-    def throttle():  # stands in for the app's shared limiter: 4 requests a second
-        wait = last[0] + 0.25 - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        last[0] = time.monotonic()
-
-    with ActiveCampaignClient(fake_ac.url, fake_ac.api_key, throttle=throttle) as c:
-        for _ in range(6):
-            c.get_list(1)
+def test_the_apps_shared_throttle_keeps_under_the_limit(ac_app, fake_ac):
+    """The client the app builds, with its real throttle (OPTIN_AC_RATE_LIMIT, 4 a second):
+    unpaced, the sixth call within a second would be refused (see above)."""
+    with ac_app.app_context():
+        ac = sync.client()
+        assert ac is not None
+        started = time.monotonic()
+        for _ in range(7):
+            ac.get_list(1)
+        elapsed = time.monotonic() - started
     assert fake_ac.rate_limited == 0
+    assert elapsed >= 6 * 0.25 - 0.05  # seven calls, a quarter of a second apart
 
 
 def test_503_and_5xx_are_transient(fake_ac, ac_client):

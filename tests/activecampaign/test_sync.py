@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 from sqlalchemy import select, update
@@ -17,7 +16,7 @@ from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import ConsentEvent, MailingList, OutboxItem, Subscription, utcnow
 
-from ..conftest import deliver, make_config
+from ..conftest import deliver, make_config, wait_for
 
 ADA = "ada@example.org"
 
@@ -27,6 +26,13 @@ def app_config(app_config):
     """Every app here maps the personal field ``company`` to ActiveCampaign field 3."""
     app_config["OPTIN_AC_FIELD_MAP"] = "company:3"
     return app_config
+
+
+def test_ac_config_configures_the_app_wherever_it_is_listed(app, ac_config, fake_ac):
+    """``app`` comes first here, yet it is built with ``ac_config``'s settings."""
+    settings = app.extensions["optin.settings"]
+    assert (settings.ac_dry_run, settings.ac_url) == (False, fake_ac.url)
+    assert settings.ac_field_map == {"company": "3"}  # and with this module's app_config
 
 
 def _sub(app, address=ADA) -> Subscription:
@@ -128,9 +134,7 @@ def test_a_withdrawal_during_the_subscribe_call_still_wins(ac_newsletter, signed
     fake_ac.delay = 0.5  # each ActiveCampaign answer takes a while
     worker = threading.Thread(target=deliver, args=(ac_app,))
     worker.start()
-    deadline = time.monotonic() + 10
-    while not fake_ac.requests_to("POST", "contact/sync") and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: fake_ac.requests_to("POST", "contact/sync"), interval=0.01)
 
     # The subscribe is in flight; the unsubscribe does not wait for it (no row lock is
     # held across the calls, PostgreSQL included).
@@ -287,23 +291,14 @@ def test_a_confirmation_reaches_the_list_within_seconds_with_the_worker_running(
     thread.start()
     try:
         assert client.post(confirm_path).status_code == 200
-        assert _wait_for(lambda: fake_ac.contact_status(ADA, 1) == 1)
+        wait_for(lambda: fake_ac.contact_status(ADA, 1) == 1)
         # (SQLite has no row locks: let the worker finish writing this subscription's ledger.)
-        assert _wait_for(lambda: all(r.status == "done" for r in _rows(ac_app)))
+        wait_for(lambda: all(r.status == "done" for r in _rows(ac_app)))
         assert client.post(_unsubscribe_path(ac_app)).status_code == 200
-        assert _wait_for(lambda: fake_ac.contact_status(ADA, 1) == 2)
+        wait_for(lambda: fake_ac.contact_status(ADA, 1) == 2)
     finally:
         worker.stop()
         thread.join(timeout=15)
-
-
-def _wait_for(condition, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize(("name", "value"), [

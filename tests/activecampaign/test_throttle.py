@@ -36,7 +36,7 @@ def _redis() -> redis.Redis:
 
 @pytest.fixture
 def redis_config(ac_config):
-    """ac_config with the limiter in Redis (list it before the app)."""
+    """ac_config with the limiter in Redis."""
     _redis()
     ac_config["OPTIN_RATELIMIT_STORAGE_URL"] = REDIS_URL
     return ac_config

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from optin import create_app
 from optin.consent import lists
+from optin.extensions import db
 
 from ..conftest import deliver, signup
 
@@ -91,3 +93,21 @@ def test_create_refuses_a_bad_sender(app, runner):
     assert result.exit_code == 1
     with app.app_context():
         assert lists.get_list("weekly") is None
+
+
+def test_each_app_keeps_its_own_list_snapshots(app, app_config, newsletter):
+    """A change reaches the app that made it at once, another app (another host) from the
+    database within SNAPSHOT_TTL: the apps never share their cache."""
+    other = create_app(dict(app_config))
+    try:
+        with app.app_context():
+            assert lists.list_snapshot("newsletter").name == "Example Newsletter"
+        with other.app_context():
+            lists.update_list(lists.get_list("newsletter"), name="Renamed")
+            assert lists.list_snapshot("newsletter").name == "Renamed"
+        with app.app_context():
+            assert lists.list_snapshot("newsletter").name == "Example Newsletter"
+    finally:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()

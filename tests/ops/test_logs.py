@@ -129,10 +129,10 @@ def test_logs_are_json_with_request_ids_and_no_personal_data_or_secrets(
         assert client.get("/v1/contacts", query_string={"email": anna}, headers=auth,
                           environ_base=remote).status_code == 200
         assert client.delete("/v1/contacts", query_string={"email": bert}, headers=auth,
-                             environ_base=remote).status_code in (200, 202, 204)
+                             environ_base=remote).status_code == 200
         assert client.get("/v1/contacts", query_string={"email": anna}, environ_base=remote,
                           headers={"Authorization": "Bearer not-the-token-0123456789"}
-                          ).status_code in (401, 403)
+                          ).status_code == 401
     with captured() as last_worker:
         deliver(app)
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import pytest
 import requests
+import time_machine
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from optin import create_app
 from optin.config import ConfigError
 from optin.extensions import db
-from optin.models import MailingList
+from optin.models import MailingList, OutboxItem
 from optin.ops import metrics
 
-from ..conftest import deliver, free_port, links, make_config, signup
+from ..conftest import deliver, free_port, links, make_config, signup, wait_for
 
 
 def scrape(client) -> dict[tuple[str, frozenset], float]:
@@ -74,12 +76,20 @@ def test_a_signup_that_fails_validation_counts_nothing(client, newsletter):
     assert signups == {k: v for k, v in before.items() if k[0] == "optin_signups_total"}
 
 
+def _scrape_at(client, moment: datetime) -> dict[tuple[str, frozenset], float]:
+    """``scrape`` with the clock stopped at ``moment``."""
+    with time_machine.travel(moment, tick=False):
+        return scrape(client)
+
+
 def test_failed_smtp_delivery_and_outbox_gauges(app, client, newsletter, smtp_server, mailbox):
     assert signup(client, "metrics-bert@example.org").status_code == 202
-    queued = scrape(client)
+    with app.app_context():
+        queued_at = db.session.scalar(select(OutboxItem.created_at))
+    queued = _scrape_at(client, queued_at + timedelta(seconds=42.5))
     assert value(queued, "optin_database_up") == 1
     assert value(queued, "optin_outbox_pending", kind="confirm_mail") == 1
-    assert value(queued, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") >= 0
+    assert value(queued, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") == 42.5
 
     smtp_server.stop()
     try:
@@ -90,9 +100,9 @@ def test_failed_smtp_delivery_and_outbox_gauges(app, client, newsletter, smtp_se
     assert increase(queued, failed, "optin_mail_delivery_failures_total", template="confirm") == 1
     assert increase(queued, failed, "optin_mail_deliveries_total", template="confirm") == 0
     assert value(failed, "optin_outbox_pending", kind="confirm_mail") == 1  # still queued
-    time.sleep(1.1)
-    assert value(scrape(client), "optin_outbox_oldest_pending_age_seconds",
-                 kind="confirm_mail") >= 1
+    # Its age counts from when it was queued, not from the failed attempt.
+    later = _scrape_at(client, queued_at + timedelta(minutes=10))
+    assert value(later, "optin_outbox_oldest_pending_age_seconds", kind="confirm_mail") == 600
     assert "metrics-bert" not in client.get("/metrics").get_data(as_text=True)
 
 
@@ -119,8 +129,6 @@ def test_activecampaign_calls_by_status_and_dead_letters(ac_app, client, ac_news
 
     with ac_app.app_context():  # the list id ActiveCampaign does not have: a dead letter
         db.session.get(MailingList, ac_newsletter["id"]).ac_list_id = 99
-        from optin.models import OutboxItem
-
         db.session.query(OutboxItem).filter_by(kind="ac_subscribe").update(
             {"next_attempt_at": OutboxItem.created_at})
         db.session.commit()
@@ -135,17 +143,19 @@ def test_activecampaign_calls_by_status_and_dead_letters(ac_app, client, ac_news
     assert "metrics-carl" not in text and fake_ac.api_key not in text
 
 
-def test_activecampaign_without_an_answer_counts_as_status_0(app_config, request):
-    port = free_port()  # nothing listens there
-    app_config.update(OPTIN_AC_URL=f"http://127.0.0.1:{port}", OPTIN_AC_API_KEY="k" * 20,
+@pytest.fixture
+def unreachable_ac_config(app_config):
+    """ActiveCampaign live, at a port where nothing listens."""
+    app_config.update(OPTIN_AC_URL=f"http://127.0.0.1:{free_port()}", OPTIN_AC_API_KEY="k" * 20,
                       OPTIN_AC_TIMEOUT_SECONDS="1")
-    app = request.getfixturevalue("app")
-    client = app.test_client()
-    newsletter = request.getfixturevalue("newsletter")
+    return app_config
+
+
+def test_activecampaign_without_an_answer_counts_as_status_0(app, client, newsletter, confirmed,
+                                                             unreachable_ac_config):
     with app.app_context():
         db.session.get(MailingList, newsletter["id"]).ac_list_id = 1
         db.session.commit()
-    confirmed = request.getfixturevalue("confirmed")
     before = scrape(client)
     confirmed("metrics-dora@example.org")
     after = scrape(client)
@@ -180,13 +190,7 @@ def test_counters_add_up_across_gunicorn_workers_and_the_worker_process(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        wait_for(lambda: requests.get(f"{base}/readyz", timeout=5), timeout=20)
         before = _parse(requests.get(f"{base}/metrics", timeout=10).text)
 
         def sign(i: int) -> int:
@@ -218,21 +222,21 @@ def test_worker_serves_its_own_metrics(app, app_config, client, newsletter, mail
     worker = subprocess.Popen([sys.executable, "-m", "optin", "worker", "--metrics-port", str(port),
                                "--metrics-host", "127.0.0.1"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(150):
-            try:
-                before = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
-        assert signup(client, "metrics-erik@example.org").status_code == 202
+
+    def worker_metrics() -> dict[tuple[str, frozenset], float]:
+        return _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+
+    def once_sent() -> dict[tuple[str, frozenset], float] | None:
         # The mail reaches the mailbox a moment before the worker commits the row as sent.
-        for _ in range(150):
-            after = _parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-            if mailbox.to("metrics-erik@example.org") and not value(
-                    after, "optin_outbox_pending", kind="confirm_mail"):
-                break
-            time.sleep(0.1)
+        samples = worker_metrics()
+        sent = mailbox.to("metrics-erik@example.org") and not value(
+            samples, "optin_outbox_pending", kind="confirm_mail")
+        return samples if sent else None
+
+    try:
+        before = wait_for(worker_metrics, timeout=20)
+        assert signup(client, "metrics-erik@example.org").status_code == 202
+        after = wait_for(once_sent, timeout=20)
     finally:
         worker.terminate()
         _, errors = worker.communicate(timeout=30)
@@ -269,3 +273,20 @@ def test_counts_wait_for_the_outermost_commit(app, client):
             pass
         db.session.commit()
     assert count() == start + 1
+
+
+def test_each_app_counts_for_itself(app, app_config, client, newsletter):
+    """Two apps in one process (tests, or two hosts' apps) never add to each other's counts."""
+    other_app = create_app(dict(app_config))
+    other = other_app.test_client()
+    try:
+        before, other_before = scrape(client), scrape(other)
+        assert signup(client, "metrics-fritz@example.org").status_code == 202
+        assert increase(before, scrape(client), "optin_signups_total",
+                        list="newsletter", outcome="new") == 1
+        assert increase(other_before, scrape(other), "optin_signups_total",
+                        list="newsletter", outcome="new") == 0
+    finally:
+        with other_app.app_context():
+            db.session.remove()
+            db.engine.dispose()

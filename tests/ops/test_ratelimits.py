@@ -292,3 +292,13 @@ def test_an_invalid_limit_stops_start_up_with_one_clear_line(tmp_path, name, val
     assert len(lines) == 1
     assert lines[0].startswith(f"optin: configuration error: {name} must")
     assert value in lines[0] or "no scheme" in lines[0]
+
+
+def test_each_app_counts_in_its_own_storage(app, client, newsletter, app_config):
+    """Two apps in one process (two hosts without Redis): a second app's memory storage
+    neither resets the first app's counts nor shares them."""
+    for i in range(3):
+        assert _signup(client, f"own{i}@example.org", "198.51.100.50").status_code == 202
+    other = _second_host(dict(app_config)).test_client()
+    assert _signup(client, "own3@example.org", "198.51.100.50").status_code == 429
+    assert _signup(other, "own4@example.org", "198.51.100.50").status_code == 202

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription
+from optin.web.subscribe import ACCEPTED
 
 from ..conftest import deliver, signup
 
@@ -83,10 +84,14 @@ def test_signup_stores_the_evidence(app, client, newsletter):
 
 
 def test_case_variants_are_one_subscription(app, client, newsletter):
-    signup(client, "carla@example.org")
-    signup(client, "CARLA@example.org")
+    first = signup(client, "carla@example.org")
+    again = signup(client, "CARLA@example.org")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json == again.json == ACCEPTED
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Subscription)) == 1
+        kinds = db.session.scalars(select(ConsentEvent.kind).order_by(ConsentEvent.id)).all()
+    assert kinds == ["signup_requested", "signup_repeated"]
 
 
 def test_filled_honeypot_is_accepted_and_dropped(app, client, newsletter):
@@ -220,9 +225,18 @@ def test_repeated_signups_mail_at_most_once_per_interval(app, client, newsletter
 def test_confirmed_address_signing_up_again_gets_no_mail(app, client, confirmed, mailbox):
     confirmed("g@example.org")
     before = len(mailbox.to("g@example.org"))
-    signup(client, "g@example.org")
+    assert signup(client, "g@example.org").status_code == 202
     deliver(app)
     assert len(mailbox.to("g@example.org")) == before
+    with app.app_context():
+        sub = db.session.scalar(select(Subscription))
+        assert sub.status == "confirmed"
+        assert sub.events[-1].kind == "signup_repeated"
+        assert sub.events[-1].details["action"] == "none (already confirmed)"
+        rows = db.session.execute(select(OutboxItem.kind, OutboxItem.status)).all()
+    # Nothing new was queued, and what the confirmation queued was delivered, not crashed.
+    assert sorted(tuple(r) for r in rows) == [("ac_subscribe", "done"), ("confirm_mail", "done"),
+                                              ("welcome_mail", "done")]
 
 
 def test_signup_after_unsubscribe_starts_a_fresh_double_opt_in(app, client, confirmed, mailbox):
