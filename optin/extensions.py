@@ -6,7 +6,9 @@ module import ``db`` without importing the app: no circular imports.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import flask
@@ -17,9 +19,11 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, Table, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from optin.schemas import ProblemSchema
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -70,6 +74,35 @@ class Limiter(flask_limiter.Limiter):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+
+_AFTER_COMMIT = "optin.after_commit"
+
+
+def after_commit(work: Callable[[], None], session: Session | None = None) -> None:
+    """Do ``work`` once the current transaction commits; forget it if it rolls back.
+
+    For effects outside the database that must count only what was committed (metrics,
+    the per-address mail budget in Redis). A failing ``work`` is logged, never raised:
+    the transaction is already committed.
+    """
+    (session or db.session()).info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the transaction may still roll back
+    for work in session.info.pop(_AFTER_COMMIT, []):
+        try:
+            work()
+        except Exception:
+            log.exception("work after a commit failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_AFTER_COMMIT, None)
 
 #: A pooled connection idle for longer than this is checked before it is handed out.
 IDLE_PING_SECONDS = 2.0

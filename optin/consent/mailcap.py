@@ -22,6 +22,7 @@ from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from optin.config import Settings
+from optin.extensions import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,30 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 
 def take_address_mail(email_hash: str, settings: Settings) -> bool:
-    """Count one confirmation mail to the address; False when its daily cap is reached.
+    """Whether a confirmation mail to the address fits in its daily cap; if so, it is
+    counted when the caller's transaction commits.
 
-    Atomic in the shared storage, so hosts racing for the last mail cannot both
-    win. Called only when a mail is about to be queued. If the storage is
-    unreachable the mail goes out (logged): a Redis outage must not lose signups.
+    Only what was committed counts: a signup that rolls back (a database cut, a 503)
+    spends nothing of the address's budget. The price is a window as long as one
+    transaction in which two hosts racing for the last mail may both get it; the cap is
+    an abuse limit, and the per-subscription resend interval still holds. If the storage
+    is unreachable the mail goes out (logged): a Redis outage must not lose signups.
     """
     counter: SlidingWindowCounterRateLimiter = current_app.extensions[EXTENSION]
     item = RateLimitItemPerDay(settings.mails_per_address_per_day)
     try:
-        return counter.hit(item, "optin", SCOPE, email_hash)
+        allowed = counter.test(item, "optin", SCOPE, email_hash)
     except Exception as exc:  # the storage is down: mail rather than lose the signup
         log.warning("per-address mail limit unavailable (%s); mailing anyway", type(exc).__name__)
         return True
+    if allowed:
+        after_commit(lambda: _count(counter, item, email_hash))
+    return allowed
+
+
+def _count(counter: SlidingWindowCounterRateLimiter, item: RateLimitItemPerDay,
+           email_hash: str) -> None:
+    try:
+        counter.hit(item, "optin", SCOPE, email_hash)
+    except Exception as exc:  # the storage went away after the commit: this mail is not counted
+        log.warning("per-address mail limit unavailable (%s); mail not counted", type(exc).__name__)

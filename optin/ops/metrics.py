@@ -26,11 +26,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from flask import Flask, current_app
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from optin.config import ConfigError, export_metrics_dir
-from optin.extensions import db
+from optin.extensions import after_commit, db
 from optin.models import utcnow
 
 export_metrics_dir()  # before prometheus_client is first imported: it decides its mode then
@@ -87,7 +86,6 @@ class Counters:
 
 
 COUNTERS_EXTENSION = "optin.metrics"
-_PENDING_COUNTS = "optin.ops.metrics.pending"
 _BACKLOG = "optin.ops.metrics.backlog"
 
 
@@ -162,23 +160,7 @@ def _on_commit(session: Session | None, bump: Callable[[], None]) -> None:
 
     The counter is looked up now, in the app that counts: the commit may come later.
     """
-    if session is None:
-        session = db.session()
-    session.info.setdefault(_PENDING_COUNTS, []).append(bump)
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: the transaction may still roll back
-    for bump in session.info.pop(_PENDING_COUNTS, []):
-        bump()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    if not session.in_nested_transaction():
-        session.info.pop(_PENDING_COUNTS, None)
+    after_commit(bump, session)
 
 
 # --- what /metrics answers ----------------------------------------------------------------
