@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+
+import requests
+
+from .conftest import free_port
 
 
 def test_create_show_and_list(runner):
@@ -49,3 +57,33 @@ def test_errors_are_clear(runner):
     bad_origin = runner.invoke(args=["lists", "create", "o", "--name", "x", "--origin",
                                      "https://ex.com/path"])
     assert "without a path" in bad_origin.output
+
+
+def test_serve_in_development_prints_an_operator_token_that_works(tmp_path):
+    """The README's operator calls can be tried right after `optin serve`."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(OPTIN_INSTANCE_PATH=str(tmp_path), PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
+    server = subprocess.Popen([sys.executable, "-m", "optin", "serve", "--port", str(port), "--no-worker"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in server.stdout:
+            printed.append(line)
+            if line.strip().startswith("export TOKEN="):
+                break
+        token = printed[-1].strip().removeprefix("export TOKEN=")
+        assert token == (tmp_path / "admin_token").read_text()
+        for _ in range(100):
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/v1/lists", timeout=5,
+                                      headers={"Authorization": f"Bearer {token}"})
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert [entry["slug"] for entry in answer.json()["lists"]] == ["newsletter"]  # the demo list
+    finally:
+        server.terminate()
+        rest, _ = server.communicate(timeout=30)
+    assert sum(token in line for line in [*printed, *rest.splitlines()]) == 1  # printed once, logged never

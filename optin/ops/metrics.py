@@ -7,7 +7,9 @@ origins and endpoints, never personal data.
 Counters live in the process that counts. With several gunicorn workers (and
 ``optin worker`` processes) on one host, ``OPTIN_METRICS_DIR`` puts them in
 prometheus-client's multi-process mode: each process writes its own files there
-and ``/metrics`` adds them up. The outbox gauges are not counted but read from
+and ``/metrics`` adds them up. The mode is chosen when the process's first app
+is made (:func:`init_app`), before anything is counted; importing this module
+changes nothing. The outbox gauges are not counted but read from
 the database at each scrape (:class:`BacklogCollector`), so they are right
 whichever process or host answers.
 
@@ -17,18 +19,13 @@ Counts caused by a state change are bumped when its transaction commits
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
-
-from optin.config import ConfigError, export_metrics_dir
-
-export_metrics_dir()  # before prometheus_client is first imported: it decides its mode then
-
-from prometheus_client import (  # noqa: E402
+from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -39,8 +36,12 @@ from prometheus_client import (  # noqa: E402
     start_http_server,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from optin.config import ConfigError, Settings
 
 # No ``*_created`` series: multi-process mode has none, so both modes answer the same.
 disable_created_metrics()
@@ -65,6 +66,8 @@ AC_REQUESTS = Counter("optin_activecampaign_requests",
 DEAD_LETTERS = Counter("optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
 
 _PENDING_COUNTS = "optin.ops.metrics.pending"
+# The folder this process counts in (None: in memory), fixed by its first app.
+_COUNTING_IN: list[Path | None] = []
 
 
 def multiprocess_mode() -> bool:
@@ -214,18 +217,35 @@ def serve(app: Flask, port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - 
     return server
 
 
-def mark_process_dead(pid: int) -> None:
-    """gunicorn's ``child_exit``: a dead worker's live gauges go; its counts stay summed."""
-    if multiprocess_mode():
-        multiprocess.mark_process_dead(pid)
+def mark_process_dead(pid: int, metrics_dir: Path | None) -> None:
+    """gunicorn's ``child_exit`` (in the master, which has no app): a dead worker's live
+    gauges go; its counts stay summed."""
+    if metrics_dir is not None:
+        multiprocess.mark_process_dead(pid, str(metrics_dir))
 
 
-def init_app(app: Flask) -> None:
-    """Refuse an OPTIN_METRICS_DIR that came too late for prometheus-client to see it."""
-    if app.extensions["optin.settings"].metrics_dir is not None and not multiprocess_mode():
-        raise ConfigError("OPTIN_METRICS_DIR must be in the process environment when optin "
-                          "starts (prometheus-client reads it when first imported; a .env "
-                          "file is read too late for it)")
+def init_app(app: Flask, settings: Settings) -> None:
+    """Count in OPTIN_METRICS_DIR (prometheus-client's multi-process mode) or in memory.
+
+    The mode belongs to the process, so its first app chooses it, before any
+    count exists; a later app of the same process that asks for another is refused.
+    """
+    if not _COUNTING_IN:
+        if settings.metrics_dir is not None:
+            _count_in_files(settings.metrics_dir)
+        _COUNTING_IN.append(settings.metrics_dir)
+    elif _COUNTING_IN[0] != settings.metrics_dir:
+        where = f"in {_COUNTING_IN[0]}" if _COUNTING_IN[0] else "in memory"
+        raise ConfigError("OPTIN_METRICS_DIR must be the same for every app of one process "
+                          f"(this one counts {where})")
+
+
+def _count_in_files(directory: Path) -> None:
+    """What prometheus-client does at import when PROMETHEUS_MULTIPROC_DIR is set: its
+    values read the variable when they are made (at each counter's first labels)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if not multiprocess_mode():
+        values.ValueClass = values.MultiProcessValue()
 
 
 __all__ = [
