@@ -2,15 +2,28 @@
 
 Every value can be overridden with gunicorn's own ``GUNICORN_CMD_ARGS`` or
 command-line flags. The outbox worker is a separate process (``optin worker``).
+What optin's own variables mean (the log format, the metrics folder) is read
+from the same settings the app reads, so both agree on every default.
 """
 
 import json
 import multiprocessing
 import os
 import re
+import sys
 from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
+
+from optin import load_settings
+from optin.config import ConfigError
+from optin.ops import metrics
+from optin.ops.logs import scrub_path
+
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"optin: configuration error: {exc}")
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Requests are short and mostly wait on the database: a few processes per core.
@@ -24,12 +37,12 @@ max_requests_jitter = 1_000
 # No query strings in the access log (operator calls carry addresses there), no client IP,
 # no user agent, no link token: the request id (optin's X-Request-ID answer header) ties a
 # line to the app's own log lines instead. One JSON object a line like the app's, unless
-# OPTIN_LOG_FORMAT=text, which uses this format:
+# OPTIN_LOG_FORMAT is text (the default in development), which uses this format:
 accesslog = "-"
 access_log_format = ('request_id=%({x-request-id}o)s method=%(m)s path="%(U)s" status=%(s)s '
                      'bytes=%(B)s duration_ms=%(M)s')
 errorlog = "-"
-ACCESS_LOG_JSON = os.environ.get("OPTIN_LOG_FORMAT", "json").strip().lower() != "text"
+ACCESS_LOG_JSON = settings.log_format == "json"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -39,8 +52,6 @@ class AccessLogger(Logger):
     control characters escaped (a %0A in a path must not forge a line), and JSON lines."""
 
     def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
-        from optin.ops.logs import scrub_path
-
         atoms = super().atoms(resp, req, environ, request_time)
         path = scrub_path(atoms["U"] or "")
         atoms["U"] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
@@ -68,7 +79,7 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1"
 
 
 def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
-    if workers > 1 and not os.environ.get("OPTIN_METRICS_DIR"):
+    if workers > 1 and settings.metrics_dir is None:
         server.log.warning("OPTIN_METRICS_DIR is unset: each of the %s workers answers /metrics "
                            "with its own counts only (see README, Metrics)", workers)
 
@@ -76,6 +87,4 @@ def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     """With OPTIN_METRICS_DIR, a dead worker's counts stay summed in /metrics; this only
     drops its live-process gauges (prometheus-client's multi-process mode)."""
-    from optin.ops import metrics
-
-    metrics.mark_process_dead(worker.pid)
+    metrics.mark_process_dead(worker.pid, settings.metrics_dir)

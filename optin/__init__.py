@@ -22,14 +22,14 @@ from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
 from optin.consent import lists, mailcap
 from optin.delivery import notifications, outbox, worker
-from optin.delivery.mailer import MailTemplates, backend_from_url
+from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
 from optin.ops import logs, metrics, problems, ratelimits
 from optin.privacy import retention
 
-__all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app"]
+__all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
 OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
@@ -47,15 +47,29 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
 )
 
 
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``create_app(environ)`` runs with (``os.environ`` by default), for
+    processes that need them before any app exists (``gunicorn.conf.py``)."""
+    environ = os.environ if environ is None else environ
+    return Settings.from_env(environ, _instance_path(environ))
+
+
+def _instance_path(environ: Mapping[str, str]) -> Path:
+    """OPTIN_INSTANCE_PATH, else Flask's instance folder of this package."""
+    return Path(Flask(__name__, instance_path=environ.get("OPTIN_INSTANCE_PATH") or None)
+                .instance_path)
+
+
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app. ``test_config`` replaces the environment (tests stay hermetic)."""
     environ: Mapping[str, str] = os.environ if test_config is None else test_config
+    settings = load_settings(environ)
     app = Flask(__name__, template_folder=str(TEMPLATE_DIR),
-                instance_path=environ.get("OPTIN_INSTANCE_PATH") or None)
-    settings = Settings.from_env(environ, Path(app.instance_path))
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+                instance_path=str(settings.instance_path))
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
 
     logs.init_app(app, settings)
+    metrics.init_app(app, settings, backlog=outbox.backlog_by_kind)  # before anything counts
     for name in unknown_variables(environ):
         app.logger.warning("ignoring unknown setting %s (typo?)", name)
 
@@ -67,7 +81,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         _prefer_operator_templates(app, settings.template_dir)
     for problem in brand.problems(settings.brand):
         app.logger.warning("brand: %s", problem)
-    app.extensions["optin.mail_backend"] = backend_from_url(settings.mail_url)
+    app.extensions["optin.mail_backend"] = backend_for(settings.mail)
 
     if settings.trusted_proxies:
         n = settings.trusted_proxies
@@ -85,7 +99,6 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     backfill.init_app(app)
     api.init_app(app)
     web.init_app(app)
-    metrics.init_app(app, backlog=outbox.backlog_by_kind)
     problems.init_app(app)  # after the Api, whose own error handler it replaces
     cli.init_app(app)
     return app

@@ -27,7 +27,7 @@ from optin.activecampaign import (
     reconcile,
 )
 from optin.activecampaign.client import ActiveCampaignError
-from optin.config import current_settings
+from optin.config import DEVELOPMENT_OPERATOR, Settings, current_settings
 from optin.consent import ledger, lists
 from optin.delivery import mailbox, outbox
 from optin.delivery.worker import Worker
@@ -71,11 +71,24 @@ def serve(host: str, port: int, no_worker: bool) -> None:
                        f"set it to http://{host}:{port} (or unset it) to follow them to "
                        "this server.")
         click.echo(f"Demo page: http://{host}:{port}/  (mail folder: /dev/mail)")
+        _echo_development_token(settings)
     if not no_worker:
         worker = Worker(app)
         threading.Thread(target=worker.run, name="optin-worker", daemon=True).start()
     # run_simple rather than app.run(): Flask ignores app.run() inside its own CLI.
     run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+
+
+def _echo_development_token(settings: Settings) -> None:
+    """Print the generated operator token, so the README's operator calls can be tried.
+
+    On the terminal only, never in a log (the log formatter blanks every token).
+    """
+    token = next((t for t, name in settings.admin_tokens.items() if name == DEVELOPMENT_OPERATOR),
+                 None)
+    if token is not None:
+        click.echo(f"Operator API token (development, kept in {settings.instance_path / 'admin_token'}):"
+                   f"\n  export TOKEN={token}")
 
 
 @click.command("worker")

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+
+import requests
 
 from optin import cli, create_app
 from optin.config import current_settings
 
-from .conftest import deliver, signup
+from .conftest import deliver, free_port, signup
 
 
 def test_create_show_and_list(runner):
@@ -85,3 +91,33 @@ def test_serve_keeps_a_base_url_that_was_set(tmp_path, monkeypatch):
     with app.app_context():
         assert current_settings().base_url == "http://localhost:8000"
     assert "Note: links in mails point to OPTIN_BASE_URL=http://localhost:8000" in output
+
+
+def test_serve_in_development_prints_an_operator_token_that_works(tmp_path):
+    """The README's operator calls can be tried right after `optin serve`."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(OPTIN_INSTANCE_PATH=str(tmp_path), PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
+    server = subprocess.Popen([sys.executable, "-m", "optin", "serve", "--port", str(port), "--no-worker"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in server.stdout:
+            printed.append(line)
+            if line.strip().startswith("export TOKEN="):
+                break
+        token = printed[-1].strip().removeprefix("export TOKEN=")
+        assert token == (tmp_path / "admin_token").read_text()
+        for _ in range(100):
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/v1/lists", timeout=5,
+                                      headers={"Authorization": f"Bearer {token}"})
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert [entry["slug"] for entry in answer.json()["lists"]] == ["newsletter"]  # the demo list
+    finally:
+        server.terminate()
+        rest, _ = server.communicate(timeout=30)
+    assert sum(token in line for line in [*printed, *rest.splitlines()]) == 1  # printed once, logged never

@@ -66,3 +66,21 @@ def test_gunicorn_access_log_as_text(app, app_config):
             in "\n".join(access))
     assert 'path="/confirm/[token]" status=404' in output
     assert all("127.0.0.1" not in line and "python-requests" not in line for line in access)
+
+
+def test_gunicorn_logs_in_the_apps_default_format(app, app_config):
+    """gunicorn.conf.py reads optin's settings: in development both default to text."""
+    output = _gunicorn_output({**app_config, "OPTIN_ENV": "development"})
+    access = [line for line in output.splitlines() if line.startswith("request_id=")]
+    assert 'request_id=wsgi-test-42 method=GET path="/v1/contacts" status=401 ' in "\n".join(access)
+    assert '"gunicorn.access"' not in output
+
+
+def test_gunicorn_stops_on_a_bad_setting_with_one_line(app_config):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config, OPTIN_LOG_FORMAT="xml", PYTHONPATH=os.getcwd())
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "optin: configuration error: OPTIN_LOG_FORMAT must be json or text, got 'xml'" in (
+        result.stdout + result.stderr)

@@ -101,7 +101,7 @@ def client() -> ActiveCampaignClient | None:
                 settings.ac_url,
                 settings.ac_api_key,
                 timeout=(3.05, settings.ac_timeout_seconds),
-                throttle=shared_throttle(settings.ratelimit_storage_url, db.engine,
+                throttle=shared_throttle(settings.shared_storage, db.engine,
                                          urlsplit(settings.ac_url).netloc, settings.ac_rate_limit),
                 on_response=metrics.activecampaign_response,
             )

@@ -11,8 +11,9 @@ could put six into one of the server's seconds (4.5/s left 0.11 s, which a
 busy 2-core machine exceeded now and then; a 429 is retried, but it should
 not happen in normal operation).
 
-The schedule lives in Redis when ``OPTIN_RATELIMIT_STORAGE_URL`` is
-``redis://`` (one Lua script on Redis's own clock), otherwise in the database
+The schedule lives in Redis when ``OPTIN_RATELIMIT_STORAGE_URL`` names one
+(any form the rate limiter takes: a server, a socket, sentinels or a cluster;
+one Lua script on Redis's own clock), otherwise in the database
 (a row in ``job_state``, updated on its own connection: the row lock on
 PostgreSQL, the single-writer lock on SQLite keep the read-modify-write
 atomic; PostgreSQL's clock is used so hosts need not agree on the time).
@@ -31,9 +32,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from optin.config import RedisKind, SharedStorage
 from optin.models import JobState, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ log = logging.getLogger(__name__)
 STALE_SECONDS = 60.0
 _WARN_EVERY = 60.0
 _LATE_RETRIES = 5
+# A Redis that does not answer within this pauses the pace (calls go unpaced), not the sync.
+REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class Throttle:
@@ -85,7 +92,11 @@ class Throttle:
 
 
 class RedisThrottle(Throttle):
-    """The schedule as one Redis key holding the next free slot (Redis server time)."""
+    """The schedule as one Redis key holding the next free slot (Redis server time).
+
+    ``connect`` makes the client on first use (a cluster client contacts its nodes
+    when made), so a Redis that is down at start-up is an outage like a later one.
+    """
 
     # Returns a string: Redis would truncate a Lua number to an integer.
     SCRIPT = """
@@ -99,12 +110,15 @@ class RedisThrottle(Throttle):
     return string.format('%.6f', slot - now)
     """
 
-    def __init__(self, redis_client: Any, key: str, rate: float, **kw: Any) -> None:
+    def __init__(self, connect: Callable[[], Any], key: str, rate: float, **kw: Any) -> None:
         super().__init__(rate, **kw)
         self.key = key
-        self._script = redis_client.register_script(self.SCRIPT)
+        self._connect = connect
+        self._script: Any = None
 
     def reserve(self) -> float:
+        if self._script is None:
+            self._script = self._connect().register_script(self.SCRIPT)
         return float(self._script(keys=[self.key], args=[self.interval, STALE_SECONDS]))
 
 
@@ -155,11 +169,27 @@ class DatabaseThrottle(Throttle):
         return slot - now
 
 
-def shared_throttle(storage_url: str, engine: Engine, account: str, rate: float) -> Throttle:
-    """The throttle for one ActiveCampaign account, shared through Redis or the database."""
-    if storage_url.startswith(("redis://", "rediss://", "unix://")):
-        import redis
+def shared_throttle(storage: SharedStorage | None, engine: Engine, account: str,
+                    rate: float) -> Throttle:
+    """The throttle for one ActiveCampaign account: in the Redis the rate limits use
+    (``settings.shared_storage``), or in the database when they count in memory."""
+    if storage is None:
+        return DatabaseThrottle(engine, f"ac-throttle:{account}"[:100], rate)
+    return RedisThrottle(lambda: redis_client(storage), f"optin:ac-throttle:{account}", rate)
 
-        return RedisThrottle(redis.Redis.from_url(storage_url, socket_timeout=2),
-                             f"optin:ac-throttle:{account}", rate)
-    return DatabaseThrottle(engine, f"ac-throttle:{account}"[:100], rate)
+
+def redis_client(storage: SharedStorage) -> Any:
+    """A redis-py client for the storage: a server, the sentinels' master, or a cluster."""
+    if storage.kind is RedisKind.SENTINEL:
+        assert storage.service_name
+        sentinel = Sentinel(list(storage.nodes), socket_timeout=REDIS_TIMEOUT_SECONDS,
+                            username=storage.username, password=storage.password,
+                            sentinel_kwargs={"username": storage.username,
+                                             "password": storage.password,
+                                             "socket_timeout": REDIS_TIMEOUT_SECONDS})
+        return sentinel.master_for(storage.service_name, socket_timeout=REDIS_TIMEOUT_SECONDS)
+    if storage.kind is RedisKind.CLUSTER:
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in storage.nodes],
+                            username=storage.username, password=storage.password,
+                            socket_timeout=REDIS_TIMEOUT_SECONDS)
+    return redis.Redis.from_url(storage.url, socket_timeout=REDIS_TIMEOUT_SECONDS)

@@ -26,7 +26,6 @@ from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from jinja2 import (
     Environment,
@@ -38,7 +37,7 @@ from jinja2 import (
     select_autoescape,
 )
 
-from optin.config import TEMPLATE_DIR
+from optin.config import TEMPLATE_DIR, MailFolder, MailTransport, parse_mail_url
 
 log = logging.getLogger(__name__)
 
@@ -354,24 +353,26 @@ class SMTPBackend:
             self._drop()
 
 
+def backend_for(transport: MailTransport) -> Backend:
+    """The backend for OPTIN_MAIL_URL as the settings parsed it (``settings.mail``)."""
+    if isinstance(transport, MailFolder):
+        return FileBackend(transport.directory)
+    return SMTPBackend(
+        transport.host,
+        transport.port,
+        username=transport.username,
+        password=transport.password,
+        implicit_tls=transport.implicit_tls,
+        starttls=transport.starttls,
+        timeout=transport.timeout,
+        cafile=transport.cafile,
+    )
+
+
 def backend_from_url(url: str) -> Backend:
     """``file:///dir``, ``smtp://user:pass@host:port?starttls=1`` or ``smtps://…``.
 
     Query options: ``starttls=1``, ``timeout=SECONDS``, ``cafile=PATH`` (trust a
-    private CA). Certificates are always verified.
+    private CA). Certificates are always verified. A malformed URL raises ValueError.
     """
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return FileBackend(Path(unquote(parts.path)))
-    query = parse_qs(parts.query)
-    implicit = parts.scheme == "smtps"
-    return SMTPBackend(
-        parts.hostname or "localhost",
-        parts.port or (465 if implicit else 25),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        implicit_tls=implicit,
-        starttls=query.get("starttls", ["0"])[0] in {"1", "true", "yes"},
-        timeout=float(query.get("timeout", ["30"])[0]),
-        cafile=query.get("cafile", [None])[0],  # a private CA's certificate, if any
-    )
+    return backend_for(parse_mail_url(url))

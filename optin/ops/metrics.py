@@ -9,7 +9,9 @@ Counters live in the app that counts (each app its own registry, made by
 and so in the process that counts. With several gunicorn workers (and
 ``optin worker`` processes) on one host, ``OPTIN_METRICS_DIR`` puts them in
 prometheus-client's multi-process mode: each process writes its own files there
-and ``/metrics`` adds them up. The outbox gauges are not counted but read from
+and ``/metrics`` adds them up. The mode is chosen when the process's first app is
+made (:func:`init_app`), before anything is counted; importing this module changes
+nothing. The outbox gauges are not counted but read from
 the database at each scrape (:class:`BacklogCollector`, with the query the app
 factory hands to :func:`init_app`: the outbox's own), so they are right
 whichever process or host answers.
@@ -20,21 +22,15 @@ Counts caused by a state change are bumped when its transaction commits
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Flask, current_app
-from sqlalchemy.orm import Session
-
-from optin.config import ConfigError, export_metrics_dir
-from optin.extensions import after_commit, db
-from optin.models import utcnow
-
-export_metrics_dir()  # before prometheus_client is first imported: it decides its mode then
-
-from prometheus_client import (  # noqa: E402
+from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -45,8 +41,13 @@ from prometheus_client import (  # noqa: E402
     start_http_server,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
+
+from optin.config import ConfigError, Settings
+from optin.extensions import after_commit, db
+from optin.models import utcnow
 
 # No ``*_created`` series: multi-process mode has none, so both modes answer the same.
 disable_created_metrics()
@@ -86,6 +87,8 @@ class Counters:
 
 
 COUNTERS_EXTENSION = "optin.metrics"
+# The folder this process counts in (None: in memory), fixed by its first app.
+_COUNTING_IN: list[Path | None] = []
 _BACKLOG = "optin.ops.metrics.backlog"
 
 
@@ -239,21 +242,39 @@ def serve(app: Flask, port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - 
     return server
 
 
-def mark_process_dead(pid: int) -> None:
-    """gunicorn's ``child_exit``: a dead worker's live gauges go; its counts stay summed."""
-    if multiprocess_mode():
-        multiprocess.mark_process_dead(pid)
+def mark_process_dead(pid: int, metrics_dir: Path | None) -> None:
+    """gunicorn's ``child_exit`` (in the master, which has no app): a dead worker's live
+    gauges go; its counts stay summed."""
+    if metrics_dir is not None:
+        multiprocess.mark_process_dead(pid, str(metrics_dir))
 
 
-def init_app(app: Flask, *, backlog: BacklogQuery) -> None:
-    """Give the app its counters and the query for the outbox gauges (ops may not import
-    the outbox); refuse an OPTIN_METRICS_DIR that came too late for prometheus-client."""
+def init_app(app: Flask, settings: Settings, *, backlog: BacklogQuery) -> None:
+    """Give the app its counters, counting in OPTIN_METRICS_DIR (prometheus-client's
+    multi-process mode) or in memory, and the query for the outbox gauges (ops may not
+    import the outbox).
+
+    The mode belongs to the process, so its first app chooses it, before any count
+    exists; a later app of the same process that asks for another is refused.
+    """
+    if not _COUNTING_IN:
+        if settings.metrics_dir is not None:
+            _count_in_files(settings.metrics_dir)
+        _COUNTING_IN.append(settings.metrics_dir)
+    elif _COUNTING_IN[0] != settings.metrics_dir:
+        where = f"in {_COUNTING_IN[0]}" if _COUNTING_IN[0] else "in memory"
+        raise ConfigError("OPTIN_METRICS_DIR must be the same for every app of one process "
+                          f"(this one counts {where})")
     app.extensions[_BACKLOG] = backlog
-    if app.extensions["optin.settings"].metrics_dir is not None and not multiprocess_mode():
-        raise ConfigError("OPTIN_METRICS_DIR must be in the process environment when optin "
-                          "starts (prometheus-client reads it when first imported; a .env "
-                          "file is read too late for it)")
     app.extensions[COUNTERS_EXTENSION] = Counters()
+
+
+def _count_in_files(directory: Path) -> None:
+    """What prometheus-client does at import when PROMETHEUS_MULTIPROC_DIR is set: its
+    values read the variable when they are made (at each counter's first labels)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if not multiprocess_mode():
+        values.ValueClass = values.MultiProcessValue()
 
 
 __all__ = [

@@ -117,9 +117,10 @@ def _unauthorized(presented: bool) -> Response:
     challenge = 'Bearer realm="optin operator API"'
     if presented:
         challenge += ', error="invalid_token"'
-    return problem(401, "Unauthorized",
-                   "This route needs an operator token: Authorization: Bearer <token>.",
-                   headers={"WWW-Authenticate": challenge})
+    detail = "This route needs an operator token: Authorization: Bearer <token>."
+    if not current_settings().admin_tokens:
+        detail += " No token is configured: set OPTIN_ADMIN_TOKENS."
+    return problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
 @bp.before_request

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,14 +18,16 @@ from sqlalchemy import select
 
 from optin import create_app
 from optin.activecampaign.client import ActiveCampaignClient
-from optin.activecampaign.throttle import DatabaseThrottle, RedisThrottle, Throttle
-from optin.config import current_settings
+from optin.activecampaign.throttle import DatabaseThrottle, RedisThrottle, Throttle, shared_throttle
+from optin.config import RedisKind, Settings, SharedStorage, current_settings
 from optin.consent import subscriptions
 from optin.consent.addresses import address_hash
 from optin.delivery import outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import JobState, OutboxItem, Subscription, utcnow
+
+from ..conftest import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
@@ -158,7 +165,7 @@ def test_redis_slots_are_one_interval_apart():
     client = _redis()
     key = f"optin-test:throttle:{threading.get_ident()}:{utcnow().timestamp()}"
     try:
-        throttle = RedisThrottle(client, key, rate=4)
+        throttle = RedisThrottle(lambda: client, key, rate=4)
         waits, slots = [], []
         for _ in range(5):
             waits.append(throttle.reserve())
@@ -171,7 +178,7 @@ def test_redis_slots_are_one_interval_apart():
 
 
 def test_an_unreachable_limiter_does_not_stop_the_sync(caplog):
-    throttle = RedisThrottle(redis.Redis.from_url("redis://127.0.0.1:1/5", socket_timeout=0.5),
+    throttle = RedisThrottle(lambda: redis.Redis.from_url("redis://127.0.0.1:1/5", socket_timeout=0.5),
                              "optin-test:unreachable", rate=4)
     with caplog.at_level(logging.WARNING):
         throttle()  # no exception: ActiveCampaign's own 429s are retried by the outbox
@@ -213,3 +220,83 @@ def test_a_slightly_late_caller_keeps_its_slot():
     for _ in range(2):
         throttle()
     assert throttle.reserved == 2 and throttle.now == pytest.approx(0.3)
+
+
+@contextlib.contextmanager
+def _redis_server(tmp_path: Path, *args: str) -> Iterator[None]:
+    """A redis-server of this test's own (Debian's redis-server), stopped afterwards."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server")
+    proc = subprocess.Popen(["redis-server", *args, "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait(check) -> None:  # noqa: ANN001
+    for _ in range(100):
+        try:
+            if check():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("redis-server did not come up")
+
+
+def _paced_through(url: str, tmp_path: Path, key_store: redis.Redis) -> None:
+    """The throttle config builds for ``url`` keeps its schedule in that Redis."""
+    settings = Settings.from_env({"OPTIN_RATELIMIT_STORAGE_URL": url}, tmp_path)
+    throttle = shared_throttle(settings.shared_storage, None, "acct.example", rate=4)
+    assert isinstance(throttle, RedisThrottle)
+    waits = [throttle.reserve() for _ in range(3)]
+    assert waits[0] == 0 and 0 < waits[1] < waits[2] <= 1.0
+    assert key_store.get("optin:ac-throttle:acct.example") is not None
+
+
+def test_a_redis_socket_paces_through_redis(tmp_path):
+    socket_path = tmp_path / "redis.sock"
+    with _redis_server(tmp_path, "--port", "0", "--unixsocket", str(socket_path)):
+        store = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
+        _wait(store.ping)
+        _paced_through(f"redis+unix://{socket_path}", tmp_path, store)
+
+
+def test_redis_sentinels_pace_through_their_master(tmp_path):
+    master_port, sentinel_port = free_port(), free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nsentinel monitor optin-test 127.0.0.1 {master_port} 1\n")
+    with _redis_server(tmp_path, "--port", str(master_port)), \
+            _redis_server(tmp_path, str(conf), "--sentinel", "--port", str(sentinel_port)):
+        master = redis.Redis(port=master_port, socket_timeout=1)
+        _wait(master.ping)
+        _wait(redis.Redis(port=sentinel_port, socket_timeout=1).ping)
+        _paced_through(f"redis+sentinel://127.0.0.1:{sentinel_port}/optin-test", tmp_path, master)
+
+
+def test_a_redis_cluster_paces_through_the_cluster(tmp_path):
+    port = free_port()
+    with _redis_server(tmp_path, "--port", str(port), "--cluster-enabled", "yes",
+                       "--cluster-config-file", str(tmp_path / "nodes.conf")):
+        node = redis.Redis(port=port, socket_timeout=1)
+        _wait(node.ping)
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        _wait(lambda: b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO"))
+        _paced_through(f"redis+cluster://127.0.0.1:{port}", tmp_path, node)
+
+
+def test_memory_counts_pace_through_the_database(tmp_path):
+    settings = Settings.from_env({}, tmp_path)
+    assert isinstance(shared_throttle(settings.shared_storage, None, "acct", rate=4), DatabaseThrottle)
+
+
+def test_an_unreachable_cluster_at_start_up_leaves_calls_unpaced(caplog):
+    throttle = shared_throttle(SharedStorage(RedisKind.CLUSTER, nodes=(("127.0.0.1", 1),)),
+                               None, "acct", rate=4)
+    with caplog.at_level(logging.WARNING):
+        throttle()  # made lazily: the first call finds the cluster down, and goes on
+    assert "calling unpaced" in caplog.text

@@ -247,10 +247,10 @@ def test_worker_serves_its_own_metrics(app, app_config, client, newsletter, mail
     assert "metrics-erik" not in errors  # its JSON log lines carry no address either
 
 
-def test_a_metrics_dir_the_process_did_not_start_with_is_refused(tmp_path):
-    # This test process started without OPTIN_METRICS_DIR: counting per process would be
-    # silently wrong under gunicorn, so the app refuses to start.
-    with pytest.raises(ConfigError, match="OPTIN_METRICS_DIR"):
+def test_a_metrics_dir_after_counting_in_memory_is_refused(app, tmp_path):
+    # The mode belongs to the process and ``app`` chose memory: a second app counting in
+    # files would be silently wrong, so it refuses to start.
+    with pytest.raises(ConfigError, match="OPTIN_METRICS_DIR must be the same"):
         create_app(make_config(tmp_path, OPTIN_METRICS_DIR=str(tmp_path / "m")))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -78,8 +79,32 @@ def test_no_configured_tokens_refuses_everyone(app_config, tokens):
         app_config["OPTIN_ADMIN_TOKENS"] = tokens
     app = build_app(app_config)
     client = app.test_client()
-    assert client.get("/v1/lists", headers=AUTH).status_code == 401
+    refused = client.get("/v1/lists", headers=AUTH)
+    assert refused.status_code == 401
+    assert "set OPTIN_ADMIN_TOKENS" in refused.json["detail"]  # says what the operator must do
     assert client.get("/v1/lists", headers={"Authorization": "Bearer "}).status_code == 401
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_with_tokens_configured_the_401_does_not_ask_for_them(client):
+    refused = client.get("/v1/lists")
+    assert refused.status_code == 401
+    assert "OPTIN_ADMIN_TOKENS" not in refused.json["detail"]
+
+
+def test_development_works_out_of_the_box_with_a_generated_token(app_config):
+    from ..conftest import build_app
+
+    app_config.pop("OPTIN_ADMIN_TOKENS")
+    app_config["OPTIN_ENV"] = "development"
+    app = build_app(app_config)
+    token = (Path(app_config["OPTIN_INSTANCE_PATH"]) / "admin_token").read_text()
+    client = app.test_client()
+    assert client.get("/v1/lists", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/v1/lists", headers=AUTH).status_code == 401
+    assert [(a.actor, a.action) for a in _audit(app)] == [("development", "lists")]
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
