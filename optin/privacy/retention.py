@@ -84,6 +84,7 @@ class RunReport:
     dry_run: bool
     run_id: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {r: 0 for r in RULES})
+    failed: str | None = None  # the error's type, when the run failed
 
     @property
     def total(self) -> int:
@@ -281,7 +282,9 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
     """Minimize everything lapsed at ``as_of`` (default: now) and record the run.
 
     Idempotent: a second run at the same ``as_of`` finds nothing. A dry run
-    counts per rule, records that it looked, and changes nothing else.
+    counts per rule, records that it looked, and changes nothing else. A run that
+    fails is recorded as failed (what its committed batches did, and the error's
+    type) before the error goes on to the caller (the worker retries the job soon).
     """
     as_of = as_of or utcnow()
     if as_of.tzinfo is None:
@@ -296,26 +299,45 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
     if dry_run:
         report.counts = count_lapsed(as_of)
     else:
-        events = batches = 0
-        cursor: tuple[datetime, int] | None = None
-        while True:
-            counts, redacted, cursor = _minimize_batch(as_of, record.id, batch, cursor)
-            if cursor is None:
-                break
-            batches += 1
-            events += redacted
-            for rule, n in counts.items():
-                report.counts[rule] += n
-        report.counts.update(events_redacted=events, batches=batches)
-    finished = db.session.get(RetentionRun, report.run_id)
-    assert finished is not None
-    finished.counts = dict(report.counts)
-    finished.finished_at = utcnow()
-    db.session.commit()
+        progress = {"events_redacted": 0, "batches": 0}
+        try:
+            _minimize_all(as_of, record.id, batch, report, progress)
+        except Exception as exc:
+            db.session.rollback()
+            report.counts.update(progress)
+            report.failed = type(exc).__name__
+            _finish(report)
+            log.error("retention run %s failed after %s batches: %s", report.run_id,
+                      progress["batches"], type(exc).__name__)
+            raise
+        report.counts.update(progress)
+    _finish(report)
     db.session.expire_all()
     log.info("retention run %s as of %s%s: %s", report.run_id, as_of.isoformat(),
              " (dry run)" if dry_run else "", report.counts)
     return report
+
+
+def _minimize_all(as_of: datetime, run_id: int, batch: int, report: RunReport,
+                  progress: dict[str, int]) -> None:
+    """Every lapsed batch, each committed on its own; ``progress`` counts what committed."""
+    cursor: tuple[datetime, int] | None = None
+    while True:
+        counts, redacted, cursor = _minimize_batch(as_of, run_id, batch, cursor)
+        if cursor is None:
+            return
+        progress["batches"] += 1
+        progress["events_redacted"] += redacted
+        for rule, n in counts.items():
+            report.counts[rule] += n
+
+
+def _finish(report: RunReport) -> None:
+    finished = db.session.get(RetentionRun, report.run_id)
+    assert finished is not None
+    finished.counts = {**report.counts, **({"failed": report.failed} if report.failed else {})}
+    finished.finished_at = utcnow()
+    db.session.commit()
 
 
 def recent_runs(limit: int = 20) -> list[RetentionRun]:

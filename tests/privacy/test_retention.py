@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 from sqlalchemy import inspect, select
 
 from optin.consent import subscriptions
@@ -16,7 +17,7 @@ from optin.consent.addresses import address_hash
 from optin.consent.lapse import pending_lapses_at, proof_lapses_at
 from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.models import ConsentEvent, RetentionRun, Subscription, Suppression, utcnow
+from optin.models import ConsentEvent, JobState, RetentionRun, Subscription, Suppression, utcnow
 from optin.privacy import retention
 
 from ..conftest import PG_URL, deliver, links, signup
@@ -334,6 +335,50 @@ def test_worker_runs_retention_once_a_day(app, population) -> None:
         assert len(runs) == 1 and not runs[0].dry_run
         # Nothing had lapsed yet today.
         assert runs[0].counts["unconfirmed_signup"] == runs[0].counts["withdrawn_consent"] == 0
+
+
+class FailingRedaction:
+    """The database refuses the batch's redaction of event contents (``n`` times)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if self.left and statement.lstrip().upper().startswith("UPDATE CONSENT_EVENT"):
+            self.left -= 1
+            raise sa.exc.OperationalError(statement, parameters, ConnectionError("cut"))
+
+
+def test_a_failed_run_is_recorded_as_failed_and_retried_soon(app, population) -> None:
+    """A batch that fails leaves a finished, failed run on record, and the worker tries the
+    job again within minutes instead of a day later (issue 13, finding 14)."""
+    as_of = population["carl_lapses"] + timedelta(seconds=1)
+    worker = Worker(app)
+    fault = FailingRedaction(1)
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", fault)
+        try:
+            with pytest.raises(sa.exc.OperationalError):
+                retention.run(as_of)
+            [failed] = db.session.scalars(select(RetentionRun)).all()
+            assert failed.finished_at is not None
+            assert failed.counts["failed"] == "OperationalError"
+            assert failed.counts["batches"] == 0
+            carl = db.session.scalar(select(Subscription).where(
+                Subscription.email_hash == address_hash(
+                    "carl@example.org", app.extensions["optin.settings"].hash_key)))
+            assert carl.minimized_at is None  # the failed batch changed nothing
+
+            fault.left = 1  # the worker's own daily run, when Carl has lapsed, fails the same way
+            with time_machine.travel(as_of, tick=True):
+                worker.run_periodic()
+                state = db.session.get(JobState, "periodic:retention").value
+                assert state["failures"] == 1 and state["last_error"] == "OperationalError"
+                assert datetime.fromisoformat(state["retry_at"]) < utcnow() + timedelta(minutes=2)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", fault)
+        runs = db.session.scalars(select(RetentionRun).order_by(RetentionRun.id)).all()
+        assert [r.counts.get("failed") for r in runs] == ["OperationalError", "OperationalError"]
 
 
 def test_now_must_be_a_date(runner, app) -> None:
