@@ -10,7 +10,6 @@ import getpass
 import json
 import sys
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -60,7 +59,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     if settings.development and not settings.base_url_set:
         # Links in mails and the embed snippet point to this server, on the port it serves.
         base = urlsplit(settings.base_url)
-        settings = replace(settings, base_url=f"{base.scheme}://{base.hostname}:{port}")
+        settings = settings.model_copy(update={"base_url": f"{base.scheme}://{base.hostname}:{port}"})
         app.extensions["optin.settings"] = settings
     if settings.development:
         upgrade()
