@@ -18,7 +18,7 @@ from gunicorn.glogging import Logger
 from optin import load_settings
 from optin.config import ConfigError
 from optin.ops import metrics
-from optin.ops.logs import scrub_path
+from optin.ops.logs import ScrubFilter, scrubber
 
 try:
     settings = load_settings()
@@ -44,16 +44,29 @@ access_log_format = ('request_id=%({x-request-id}o)s method=%(m)s path="%(U)s" s
 errorlog = "-"
 ACCESS_LOG_JSON = settings.log_format == "json"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The app's own rule for log text: link tokens and secrets blanked, addresses and IPs
+# (in a path, or in gunicorn's "Invalid request from ip=…") replaced by their pseudonyms.
+SCRUB = scrubber(settings)
+# gunicorn 25+ opens a control socket at one default path per user, shared by every
+# gunicorn on the host (two optin instances would fight over it); optin needs none.
+control_socket_disable = True
 
 
 class AccessLogger(Logger):
-    """gunicorn's logger, its access log with the token of /confirm/<token> and
-    /unsubscribe/<token> blanked (a logged token could confirm or unsubscribe someone),
-    control characters escaped (a %0A in a path must not forge a line), and JSON lines."""
+    """gunicorn's logger: the access log's path scrubbed like the app's log lines (a
+    logged /confirm/<token> could confirm someone; /v1/lists/anna@example.org names her),
+    control characters escaped (a %0A in a path must not forge a line), JSON lines; the
+    error log scrubbed too."""
+
+    def setup(self, cfg):  # noqa: ANN001, ANN201
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for out in log.handlers:
+                out.addFilter(ScrubFilter(SCRUB))
 
     def atoms(self, resp, req, environ, request_time):  # noqa: ANN001, ANN201
         atoms = super().atoms(resp, req, environ, request_time)
-        path = scrub_path(atoms["U"] or "")
+        path = SCRUB(atoms["U"] or "")
         atoms["U"] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
         return atoms
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 
@@ -15,9 +16,11 @@ from .conftest import free_port, wait_for
 def _gunicorn_output(app_config: dict[str, str], **extra_env: str) -> str:
     """Start gunicorn, make a few requests, stop it; everything it printed."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    home = Path(app_config["OPTIN_INSTANCE_PATH"]).parent / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "XDG_"))}
     env.update(app_config, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1",
-               PYTHONPATH=os.getcwd(), **extra_env)
+               PYTHONPATH=os.getcwd(), HOME=str(home), **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -31,12 +34,22 @@ def _gunicorn_output(app_config: dict[str, str], **extra_env: str) -> str:
         assert requests.get(f"{base}/confirm/SeCrEtToKeN.abc-123_x", timeout=5).status_code == 404
         # A quote and a newline in the path must not forge or break a log line.
         assert requests.get(f"{base}/nope%22%0Aforged=1", timeout=5).status_code == 404
+        # Addresses and IPs in a path, and an id that is an IP, are not logged in clear.
+        assert requests.get(f"{base}/v1/lists/leak@example.org", timeout=5).status_code == 401
+        assert requests.get(f"{base}/v1/contacts/10.20.30.40", timeout=5).status_code == 404
+        spoofed = requests.get(f"{base}/healthz", headers={"X-Request-ID": "10.20.30.41"},
+                               timeout=5)
+        assert spoofed.headers["X-Request-ID"] != "10.20.30.41"  # refused: a new id
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
     assert "private" not in output
     assert "SeCrEtToKeN" not in output
     assert not any(line.startswith("forged=1") for line in output.splitlines())
+    for clear in ("leak@example.org", "leak%40example.org", "10.20.30.40", "10.20.30.41"):
+        assert clear not in output
+    assert "<address " in output and "<ip " in output  # pseudonyms stand in for them
+    assert not (home / ".gunicorn").exists()  # no control socket at the shared default path
     return output
 
 

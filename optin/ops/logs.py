@@ -33,7 +33,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from pythonjsonlogger.json import JsonFormatter
 from werkzeug.serving import get_interface_ip
 
@@ -208,12 +208,30 @@ def settings_secrets(settings: Settings) -> list[str | None]:
             *settings.admin_tokens]
 
 
+def scrubber(settings: Settings, *, colour: bool = False) -> Scrubber:
+    """The scrubber for these settings' secrets and hash key (also gunicorn's, see
+    gunicorn.conf.py, so its access and error lines follow the same rule)."""
+    return Scrubber(settings.hash_key, settings_secrets(settings), colour=colour)
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs the finished message of every record that passes (for loggers optin does
+    not format itself: gunicorn's error log prints ``Invalid request from ip=…``)."""
+
+    def __init__(self, scrub: Scrubber) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        return True
+
+
 def handler(settings: Settings, stream: Any = None) -> logging.Handler:
     """The handler ``init_app`` installs (a new stream for tests, stderr otherwise)."""
     stream = stream or sys.stderr
     isatty = getattr(stream, "isatty", None)
-    scrub = Scrubber(settings.hash_key, settings_secrets(settings),
-                     colour=bool(isatty and isatty()))
+    scrub = scrubber(settings, colour=bool(isatty and isatty()))
     out = logging.StreamHandler(stream)
     out.name = HANDLER_NAME
     out.addFilter(ContextFilter())
@@ -233,9 +251,20 @@ def configure(settings: Settings) -> logging.Handler:
     return new
 
 
+_SCRUBBER = "optin.ops.logs.scrubber"
+
+
 def _assign_request_id() -> None:
+    """The client's X-Request-ID if it is a plain id, else a new one.
+
+    An id that the scrubber would change (it holds an address, an IP or a configured
+    secret) is refused: logged as is it would leak, and scrubbed in the app's lines only it
+    would no longer match gunicorn's access log.
+    """
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    plain = (_SANE_REQUEST_ID.fullmatch(given) is not None
+             and current_app.extensions[_SCRUBBER](given) == given)
+    g.request_id = given if plain else uuid.uuid4().hex
 
 
 def _echo_request_id(response: Response) -> Response:
@@ -248,8 +277,10 @@ def _echo_request_id(response: Response) -> Response:
 def init_app(app: Flask, settings: Settings) -> None:
     """Configure logging once for the process and give every request its id."""
     configure(settings)
+    app.extensions[_SCRUBBER] = scrubber(settings)
     app.before_request_funcs.setdefault(None, []).insert(0, _assign_request_id)
     app.after_request(_echo_request_id)
 
 
-__all__ = ["context", "handler", "init_app", "pseudonym", "request_id", "scrub_path"]
+__all__ = ["ScrubFilter", "context", "handler", "init_app", "pseudonym", "request_id",
+           "scrub_path", "scrubber"]

@@ -265,3 +265,24 @@ def test_colour_codes_reach_only_a_terminal():
     assert "\x1b" not in to_file
     assert "WARNING: This is a development server. Press CTRL+C" in to_file
     assert coloured in _log_through(Terminal(), coloured)
+
+
+def test_gunicorns_own_lines_are_scrubbed_like_the_apps(app):
+    """gunicorn's error log says ``Invalid request from ip=…``: the filter gunicorn.conf.py
+    puts on its handlers replaces the IP (and any address or secret) like the app's lines."""
+    settings = app.extensions["optin.settings"]
+    record = logging.LogRecord("gunicorn.error", logging.WARNING, __file__, 1,
+                               "Invalid request from ip=%s: %s", ("203.0.113.9", "bad request"),
+                               None)
+    assert logs.ScrubFilter(logs.scrubber(settings)).filter(record)
+    message = record.getMessage()
+    assert "203.0.113.9" not in message and message.startswith("Invalid request from ip=<ip ")
+
+
+@pytest.mark.parametrize("given", ["10.20.30.40", "2001:db8::7", ADMIN_TOKEN])
+def test_a_request_id_that_would_leak_is_replaced(client, given):
+    """An id that is an IP or a configured secret is not taken (it would be logged)."""
+    answer = client.get("/healthz", headers={"X-Request-ID": given})
+    assert answer.headers["X-Request-ID"] != given
+    assert client.get("/healthz", headers={"X-Request-ID": "trace-1234"}).headers[
+        "X-Request-ID"] == "trace-1234"
