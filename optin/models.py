@@ -382,7 +382,12 @@ class Suppression(Model):
 
 
 class AuditEntry(Model):
-    """An operator's call (who, what, about which address hash), for accountability."""
+    """An operator's call (who, what, about which address hash), for accountability.
+
+    An HTTP call also names its method, its route (the URL rule, never the path,
+    which may carry an address) and the status it was answered with; a CLI call
+    leaves those empty.
+    """
 
     __tablename__ = "audit_entry"
 
@@ -392,6 +397,9 @@ class AuditEntry(Model):
     action: Mapped[str] = mapped_column(StorableText(64))
     email_hash: Mapped[str | None] = mapped_column(StorableText(64), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    method: Mapped[str | None] = mapped_column(StorableText(16))
+    route: Mapped[str | None] = mapped_column(StorableText(200))
+    status: Mapped[int | None] = mapped_column(Integer)
 
 
 class RetentionRun(Model):

@@ -53,6 +53,9 @@ from optin.models import utcnow
 disable_created_metrics()
 
 
+OPERATOR_REFUSALS = ("missing", "invalid")
+
+
 @dataclass
 class Counters:
     """One app's counters, in a registry of its own."""
@@ -84,6 +87,11 @@ class Counters:
             ["endpoint", "status"])
         self.dead_letters = counter(
             "optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
+        self.operator_refused = counter(
+            "optin_operator_refused", "Operator API calls refused with 401, by reason "
+            "(missing: no bearer token; invalid: one that is not configured)", ["reason"])
+        for reason in OPERATOR_REFUSALS:  # present at 0, so an alert on a rise sees the start
+            self.operator_refused.labels(reason)
 
 
 COUNTERS_EXTENSION = "optin.metrics"
@@ -156,6 +164,12 @@ def activecampaign_response(endpoint: str, status: int) -> None:
 
 def dead_letter(kind: str) -> None:
     _counters().dead_letters.labels(kind).inc()
+
+
+def operator_refused(reason: str) -> None:
+    """An operator call without a valid token (``missing`` or ``invalid``); labelled by
+    reason only, never by token or client."""
+    _counters().operator_refused.labels(reason).inc()
 
 
 def _on_commit(session: Session | None, bump: Callable[[], None]) -> None:
@@ -279,6 +293,6 @@ def _count_in_files(directory: Path) -> None:
 
 __all__ = [
     "activecampaign_response", "confirmed", "dead_letter", "exposition", "init_app",
-    "mail_delivered", "mail_failed", "mark_process_dead", "multiprocess_mode", "serve", "signup",
-    "unsubscribed",
+    "mail_delivered", "mail_failed", "mark_process_dead", "multiprocess_mode", "operator_refused",
+    "serve", "signup", "unsubscribed",
 ]

@@ -1,11 +1,15 @@
 """The operator API under ``/v1/…``: data-subject rights, proof, lists, outbox, stats.
 
 Every route needs ``Authorization: Bearer <token>`` with a token from
-``OPTIN_ADMIN_TOKENS``; missing, empty and wrong tokens all get the same 401.
-Every call is audited under the token's name (never the token). The views
-only parse and answer: the query strings and the answers are the schemas in
-``optin/schemas.py``, the work is in rights.py, proof.py, retention.py and
-outbox.py, and the domain's errors become problems once, below.
+``OPTIN_ADMIN_TOKENS``; missing, empty and wrong tokens all get the same 401,
+counted in ``optin_operator_refused_total`` by reason. Every call with a valid
+token is audited once its answer is known (:func:`_audit_call`), whatever the
+answer, under the token's name (never the token), as the route's endpoint name
+(or the domain's name for what it did), with method, route and status; an
+address only as its keyed hash. The views only parse and answer: the query
+strings and the answers are the schemas in ``optin/schemas.py``, the work is in
+rights.py, proof.py, retention.py and outbox.py, and the domain's errors become
+problems once, below.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from optin.consent.addresses import InvalidAddress
 from optin.delivery import outbox
 from optin.extensions import db
 from optin.models import MailingList, OutboxItem, RetentionRun
+from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.privacy import audit, proof, retention, rights
 from optin.schemas import (
@@ -123,14 +128,20 @@ def _unauthorized(presented: bool) -> Response:
     return problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
+def _route() -> str:
+    """The URL rule (``/v1/lists/<slug>``), not the path: a path may carry an address."""
+    return request.url_rule.rule if request.url_rule else "?"
+
+
 @bp.before_request
 def _authenticate() -> Response | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     credentials = credentials.strip()
     name = token_name(credentials) if scheme.lower() == "bearer" and credentials else None
     if name is None:
-        log.warning("operator API: refused %s %s (%s)", request.method, request.path,
-                    "wrong token" if credentials else "no token")
+        reason = "invalid" if credentials else "missing"
+        metrics.operator_refused(reason)
+        log.warning("operator API: refused %s %s (%s)", request.method, _route(), reason)
         return _unauthorized(bool(credentials))
     g.operator = name
     return None
@@ -138,6 +149,37 @@ def _authenticate() -> Response | None:
 
 def _actor() -> str:
     return g.operator
+
+
+def _detail(**details: Any) -> None:
+    """Add to what the audit row of this call says (never an address)."""
+    g.setdefault("operator_audit_details", {}).update(details)
+
+
+@bp.after_request
+def _audit_call(response: Response) -> Response:
+    """One audit row for every call that presented a valid token, whatever its answer
+    (a refused one was counted by :func:`_authenticate` instead)."""
+    if "operator" not in g:
+        return response
+    email = request.args.get("email")
+    try:
+        audit.record_call(audit.Call(
+            actor=g.operator, action=(request.endpoint or "?").rpartition(".")[2],
+            method=request.method, route=_route(), status=response.status_code,
+            email_hash=audit.digest(email) if email else None,
+            details=g.pop("operator_audit_details", {})))
+    except Exception as exc:  # the answer is decided: a failed audit must not change it
+        db.session.rollback()
+        log.error("operator API: audit of %s %s (%d) not written: %s", request.method,
+                  _route(), response.status_code, type(exc).__name__)
+        # The answer still goes out, also for the data-subject-rights routes: the domain
+        # records an access, a lookup, a proof or an erasure in the very transaction that
+        # reads or erases (rights.py, proof.py), so no personal data leaves and no erasure
+        # happens unaudited; what is missing here is only the answer's status, or the row
+        # of a call the domain refused, which disclosed nothing. Withholding an erasure's
+        # answer would not undo it, only hide from the operator that it was done.
+    return response
 
 
 # --- the domain's errors, answered once for every route --------------------------------
@@ -167,11 +209,6 @@ def _no_consent(exc: proof.NoConsent) -> Response:
     return problem(404, "Not Found", str(exc).capitalize() + ".")
 
 
-def _audited(action: str, **details: Any) -> None:
-    audit.record(_actor(), action, details=details)
-    db.session.commit()
-
-
 # --- data-subject rights ------------------------------------------------------------
 
 
@@ -189,7 +226,7 @@ def erase(query: Query) -> rights.Erasure:
     return rights.erase(query["email"], _actor())
 
 
-@bp.route("/v1/contacts/subscriptions", methods=["GET"])
+@bp.route("/v1/contacts/subscriptions", methods=["GET"], endpoint="lookup")
 @documented(ContactLookupSchema, query=EmailQuerySchema, errors=(422,), example={
     "address": "anna@example.org", "address_hash": "3f5a…", "subscriptions": [SUMMARY_EXAMPLE]})
 def contact_subscriptions(query: Query) -> rights.ContactLookup:
@@ -205,7 +242,7 @@ def _proof_format(query: Query) -> str:
     return "html" if best == "text/html" else "json"
 
 
-@bp.route("/v1/contacts/proof", methods=["GET"])
+@bp.route("/v1/contacts/proof", methods=["GET"], endpoint="proof")
 @documented(ProofSchema, query=ProofFormatQuerySchema, errors=(404, 422), description=(
     "`?format=json` (default), `html` (printable page; also chosen by `Accept: text/html`) "
     "or `receipt` (Kantara Consent Receipt v1.1 with the double-opt-in evidence)."),
@@ -224,7 +261,7 @@ def proof_of_consent(query: Query) -> proof.Proof | Response:
     return record
 
 
-@bp.route("/v1/contacts/receipt", methods=["GET"])
+@bp.route("/v1/contacts/receipt", methods=["GET"], endpoint="receipt")
 @documented(ReceiptSchema, query=ProofQuerySchema, errors=(404, 422))
 def consent_receipt(query: Query) -> proof.Receipt:
     """The newest confirmed consent as a Kantara Consent Receipt v1.1 (same as ?format=receipt)."""
@@ -234,39 +271,37 @@ def consent_receipt(query: Query) -> proof.Receipt:
 # --- lists and consent texts ------------------------------------------------------------
 
 
-@bp.route("/v1/lists", methods=["GET"])
+@bp.route("/v1/lists", methods=["GET"], endpoint="lists")
 @documented(ListsSchema, example={"lists": [LIST_EXAMPLE]})
 def all_lists() -> dict[str, list[MailingList]]:
     """All lists."""
-    found = lists.all_lists()
-    _audited("lists")
-    return {"lists": found}
+    return {"lists": lists.all_lists()}
 
 
-def _audited_list(action: str, slug: str) -> MailingList:
+def _known_list(slug: str) -> MailingList:
     mailing_list = lists.require_list(slug)
-    _audited(action, list=slug)
+    _detail(list=slug)  # only once it names a list: an unknown "slug" may be anything
     return mailing_list
 
 
-@bp.route("/v1/lists/<slug>", methods=["GET"])
+@bp.route("/v1/lists/<slug>", methods=["GET"], endpoint="list")
 @documented(ListDetailSchema, errors=(404,))
 def one_list(slug: str) -> MailingList:
     """One list with its consent texts: the current one per locale, and every version."""
-    return _audited_list("list", slug)
+    return _known_list(slug)
 
 
 @bp.route("/v1/lists/<slug>/consent-texts", methods=["GET"])
 @documented(ConsentTextsSchema, errors=(404,))
 def consent_texts(slug: str) -> MailingList:
     """Every version of a list's consent texts, as shown to signups."""
-    return _audited_list("consent_texts", slug)
+    return _known_list(slug)
 
 
 # --- outbox, retention, stats ---------------------------------------------------------
 
 
-@bp.route("/v1/outbox", methods=["GET"])
+@bp.route("/v1/outbox", methods=["GET"], endpoint="outbox")
 @documented(OutboxSchema, query=OutboxQuerySchema, errors=(422,), example={
     "items": [{"id": 42, "kind": "ac_subscribe", "status": "dead", "subscription_id": 7,
                "attempts": 12, "next_attempt_at": WHEN,
@@ -275,23 +310,22 @@ def consent_texts(slug: str) -> MailingList:
     "backlog": BACKLOG_EXAMPLE})
 def outbox_items(query: Query) -> dict[str, Any]:
     """Recent outbox rows, newest first; ``?status=dead`` for the dead letters."""
-    found = outbox.items(query.get("status"), query["limit"])
-    backlog = outbox.backlog()
-    _audited("outbox", status=query.get("status"))
-    return {"items": found, "backlog": backlog}
+    _detail(status=query.get("status"))
+    return {"items": outbox.items(query.get("status"), query["limit"]),
+            "backlog": outbox.backlog()}
 
 
 @bp.route(f"/v1/outbox/<int(max={MAX_ID}):item_id>/retry", methods=["POST"])
 @documented(OutboxItemSchema, errors=(404, 409))
 def outbox_retry(item_id: int) -> OutboxItem | Response:
     """Queue a dead letter again after fixing its cause."""
+    _detail(outbox_id=item_id)
     item = db.session.get(OutboxItem, item_id)
     if item is None:
         return problem(404, "Not Found", f"No outbox row {item_id}.")
     if item.status != outbox.DEAD:
         return problem(409, "Conflict", f"Outbox row {item_id} is {item.status}, not dead.")
     outbox.retry_dead([item_id])
-    _audited("outbox_retry", outbox_id=item_id)
     return item  # committed, so it reads the row again
 
 
@@ -299,9 +333,7 @@ def outbox_retry(item_id: int) -> OutboxItem | Response:
 @documented(RetentionRunsSchema)
 def retention_runs() -> dict[str, list[RetentionRun]]:
     """The last retention runs: when, as of when, what they minimized."""
-    runs = retention.recent_runs()
-    _audited("retention_runs")
-    return {"runs": runs}
+    return {"runs": retention.recent_runs()}
 
 
 @bp.route("/v1/stats", methods=["GET"])
@@ -311,11 +343,9 @@ def retention_runs() -> dict[str, list[RetentionRun]]:
 def stats() -> dict[str, Any]:
     """Subscriptions per list and status, suppressions, outbox backlog, last retention run
     (the last that minimized: dry runs are in ``/v1/retention/runs`` only)."""
-    body = {
+    return {
         "subscriptions": consent_stats.subscriptions_per_list(),
         "suppressions": consent_stats.suppressions(),
         "outbox": outbox.backlog(),
         "last_retention_run": retention.last_run(),
     }
-    _audited("stats")
-    return body

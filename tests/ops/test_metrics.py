@@ -17,10 +17,10 @@ from sqlalchemy import select
 from optin import create_app
 from optin.config import ConfigError
 from optin.extensions import db
-from optin.models import MailingList, OutboxItem
+from optin.models import AuditEntry, MailingList, OutboxItem
 from optin.ops import metrics
 
-from ..conftest import deliver, free_port, links, make_config, signup, wait_for
+from ..conftest import ADMIN_TOKEN, deliver, free_port, links, make_config, signup, wait_for
 
 
 def scrape(client) -> dict[tuple[str, frozenset], float]:
@@ -74,6 +74,28 @@ def test_a_signup_that_fails_validation_counts_nothing(client, newsletter):
     after = scrape(client)
     signups = {k: v for k, v in after.items() if k[0] == "optin_signups_total"}
     assert signups == {k: v for k, v in before.items() if k[0] == "optin_signups_total"}
+
+
+def test_refused_operator_calls_are_counted_by_reason_never_audited(app, client, caplog):
+    before = scrape(client)
+    assert value(before, "optin_operator_refused_total", reason="missing") == 0
+    assert ("optin_operator_refused_total", frozenset({("reason", "invalid")})) in before
+    wrong = "wrong-token-0123456789abcdef"
+    assert client.get("/v1/lists").status_code == 401
+    assert client.get("/v1/stats", headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get("/v1/lists/anna@example.org",
+                      headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    assert client.get("/v1/lists", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                      ).status_code == 200
+    after = scrape(client)
+    assert increase(before, after, "optin_operator_refused_total", reason="missing") == 2
+    assert increase(before, after, "optin_operator_refused_total", reason="invalid") == 1
+    with app.app_context():
+        assert [a.status for a in db.session.scalars(select(AuditEntry))] == [200]
+    exposed = client.get("/metrics").get_data(as_text=True)
+    assert wrong not in exposed and "127.0.0.1" not in exposed
+    assert "refused GET /v1/lists/<slug> (invalid)" in caplog.text
+    assert wrong not in caplog.text and "anna@example.org" not in caplog.text
 
 
 def _scrape_at(client, moment: datetime) -> dict[tuple[str, frozenset], float]:

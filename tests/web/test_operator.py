@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, OutboxItem, Subscription
+from optin.privacy import rights
 
 from ..conftest import ADMIN_TOKEN, deliver
 
@@ -274,3 +278,132 @@ def test_openapi_documents_the_operator_routes(client):
     assert {"/v1/contacts", "/v1/contacts/proof", "/v1/lists", "/v1/stats"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert spec["paths"]["/v1/contacts"]["delete"]["security"] == [{"bearerAuth": []}]
+
+
+# --- the audit trail: every call with a valid token, whatever its answer ----------------
+
+OUTBOX_RETRY_ROUTE = "/v1/outbox/<int(max=9223372036854775807):item_id>/retry"
+
+
+@contextmanager
+def failing(app, *prefixes: str) -> Iterator[None]:
+    """The database refuses every statement that starts with one of ``prefixes`` (as a
+    driver error: the app sees what a real failure would give it)."""
+    with app.app_context():
+        engine = db.engine
+
+    def refuse(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(prefixes):
+            raise conn.dialect.loaded_dbapi.DatabaseError("injected failure")
+
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+def _stored_audit(app) -> str:
+    with app.app_context():
+        return "\n".join(repr(tuple(r)) for r in db.session.execute(AuditEntry.__table__.select()))
+
+
+def _digest(app, address: str) -> str:
+    with app.app_context():
+        return rights.identify(address)[1]
+
+
+def _one_new_row(app, before: list[AuditEntry]) -> AuditEntry:
+    seen = {e.id for e in before}
+    new = [e for e in _audit(app) if e.id not in seen]
+    assert len(new) == 1, [(e.action, e.details) for e in new]
+    return new[0]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_every_authenticated_call_leaves_one_audit_row_with_its_answer(
+        app, client, confirmed, method, path):
+    confirmed("anna@example.org")
+    before = _audit(app)
+    response = client.open(path, method=method, headers=AUTH)
+    entry = _one_new_row(app, before)
+    assert entry.actor == "ops"
+    assert (entry.method, entry.status) == (method, response.status_code)
+    rule, _ = app.url_map.bind("newsletter.test").match(path.partition("?")[0], method,
+                                                         return_rule=True)
+    assert entry.route == rule.rule
+    if "email=" in path:
+        assert entry.email_hash == _digest(app, "anna@example.org")
+    assert "anna" not in _stored_audit(app)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "action", "route", "details"), [
+    ("GET", "/v1/contacts?email=anna@example..org", 422, "access", "/v1/contacts", {}),
+    ("DELETE", "/v1/contacts?email=anna(at)example.org", 422, "erase", "/v1/contacts", {}),
+    ("GET", "/v1/contacts/subscriptions?email=", 422, "lookup", "/v1/contacts/subscriptions", {}),
+    ("GET", "/v1/contacts/proof?email=anna@example.org&list=nope", 404, "proof",
+     "/v1/contacts/proof", {}),
+    ("GET", "/v1/contacts/receipt?email=bea@example.org&list=newsletter", 404, "proof",
+     "/v1/contacts/receipt", {"list": "newsletter", "format": "receipt", "subscriptions": 0}),
+    ("GET", "/v1/lists/nope", 404, "list", "/v1/lists/<slug>", {}),
+    ("GET", "/v1/lists/nope/consent-texts", 404, "consent_texts",
+     "/v1/lists/<slug>/consent-texts", {}),
+    ("POST", "/v1/outbox/999999/retry", 404, "outbox_retry", OUTBOX_RETRY_ROUTE,
+     {"outbox_id": 999999}),
+    ("GET", "/v1/outbox?status=bogus", 422, "outbox", "/v1/outbox", {}),
+])
+def test_refused_and_failed_operator_calls_are_audited(app, client, newsletter, method, path,
+                                                       status, action, route, details):
+    before = _audit(app)
+    response = client.open(path, method=method, headers=AUTH)
+    assert response.status_code == status
+    entry = _one_new_row(app, before)
+    assert (entry.actor, entry.action, entry.method, entry.route, entry.status) == (
+        "ops", action, method, route, status)
+    assert entry.details == details
+    address = path.partition("email=")[2].partition("&")[0]
+    if address:  # whatever was asked about is kept as its keyed hash only
+        assert entry.email_hash and len(entry.email_hash) == 64
+        assert address not in _stored_audit(app) and address.split("@")[0] not in _stored_audit(app)
+
+
+def test_a_call_that_fails_in_the_database_is_audited_and_changes_nothing(app, client, confirmed):
+    confirmed("anna@example.org")
+    before = _audit(app)
+    with failing(app, "UPDATE SUBSCRIPTION"):
+        response = client.delete("/v1/contacts?email=anna@example.org", headers=AUTH)
+    assert response.status_code == 500
+    entry = _one_new_row(app, before)  # the erasure's own row rolled back with it
+    assert (entry.action, entry.method, entry.route, entry.status) == (
+        "erase", "DELETE", "/v1/contacts", 500)
+    assert entry.email_hash == _digest(app, "anna@example.org")
+    assert "anna" not in _stored_audit(app)
+    with app.app_context():
+        assert db.session.scalar(select(Subscription)).status == "confirmed"
+
+    with failing(app, "SELECT MAILING_LIST"):
+        assert client.get("/v1/lists", headers=AUTH).status_code == 500
+    entry = _one_new_row(app, before + [entry])
+    assert (entry.action, entry.status) == ("lists", 500)
+
+
+def test_an_audit_that_cannot_be_written_never_turns_a_refusal_into_an_error(
+        app, client, confirmed, caplog):
+    confirmed("anna@example.org")
+    before = _audit(app)
+    with caplog.at_level(logging.ERROR), failing(app, "INSERT INTO AUDIT_ENTRY",
+                                                 "UPDATE AUDIT_ENTRY"):
+        assert client.get("/v1/lists/nope", headers=AUTH).status_code == 404
+        assert client.get("/v1/contacts?email=anna@example..org", headers=AUTH).status_code == 422
+        assert client.get("/v1/lists", headers=AUTH).status_code == 200
+        # An address's data is disclosed in the transaction that records the disclosure:
+        # without that row, nothing goes out.
+        assert client.get("/v1/contacts?email=anna@example.org", headers=AUTH).status_code == 500
+    assert [e.id for e in _audit(app)] == [e.id for e in before]
+    assert "audit" in caplog.text and "anna" not in caplog.text
+
+    with failing(app, "UPDATE AUDIT_ENTRY"):  # recorded, but its answer could not be added
+        access = client.get("/v1/contacts?email=anna@example.org", headers=AUTH)
+    assert access.status_code == 200 and access.json["address"] == "anna@example.org"
+    entry = _one_new_row(app, before)
+    assert (entry.action, entry.status) == ("access", None)
