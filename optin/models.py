@@ -298,6 +298,36 @@ class Subscription(Model):
     )
 
 
+class Signup(Model):
+    """What one signup request entered, tied to its ledger event (``seq``).
+
+    A subscription can be signed up for more than once while it is pending,
+    from anyone who knows the address. Each request keeps its own values here,
+    and a confirmation link names the signup it was mailed for, so confirming
+    copies exactly that signup's values onto the subscription. The ledger event
+    keeps a digest of the values (``entered_sha256``); the values themselves are
+    deleted at withdrawal like the subscription's.
+    """
+
+    __tablename__ = "signup"
+    __table_args__ = (UniqueConstraint("subscription_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"))
+    # The seq of its signup_requested / signup_repeated event in the subscription's ledger.
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    email: Mapped[str | None] = mapped_column(StorableText(320))
+    locale: Mapped[str] = mapped_column(StorableText(8))
+    consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_text.id"))
+    first_name: Mapped[str | None] = mapped_column(StorableText(200))
+    last_name: Mapped[str | None] = mapped_column(StorableText(200))
+    fields: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    source_url: Mapped[str | None] = mapped_column(StorableText(2000))
+
+    consent_text: Mapped[ConsentText | None] = relationship()
+
+
 class ConsentEvent(Model):
     """Append-only fact about a subscription's consent, hash-chained per subscription."""
 

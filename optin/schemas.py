@@ -237,6 +237,20 @@ class SubscriptionSummarySchema(Answer):
     retention = ma.String()
 
 
+class SignupRecordSchema(Answer):
+    """What one signup request entered (its evidence is its ledger event, ``seq``)."""
+
+    seq = ma.Integer(metadata={"description": "the seq of its signup event in the ledger"})
+    created_at = _when()
+    email = ma.String(allow_none=True)
+    locale = ma.String()
+    consent_text_id = ma.Integer(allow_none=True)
+    first_name = ma.String(allow_none=True)
+    last_name = ma.String(allow_none=True)
+    fields_ = ma.Dict(allow_none=True, data_key="fields", attribute="fields")
+    source_url = ma.String(allow_none=True)
+
+
 class SubscriptionRecordSchema(SubscriptionSummarySchema):
     list_name = ma.String()
     email = ma.String(allow_none=True)
@@ -247,6 +261,7 @@ class SubscriptionRecordSchema(SubscriptionSummarySchema):
     source_url = ma.String(allow_none=True)
     consent_text_id = ma.Integer(allow_none=True)
     activecampaign_contact_id = ma.String(allow_none=True)
+    signups = ma.List(ma.Nested(SignupRecordSchema))
     events = ma.List(ma.Nested(EventSchema))
 
 
@@ -329,16 +344,21 @@ class ReceiptSignupSchema(SeenSchema):
 
 
 class SignupEvidenceSchema(ReceiptSignupSchema):
-    entered = ma.Dict(metadata={"description": "what the form sent, while it is kept"})
+    """One signup request: its ledger event's evidence and the values it entered."""
+
+    seq = ma.Integer(metadata={"description": "its event in the ledger"})
+    kind = ma.String(metadata={"example": "signup_requested"})
+    locale = ma.String(allow_none=True)
+    entered = ma.Dict(metadata={"description": "what this signup's form sent, while it is kept"})
     entered_sha256 = ma.String(allow_none=True)
     fields_entered = ma.List(ma.String(), allow_none=True)
     consent_text = ma.Nested(ShownTextSchema, allow_none=True)
-    redacted_at = _when()
-
-
-class RepeatedSignupSchema(SeenSchema):
-    action = ma.String(allow_none=True)
     consent_text_id = ma.Integer(allow_none=True)
+    action = ma.String(allow_none=True, metadata={"description": "what a repeat signup did"})
+    confirmed = ma.Boolean(metadata={"description": "the signup the confirmation confirmed"})
+    mails = ma.List(ma.String(), metadata={
+        "description": "Message-IDs of the confirmation mails sent for this signup"})
+    redacted_at = _when()
 
 
 class ReceiptMailSchema(Answer):
@@ -348,6 +368,8 @@ class ReceiptMailSchema(Answer):
     template_sha256 = ma.String(allow_none=True)
     text_sha256 = ma.String(allow_none=True)
     html_sha256 = ma.String(allow_none=True)
+    signup_seq = ma.Integer(allow_none=True, metadata={
+        "description": "a confirmation mail: the signup it was sent for"})
 
 
 class TemplateSourceSchema(Answer):
@@ -369,6 +391,10 @@ class MailEvidenceSchema(ReceiptMailSchema):
 
 
 class ConfirmationEvidenceSchema(SeenSchema):
+    signup_seq = ma.Integer(allow_none=True, metadata={"description": "the signup confirmed"})
+    locale = ma.String(allow_none=True)
+    entered_sha256 = ma.String(allow_none=True, metadata={
+        "description": "digest of the values confirmed (the confirmed signup's)"})
     redacted_at = _when()
 
 
@@ -393,8 +419,10 @@ class ConsentCycleSchema(Answer):
     retention = ma.String()
     retain_until = _when()
     consent_text = ma.Nested(ShownTextSchema, allow_none=True)
-    signup = ma.Nested(SignupEvidenceSchema, allow_none=True)
-    repeated_signups = ma.List(ma.Nested(RepeatedSignupSchema))
+    signups = ma.List(ma.Nested(SignupEvidenceSchema), metadata={
+        "description": "every signup request, in ledger order"})
+    signup = ma.Nested(SignupEvidenceSchema, allow_none=True, metadata={"description": "the first"})
+    repeated_signups = ma.List(ma.Nested(SignupEvidenceSchema))
     mails = ma.List(ma.Nested(MailEvidenceSchema))
     confirmation = ma.Nested(ConfirmationEvidenceSchema, allow_none=True)
     withdrawal = ma.Nested(WithdrawalSchema, allow_none=True)

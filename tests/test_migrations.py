@@ -20,3 +20,40 @@ def test_readyz_reports_migrations_at_head(client):
     assert response.status_code == 200
     assert response.json == {"status": "ok", "database": "ok", "migrations": "ok"}
     assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_signup_records_are_made_for_subscriptions_of_before(app):
+    """0002 gives each subscription the record of the signup whose values it holds: its
+    latest signup before its first confirmation (a repeat overwrote a pending row's values)."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    def event(sub: int, seq: int, kind: str) -> dict:
+        return {"s": sub, "q": seq, "k": kind, "at": f"2026-01-0{seq} 10:00:00"}
+
+    with app.app_context():
+        downgrade(revision="0001")
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO mailing_list (id, slug, name, redirect_urls, origins, default_locale,"
+                " send_welcome, send_goodbye, created_at) VALUES (1, 'news', 'News', '[]', '[]',"
+                " 'de', true, false, '2026-01-01 00:00:00')"))
+            for sub, status, name in ((1, "pending", "Mallory"), (2, "confirmed", "Anna")):
+                conn.execute(text(
+                    "INSERT INTO subscription (id, list_id, status, email, email_hash, locale,"
+                    " first_name, nonce, created_at, updated_at, ledger_seq) VALUES (:id, 1,"
+                    " :status, 'a@example.org', :hash, 'en', :name, 'n', '2026-01-01 00:00:00',"
+                    " '2026-01-01 00:00:00', 3)"),
+                    {"id": sub, "status": status, "name": name, "hash": f"h{sub}"})
+            conn.execute(text(
+                "INSERT INTO consent_event (subscription_id, seq, kind, at, origin, details,"
+                " content_hash, chain_hash) VALUES (:s, :q, :k, :at, 'form', '{}', 'c', 'c')"),
+                [event(1, 1, "signup_requested"), event(1, 2, "signup_repeated"),
+                 event(1, 3, "confirmation_sent"), event(2, 1, "signup_requested"),
+                 event(2, 2, "confirmed"), event(2, 3, "signup_repeated")])
+        upgrade()
+        with db.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT subscription_id, seq, first_name, locale FROM signup"
+                " ORDER BY subscription_id")).all()
+    assert [tuple(r) for r in rows] == [(1, 2, "Mallory", "en"), (2, 1, "Anna", "en")]

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import joinedload
 
 from optin.config import Settings, current_settings
-from optin.consent import ledger, lists, mailcap
+from optin.consent import ledger, lists, mailcap, signups
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.consent.lapse import pending_lapses_at, proof_lapses_at
 from optin.consent.lists import ListSnapshot, TextSnapshot
@@ -204,6 +204,8 @@ _OUTBOX_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts",
                    "next_attempt_at", "created_at")
 
 MAIL_CAPPED = "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)"
+#: What a repeat signup for a pending subscription did, as its ledger event says.
+REPEAT_ACTIONS = {"repeated": "mail queued", "capped": MAIL_CAPPED, "throttled": "mail throttled"}
 
 
 def _params(table: Any, prefix: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -236,8 +238,9 @@ def _insert_active(dialect: str) -> Any:
 
 @functools.cache
 def _signup_writes(dialect: str, queued: bool) -> tuple[Any, ...]:
-    """A new signup's ledger event, chain head and (unless capped) its confirmation mail."""
-    writes = [ledger.MOVE_HEAD, _event_insert("ev_")]
+    """A new signup's ledger event, its record, chain head and (unless capped) its
+    confirmation mail."""
+    writes = [ledger.MOVE_HEAD, _event_insert("ev_"), signups.insert("su_")]
     if queued:
         writes.append(_outbox_insert("ob_"))
     return together(dialect, *writes)
@@ -281,21 +284,27 @@ def _insert_new(
         user_agent=client.user_agent, consent_text_id=text.id,
         details={**_evidence(req, text), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
-    params = {**ledger.head_params(event), **_prefixed("ev_", event)}
+    params = {**ledger.head_params(event), **_prefixed("ev_", event),
+              **_prefixed("su_", signups.row(sub_id, event["seq"], now, email, text, personal))}
     if mail:
-        params.update(_prefixed("ob_", OutboxItem.pending_values(
-            OutboxKind.CONFIRM_MAIL, subscription_id=sub_id, now=now)))
+        params.update(_prefixed("ob_", _confirm_mail(sub_id, event["seq"], now)))
     for statement in _signup_writes(dialect, mail):
         db.session.execute(statement, params)
     return "new" if mail else "capped"
 
 
+def _confirm_mail(subscription_id: int, signup_seq: int, now: datetime) -> dict[str, Any]:
+    """The outbox row of the confirmation mail for the signup whose event is ``signup_seq``."""
+    return OutboxItem.pending_values(OutboxKind.CONFIRM_MAIL, subscription_id=subscription_id,
+                                     payload={"signup_seq": signup_seq}, now=now)
+
+
 def entered_digest(personal: dict[str, Any]) -> str:
     """SHA-256 of the names and fields as entered.
 
-    The ledger keeps this digest, not the values: the values live on the
-    subscription row and are deleted at withdrawal, yet a value someone later
-    claims was entered can still be checked against the proof.
+    The ledger keeps this digest, not the values: the values live in the
+    signup's record (and on the subscription) and are deleted at withdrawal, yet
+    a value someone later claims was entered can still be checked against the proof.
     """
     entered = {k: personal.get(k) for k in ("first_name", "last_name", "fields")}
     canonical = json.dumps(entered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -325,40 +334,39 @@ def _signup_again(
 ) -> SignupOutcome | None:
     """A signup for an address with an active subscription, in the caller's transaction.
 
-    Returns its outcome (for metrics), or None if the active row is gone by the
-    time it is locked (a withdrawal committed in between): the caller goes again.
+    The request keeps its own evidence (ledger event and signup record) and
+    changes nothing a pending confirmation would confirm: whoever signed up
+    before keeps their link, locale, consent text and values. If it may mail,
+    its own confirmation mail carries its own link. Returns its outcome (for
+    metrics), or None if the active row is gone by the time it is locked (a
+    withdrawal committed in between): the caller goes again.
     """
     now = utcnow()
     personal = _personal(req)
-    evidence = _evidence(req, text)
     sub = _active(mailing_list.id, digest)
     if sub is None:
         return None
 
+    outcome: SignupOutcome
     if sub.status == S.CONFIRMED:
         # Already consented: nothing to mail, nothing to change, but keep the fact.
-        ledger.append(sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
-                      user_agent=client.user_agent, consent_text_id=text.id,
-                      details={**evidence, "action": "none (already confirmed)"})
-        return "confirmed"
-
-    # Pending: the latest form is what a confirmation will agree to.
-    for key, value in personal.items():
-        setattr(sub, key, value)
-    sub.locale, sub.consent_text_id = text.locale, text.id
-    sub.email = email
-    interval = timedelta(minutes=settings.resend_interval_minutes)
-    due = sub.last_mail_requested_at is None or now - sub.last_mail_requested_at >= interval
-    resend = due and mailcap.take_address_mail(digest, settings)
-    action = "mail queued" if resend else MAIL_CAPPED if due else "mail throttled"
-    ledger.append(sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
-                  user_agent=client.user_agent, consent_text_id=text.id,
-                  details={**evidence, "action": action})
-    if not resend:
-        return "capped" if due else "throttled"
-    sub.last_mail_requested_at = now
-    db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now))
-    return "repeated"
+        outcome, action = "confirmed", "none (already confirmed)"
+    else:
+        interval = timedelta(minutes=settings.resend_interval_minutes)
+        due = sub.last_mail_requested_at is None or now - sub.last_mail_requested_at >= interval
+        outcome = ("repeated" if due and mailcap.take_address_mail(digest, settings)
+                   else "capped" if due else "throttled")
+        action = REPEAT_ACTIONS[outcome]
+    event = ledger.append(
+        sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
+        user_agent=client.user_agent, consent_text_id=text.id,
+        details={**_evidence(req, text), "email": email,
+                 "entered_sha256": entered_digest(personal), "action": action})
+    signups.record(sub.id, event.seq, now, email, text, personal)
+    if outcome == "repeated":
+        sub.last_mail_requested_at = now
+        db.session.add(OutboxItem(**_confirm_mail(sub.id, event.seq, now)))
+    return outcome
 
 
 T = TypeVar("T")
@@ -403,17 +411,24 @@ class Confirmation:
     mailing_list: ListSnapshot | None = None
 
 
-def confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
-    """Record consent; the outcome is ``confirmed``, ``already_confirmed`` or ``invalid``.
+def confirm(subscription_id: int, nonce: str, client: Client,
+            signup_seq: int | None = None) -> Confirmation:
+    """Record consent to the signup the link was mailed for (``signup_seq``; None for a
+    link older than that: the first signup). The outcome is ``confirmed``,
+    ``already_confirmed`` or ``invalid``.
 
-    Idempotent: a second call changes nothing. A withdrawn subscription's nonce
-    no longer matches, so an old link cannot bring it back. Tried again when a
-    concurrent writer (a worker appending to the same ledger) collides.
+    The signup's values (locale, consent text, names, fields, source) become
+    the subscription's, and the ``confirmed`` event names the signup it
+    confirmed. Idempotent: a second call changes nothing, through whichever
+    link. A withdrawn subscription's nonce no longer matches, so an old link
+    cannot bring it back. Tried again when a concurrent writer (a worker
+    appending to the same ledger) collides.
     """
-    return retrying(lambda: _confirm(subscription_id, nonce, client))
+    return retrying(lambda: _confirm(subscription_id, nonce, client, signup_seq))
 
 
-def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
+def _confirm(subscription_id: int, nonce: str, client: Client,
+             signup_seq: int | None) -> Confirmation:
     sub = db.session.scalar(
         select(Subscription).where(Subscription.id == subscription_id)
         .options(joinedload(Subscription.mailing_list))
@@ -430,17 +445,24 @@ def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
     if sub.status == S.CONFIRMED:
         db.session.rollback()
         return Confirmation("already_confirmed", sub.locale, snapshot)
+    signup = signups.find(sub.id, signup_seq)
+    if signup is None and signup_seq is not None:  # a link naming no signup of this row
+        db.session.rollback()
+        return Confirmation("invalid", sub.locale, snapshot)
+    values = signups.confirmed_values(sub, signup)
     now = utcnow()
-    event = ledger.event_row(sub.id, sub.ledger_seq or 0, sub.ledger_head, EventKind.CONFIRMED,
-                             origin="link", at=now, ip=client.ip, user_agent=client.user_agent,
-                             consent_text_id=sub.consent_text_id)
+    event = ledger.event_row(
+        sub.id, sub.ledger_seq or 0, sub.ledger_head, EventKind.CONFIRMED, origin="link", at=now,
+        ip=client.ip, user_agent=client.user_agent, consent_text_id=values["consent_text_id"],
+        details={"signup_seq": signup.seq if signup else None, "locale": values["locale"],
+                 "entered_sha256": entered_digest(values)})
     kinds = ((OutboxKind.AC_SUBSCRIBE, OutboxKind.WELCOME_MAIL) if sub.mailing_list.send_welcome
              else (OutboxKind.AC_SUBSCRIBE,))
     params: dict[str, Any] = {
         "sub_id": sub.id, "b_list_id": sub.list_id, "b_email_hash": sub.email_hash,
         "confirmed_at": now, "updated_at": now,
         "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
-        **_prefixed("ev_", event),
+        **_prefixed("ev_", event), **_prefixed("cv_", values),
     }
     for i, kind in enumerate(kinds):
         params.update(_prefixed(f"ob{i}_", OutboxItem.pending_values(
@@ -450,7 +472,7 @@ def _confirm(subscription_id: int, nonce: str, client: Client) -> Confirmation:
     metrics.confirmed(sub.mailing_list.slug)
     db.session.commit()
     log.info("subscription %s confirmed on list %s", sub.id, snapshot.slug)
-    return Confirmation("confirmed", sub.locale, snapshot)
+    return Confirmation("confirmed", values["locale"], snapshot)
 
 
 @functools.cache
@@ -459,8 +481,8 @@ def _confirm_statements(dialect: str, queued: int) -> tuple[Any, ...]:
 
     Lift the suppression (a new confirmed consent ends an earlier withdrawal's),
     append the ledger event, queue ``queued`` outbox rows (sync, welcome mail)
-    and move the subscription and its chain head, all with the row lock the
-    caller holds.
+    and move the subscription and its chain head, with the confirmed signup's
+    values (``cv_…``), all with the row lock the caller holds.
     """
     sup = Suppression.__table__
     lift = sup.delete().where(sup.c.list_id == bindparam("b_list_id"),
@@ -469,7 +491,9 @@ def _confirm_statements(dialect: str, queued: int) -> tuple[Any, ...]:
         status=S.CONFIRMED, retain_until=None,  # kept while the consent is in use
         confirmed_at=bindparam("confirmed_at", type_=_SUB.c.confirmed_at.type),
         updated_at=bindparam("updated_at", type_=_SUB.c.updated_at.type),
-        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"))
+        ledger_seq=bindparam("ledger_seq"), ledger_head=bindparam("ledger_head"),
+        **{name: bindparam("cv_" + name, type_=_SUB.c[name].type)
+           for name in signups.CONFIRMED_VALUES})
     return together(dialect, move, lift, _event_insert("ev_"),
                     *(_outbox_insert(f"ob{i}_") for i in range(queued)))
 
@@ -527,6 +551,7 @@ def withdraw(
     sub.nonce = new_nonce()
     sub.first_name = sub.last_name = None
     sub.fields = None
+    signups.forget_personal([sub.id])
     sub.retain_until = (
         proof_lapses_at(at, current_settings().proof_retention_years)
         if was_confirmed
@@ -566,24 +591,32 @@ def is_suppressed(list_id: int, email_hash: str) -> bool:
     )
 
 
-def resend_confirmation(subscription_id: int, nonce: str, settings: Settings) -> None:
-    """Queue a fresh confirmation mail for a pending signup whose link expired.
+def resend_confirmation(subscription_id: int, nonce: str, settings: Settings,
+                        signup_seq: int | None = None) -> None:
+    """Queue a fresh confirmation mail for a pending signup whose link expired: for the
+    same signup (``signup_seq``; None: the first), so the new link confirms what the old
+    one would have.
 
     Says nothing back: the page answers the same whether or not a mail goes out.
     """
     sub = _locked(subscription_id)
     now = utcnow()
     interval = timedelta(minutes=settings.resend_interval_minutes)
+    signup = signups.find(sub.id, signup_seq) if sub is not None else None
     if (
         sub is None
         or sub.status != S.PENDING
         or not secrets.compare_digest(sub.nonce, nonce)
+        or (signup is None and signup_seq is not None)
         or (sub.last_mail_requested_at and now - sub.last_mail_requested_at < interval)
         or not mailcap.take_address_mail(sub.email_hash, settings)
     ):
         db.session.rollback()
         return
     sub.last_mail_requested_at = now
-    ledger.append(sub, EventKind.CONFIRMATION_RESEND_REQUESTED, origin="link", at=now)
-    db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now))
+    seq = signup.seq if signup else None
+    ledger.append(sub, EventKind.CONFIRMATION_RESEND_REQUESTED, origin="link", at=now,
+                  details={"signup_seq": seq})
+    db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now,
+                                      payload={"signup_seq": seq} if seq else None))
     db.session.commit()

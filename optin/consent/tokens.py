@@ -2,7 +2,9 @@
 
 A token carries the subscription id and its nonce. The nonce is replaced when
 consent is withdrawn, so a confirmation link found in an old mail can never
-re-confirm a withdrawn subscription. Confirmation links expire
+re-confirm a withdrawn subscription. A confirmation link also names the signup
+it was mailed for (its ledger ``seq``, see ``consent.signups``), so it confirms
+that signup and no later one; links made before carry no signup and still work. Confirmation links expire
 (``OPTIN_CONFIRM_TTL_HOURS``); unsubscribe links never do.
 """
 
@@ -32,25 +34,35 @@ class TokenExpired(Exception):
 class TokenData:
     subscription_id: int
     nonce: str
+    signup_seq: int | None = None  # the signup a confirmation link was mailed for
 
 
 def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret_key, salt=purpose)
 
 
-def make_token(secret_key: str, purpose: str, subscription_id: int, nonce: str) -> str:
-    return _serializer(secret_key, purpose).dumps([subscription_id, nonce])
+def make_token(secret_key: str, purpose: str, subscription_id: int, nonce: str,
+               signup_seq: int | None = None) -> str:
+    payload: list[int | str] = [subscription_id, nonce]
+    if signup_seq is not None:
+        payload.append(signup_seq)
+    return _serializer(secret_key, purpose).dumps(payload)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse(payload: object) -> TokenData:
     if (
         not isinstance(payload, list)
-        or len(payload) != 2
-        or not isinstance(payload[0], int)
+        or len(payload) not in (2, 3)
+        or not _is_int(payload[0])
         or not isinstance(payload[1], str)
+        or (len(payload) == 3 and not _is_int(payload[2]))
     ):
         raise TokenInvalid("unexpected payload")
-    return TokenData(payload[0], payload[1])
+    return TokenData(payload[0], payload[1], payload[2] if len(payload) == 3 else None)
 
 
 def read_token(

@@ -4,7 +4,9 @@ Each handler runs in the worker's transaction for its outbox row, looks at the
 subscription as it is *now* (a withdrawal since the enqueue cancels the mail),
 sends, and records what was sent in the ledger: Message-ID, subject, template
 version and hashes of the bodies. The body itself is not stored, because it
-contains a live link.
+contains a live link. A confirmation mail is written from the signup it was
+queued for (its locale, consent text and name, see ``consent.signups``), and
+its link names that signup.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from optin.config import current_settings
-from optin.consent import ledger
+from optin.consent import ledger, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import outbox
 from optin.delivery.mailer import Backend, MailTemplates, build_message
 from optin.extensions import db
-from optin.models import EventKind, OutboxItem, Subscription, SubscriptionStatus
+from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
 from optin.ops import metrics
 
 S = SubscriptionStatus
@@ -33,9 +35,11 @@ S = SubscriptionStatus
 log = logging.getLogger(__name__)
 
 
-def confirm_url(sub: Subscription) -> str:
+def confirm_url(sub: Subscription, signup: Signup | None = None) -> str:
+    """The link that confirms ``signup`` (without one: the subscription's first signup)."""
     settings = current_settings()
-    token = make_token(settings.secret_key, CONFIRM, sub.id, sub.nonce)
+    token = make_token(settings.secret_key, CONFIRM, sub.id, sub.nonce,
+                       signup.seq if signup else None)
     return f"{settings.base_url}/confirm/{token}"
 
 
@@ -54,26 +58,31 @@ SENT = {"confirm": EventKind.CONFIRMATION_SENT, "welcome": EventKind.WELCOME_SEN
         "goodbye": EventKind.GOODBYE_SENT}
 
 
-def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str]) -> None:
-    if not sub.email:
+def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str],
+          signup: Signup | None = None) -> None:
+    """Render and send the mail ``name`` with the subscription's values, or with those of
+    ``signup`` (a confirmation mail: what that signup entered)."""
+    entered: Signup | Subscription = signup if signup is not None else sub
+    to_email = entered.email or sub.email
+    if not to_email:
         raise outbox.PermanentFailure(f"subscription {sub.id} has no address left to mail")
     settings = current_settings()
     templates: MailTemplates = current_app.extensions["optin.mail_templates"]
     backend: Backend = current_app.extensions["optin.mail_backend"]
     mailing_list = sub.mailing_list
-    consent = sub.consent_text
-    rendered = templates.render(name, sub.locale, {
+    consent = entered.consent_text
+    rendered = templates.render(name, entered.locale, {
         "list_name": mailing_list.name,
-        "first_name": sub.first_name,
+        "first_name": entered.first_name,
         "consent_text": consent.text if consent else None,
         "brand": _brand(),
-        "locale": sub.locale,
+        "locale": entered.locale,
         **context,
     })
     message = build_message(
         rendered,
-        to_email=sub.email,
-        to_name=" ".join(filter(None, (sub.first_name, sub.last_name))) or None,
+        to_email=to_email,
+        to_name=" ".join(filter(None, (entered.first_name, entered.last_name))) or None,
         sender=mailing_list.sender or settings.mail_from,
         reply_to=mailing_list.reply_to,
         headers=headers,
@@ -91,6 +100,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         "template_sha256": rendered.template_sha256,
         "text_sha256": hashlib.sha256(rendered.text.encode()).hexdigest(),
         "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
+        **({"signup_seq": signup.seq} if signup is not None else {}),
     }
     outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
     ledger.append_now(sub, SENT[name], origin="worker", details=details)
@@ -127,13 +137,19 @@ def _list_unsubscribe_headers(sub: Subscription) -> dict[str, str]:
 
 
 def send_confirmation(item: OutboxItem) -> None:
+    """The double-opt-in mail for the signup the row names (a row queued before rows named
+    one: the subscription's first signup)."""
     sub = _subscription(item)
     if sub is None or sub.status != S.PENDING:
         return  # confirmed or withdrawn meanwhile: nothing to ask any more
+    seq = (item.payload or {}).get("signup_seq")
+    signup = signups.find(sub.id, seq)
+    if signup is None and seq is not None:
+        raise outbox.PermanentFailure(f"subscription {sub.id} has no signup #{seq}")
     _send(sub, "confirm", {
-        "confirm_url": confirm_url(sub),
+        "confirm_url": confirm_url(sub, signup),
         "ttl_hours": current_settings().confirm_ttl_hours,
-    }, headers={})
+    }, headers={}, signup=signup)
 
 
 def send_welcome(item: OutboxItem) -> None:

@@ -21,15 +21,24 @@ from flask import current_app, has_request_context, render_template
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
-from optin.consent import ledger, lists
+from optin.consent import ledger, lists, signups
 from optin.consent.lists import UnknownList
 from optin.extensions import db
-from optin.models import ConsentEvent, ConsentText, EventKind, MailingList, Subscription, utcnow
+from optin.models import (
+    ConsentEvent,
+    ConsentText,
+    EventKind,
+    MailingList,
+    Signup,
+    Subscription,
+    utcnow,
+)
 from optin.privacy import audit
 from optin.privacy.rights import identify, retention_note, subscriptions_of
 from optin.schemas import ProofSchema
 
 MAIL_SENT = ("confirmation_sent", "welcome_sent", "goodbye_sent")
+SIGNUPS = ("signup_requested", "signup_repeated")
 RECEIPT_VERSION = "KI-CR-v1.1.0"
 COLLECTION_METHOD = (
     "Web form signup, confirmed by the address owner through a personal link mailed to the "
@@ -64,6 +73,7 @@ class MailEvidence(TypedDict):
     template_sha256: str | None
     text_sha256: str | None
     html_sha256: str | None
+    signup_seq: NotRequired[int | None]  # a confirmation mail: the signup it was sent for
     # A confirmation mail's template, checked against the files of today:
     matches_current_template: NotRequired[bool]
     template_source: NotRequired[TemplateSource | None]
@@ -71,29 +81,33 @@ class MailEvidence(TypedDict):
 
 
 class SignupEvidence(TypedDict):
+    """One signup request: its own event's evidence next to its own values."""
+
+    seq: int
+    kind: str
     at: datetime
     ip: str | None
     user_agent: str | None
     source_url: str | None
+    locale: str | None
     entered: dict[str, Any]
     entered_sha256: str | None
     fields_entered: list[str] | None
     consent_text: ConsentText | None
-    redacted_at: datetime | None
-
-
-class RepeatedSignup(TypedDict):
-    at: datetime
-    ip: str | None
-    user_agent: str | None
-    action: str | None
     consent_text_id: int | None
+    action: str | None
+    confirmed: bool
+    mails: list[str]  # Message-IDs of the confirmation mails sent for this signup
+    redacted_at: datetime | None
 
 
 class ConfirmationEvidence(TypedDict):
     at: datetime
     ip: str | None
     user_agent: str | None
+    signup_seq: int | None  # the signup this confirmation confirmed
+    locale: str | None
+    entered_sha256: str | None
     redacted_at: datetime | None
 
 
@@ -116,8 +130,9 @@ class ConsentCycle(TypedDict):
     retention: str
     retain_until: datetime | None
     consent_text: ConsentText | None
+    signups: list[SignupEvidence]
     signup: SignupEvidence | None
-    repeated_signups: list[RepeatedSignup]
+    repeated_signups: list[SignupEvidence]
     mails: list[MailEvidence]
     confirmation: ConfirmationEvidence | None
     withdrawal: Withdrawal | None
@@ -241,7 +256,7 @@ def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[st
         return None
 
 
-def _mail(event: ConsentEvent) -> MailEvidence:
+def _mail(event: ConsentEvent, records: dict[int, Signup]) -> MailEvidence:
     details = event.details or {}
     record: MailEvidence = {
         "kind": event.kind,
@@ -254,16 +269,23 @@ def _mail(event: ConsentEvent) -> MailEvidence:
         "html_sha256": details.get("html_sha256"),
     }
     template = record["template"]
+    if event.kind == "confirmation_sent":
+        record["signup_seq"] = details.get("signup_seq")
     if event.kind == "confirmation_sent" and template:
         check = _template_source(template, record["template_sha256"])
         record.update(check)
         record["reconstructed_text"] = None
         if check["matches_current_template"]:
             sub = event.subscription
-            entered = {"first_name": sub.first_name}  # names are gone after a withdrawal
-            shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
-                     and e.kind in ("signup_requested", "signup_repeated")]
-            text = shown[-1].consent_text if shown else sub.consent_text
+            signup = records.get(details.get("signup_seq", -1))
+            # Names are gone after a withdrawal.
+            entered = {"first_name": (signup or sub).first_name}
+            if signup is not None:
+                text = signup.consent_text
+            else:  # a mail sent before mails named their signup
+                shown = [e for e in sub.events if e.seq < event.seq and e.consent_text_id
+                         and e.kind in SIGNUPS]
+                text = shown[-1].consent_text if shown else sub.consent_text
             record["reconstructed_text"] = _reconstruct_confirmation(sub, template, entered, text)
     return record
 
@@ -272,14 +294,60 @@ def _text(text_id: int | None) -> ConsentText | None:
     return db.session.get(ConsentText, text_id) if text_id else None
 
 
+def _confirmed_seq(confirmed: ConsentEvent | None, records: list[Signup]) -> int | None:
+    """The seq of the signup a confirmation confirmed."""
+    if confirmed is None:
+        return None
+    details = confirmed.details or {}
+    if "signup_seq" in details:
+        return details["signup_seq"]
+    # Confirmed before confirmations named their signup: the values it confirmed are
+    # those migration 0002 recorded for it, the subscription's first record.
+    return records[0].seq if records else None
+
+
+def _signup(event: ConsentEvent, record: Signup | None, confirmed_seq: int | None,
+            mails: list[MailEvidence]) -> SignupEvidence:
+    """A signup request as proof: its event's evidence and the values it entered."""
+    details = event.details or {}
+    values = {"first_name": record.first_name, "last_name": record.last_name,
+              "fields": record.fields} if record else {}
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "at": event.at,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "source_url": details.get("source_url"),
+        "locale": details.get("locale") or (record.locale if record else None),
+        # Names and fields are kept until withdrawal; the ledger keeps their digest.
+        "entered": {k: v for k, v in {"email": details.get("email"), **values}.items() if v},
+        "entered_sha256": details.get("entered_sha256"),
+        "fields_entered": details.get("fields_entered"),
+        "consent_text": _text(event.consent_text_id),
+        "consent_text_id": event.consent_text_id,
+        "action": details.get("action"),
+        "confirmed": confirmed_seq == event.seq,
+        "mails": [m["message_id"] for m in mails
+                  if m.get("signup_seq") == event.seq and m["message_id"]],
+        "redacted_at": event.redacted_at,
+    }
+
+
 def _cycle(sub: Subscription) -> ConsentCycle:
-    """One consent cycle (one subscription row) as proof."""
+    """One consent cycle (one subscription row) as proof: every signup request with its
+    own evidence and values, and which of them the confirmation confirmed."""
     events = list(sub.events)
-    signup = _first(events, "signup_requested")
+    records = signups.of(sub.id)
+    by_seq = {r.seq: r for r in records}
     confirmed = _first(events, "confirmed")
+    confirmed_seq = _confirmed_seq(confirmed, records)
     shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
     check = ledger.verify(db.session(), [sub.id])
-    signup_details = (signup.details or {}) if signup else {}
+    mails = [_mail(e, by_seq) for e in events if e.kind in MAIL_SENT]
+    requests = [_signup(e, by_seq.get(e.seq), confirmed_seq, mails)
+                for e in events if e.kind in SIGNUPS]
+    confirmed_details = (confirmed.details or {}) if confirmed else {}
     return {
         "subscription_id": sub.id,
         "status": sub.status,
@@ -287,30 +355,17 @@ def _cycle(sub: Subscription) -> ConsentCycle:
         "retention": retention_note(sub),
         "retain_until": sub.retain_until,
         "consent_text": _text(shown),
-        "signup": None if signup is None else {
-            "at": signup.at,
-            "ip": signup.ip,
-            "user_agent": signup.user_agent,
-            "source_url": signup_details.get("source_url"),
-            # Names and fields live on the row until withdrawal; the ledger keeps their digest.
-            "entered": {k: v for k, v in {
-                "email": signup_details.get("email"), "first_name": sub.first_name,
-                "last_name": sub.last_name, "fields": sub.fields}.items() if v},
-            "entered_sha256": signup_details.get("entered_sha256"),
-            "fields_entered": signup_details.get("fields_entered"),
-            "consent_text": _text(signup.consent_text_id),
-            "redacted_at": signup.redacted_at,
-        },
-        "repeated_signups": [
-            {"at": e.at, "ip": e.ip, "user_agent": e.user_agent,
-             "action": (e.details or {}).get("action"), "consent_text_id": e.consent_text_id}
-            for e in events if e.kind == "signup_repeated"
-        ],
-        "mails": [_mail(e) for e in events if e.kind in MAIL_SENT],
+        "signups": requests,
+        "signup": next((r for r in requests if r["kind"] == "signup_requested"), None),
+        "repeated_signups": [r for r in requests if r["kind"] == "signup_repeated"],
+        "mails": mails,
         "confirmation": None if confirmed is None else {
             "at": confirmed.at,
             "ip": confirmed.ip,
             "user_agent": confirmed.user_agent,
+            "signup_seq": confirmed_seq,
+            "locale": confirmed_details.get("locale"),
+            "entered_sha256": confirmed_details.get("entered_sha256"),
             "redacted_at": confirmed.redacted_at,
         },
         "withdrawal": {"at": sub.withdrawn_at, "channel": sub.withdrawal_origin}
@@ -394,7 +449,8 @@ def receipt(proof: Proof) -> Receipt:
     settings = current_settings()
     third_party = info["activecampaign_list_id"] is not None
     text = cycle["consent_text"]
-    entered = (cycle["signup"] or {"fields_entered": None})["fields_entered"] or []
+    signup = next((s for s in cycle["signups"] if s["confirmed"]), cycle["signup"])
+    entered = (signup["fields_entered"] if signup else None) or []
     pii = ["email address"] + [f"{k.replace('_', ' ')} (as entered)" for k in entered]
     return {
         "version": RECEIPT_VERSION,
@@ -433,7 +489,7 @@ def receipt(proof: Proof) -> Receipt:
         "doubleOptIn": {
             "status": cycle["status"],
             "consentText": text or {},
-            "signup": cycle["signup"],
+            "signup": signup,
             "confirmationMails": [m for m in cycle["mails"] if m["kind"] == "confirmation_sent"],
             "confirmation": confirmation,
             "withdrawal": cycle["withdrawal"],
@@ -478,20 +534,25 @@ def render_text(record: Proof) -> str:
                  f"{'' if text['sha256_verified'] else ' (TEXT DOES NOT MATCH ITS HASH)'}")
             out.extend(textwrap.wrap(text["text"], 76, initial_indent="    > ",
                                      subsequent_indent="    > "))
-        if c["signup"]:
-            s = c["signup"]
-            line("signup", f"{s['at']}  IP {s['ip']}  UA {s['user_agent']}")
-            line("source URL", s["source_url"])
-            line("entered", s["entered"])
+        for s in c["signups"]:
+            shown = s["consent_text"]
+            line(f"signup #{s['seq']}", f"{s['at']}  IP {s['ip']}  UA {s['user_agent']}"
+                 f"{'  (CONFIRMED)' if s['confirmed'] else ''}")
+            line("  source URL", s["source_url"])
+            line("  consent text", shown and f"v{shown['version']} {shown['locale']}")
+            line("  entered", s["entered"])
+            line("  outcome", s["action"])
         for m in c["mails"]:
             if m["kind"] == "confirmation_sent":
-                line("confirmation mail", f"{m['sent_at']}  {m['message_id']}")
+                line("confirmation mail", f"{m['sent_at']}  {m['message_id']}"
+                     f"{'  for signup #' + str(m['signup_seq']) if m.get('signup_seq') else ''}")
                 line("  template", f"{m['template']} sha256 {m['template_sha256']}")
                 line("  subject", m["subject"])
                 line("  text sha256", m["text_sha256"])
         if c["confirmation"]:
             k = c["confirmation"]
-            line("confirmed", f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}")
+            line("confirmed", f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}"
+                 f"{'  signup #' + str(k['signup_seq']) if k.get('signup_seq') else ''}")
         if c["withdrawal"]:
             line("withdrawn", f"{c['withdrawal']['at']} via {c['withdrawal']['channel']}")
         line("erased", c["erased_at"])

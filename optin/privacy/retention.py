@@ -41,7 +41,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from optin.consent import ledger
+from optin.consent import ledger, signups
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -72,7 +72,7 @@ RULES = (UNCONFIRMED, WITHDRAWN)
 KEPT_DETAIL_KEYS = (
     "action", "actor", "consent_text_sha256", "consent_text_version", "fields_entered",
     "html_sha256", "locale", "message_id", "purpose", "reason", "rule", "run",
-    "template", "template_sha256", "text_sha256", "was",
+    "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
 
 
@@ -266,7 +266,9 @@ def _minimize_batch(as_of: datetime, run_id: int, batch: int,
             sha256_hex(_minimized_content(now, run_id, _sub.c.ledger_seq)), _sub.c.ledger_head,
         ).where(in_batch(_sub.c.id)),
     ))
-    # 4. Finished outbox rows may quote the address in an error or a payload.
+    # 4. What each signup entered goes with the subscription's copy of it.
+    signups.minimize(in_batch)
+    # 5. Finished outbox rows may quote the address in an error or a payload.
     db.session.execute(
         update(OutboxItem.__table__)
         .where(in_batch(OutboxItem.__table__.c.subscription_id), OutboxItem.status != "pending")

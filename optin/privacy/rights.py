@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
-from optin.consent import ledger, subscriptions
+from optin.consent import ledger, signups, subscriptions
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -26,6 +26,7 @@ from optin.models import (
     OutboxItem,
     OutboxKind,
     OutboxStatus,
+    Signup,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -89,6 +90,7 @@ class SubscriptionRecord(SubscriptionSummary):
     source_url: str | None
     consent_text_id: int | None
     activecampaign_contact_id: str | None
+    signups: list[Signup]
     events: list[ConsentEvent]
 
 
@@ -206,6 +208,7 @@ def _record(sub: Subscription) -> SubscriptionRecord:
         "source_url": sub.source_url,
         "consent_text_id": sub.consent_text_id,
         "activecampaign_contact_id": sub.ac_contact_id,
+        "signups": signups.of(sub.id),
         "events": list(sub.events),
     }
 
@@ -306,6 +309,7 @@ def erase(raw_email: str, actor: str) -> Erasure:
             "kept_until": None if minimized else sub.retain_until,
             "retention": retention_note(sub),
         })
+    signups.forget_personal([sub.id for sub in subs])  # every signup's names and fields too
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed})
     db.session.commit()

@@ -12,10 +12,10 @@ from flask import Response, request, url_for
 from flask_smorest import Blueprint
 
 from optin.config import current_settings
-from optin.consent import subscriptions
+from optin.consent import signups, subscriptions
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
 from optin.extensions import db, limiter
-from optin.models import ACTIVE_STATUSES, Subscription, SubscriptionStatus
+from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
 from optin.ops.pages import render_page
 from optin.schemas import OneClickSchema
@@ -41,20 +41,26 @@ def _expired(token: str, sub: Subscription | None) -> Response:
                        locale=sub.locale if sub else None)
 
 
-def _confirm_token(token: str) -> tuple[Subscription | None, str, Response | None]:
-    """The subscription a confirmation link points to, or the page explaining why not."""
+def _confirm_token(token: str) -> tuple[Subscription | None, Signup | None, Response | None]:
+    """The subscription a confirmation link points to and the signup it was mailed for
+    (None for a link older than that, or a subscription older than signup records), or
+    the page explaining why not."""
     settings = current_settings()
     try:
         data = read_token(settings.secret_key, CONFIRM, token,
                           max_age_seconds=settings.confirm_ttl_hours * 3600)
     except TokenExpired as exc:
-        return None, "", _expired(token, db.session.get(Subscription, exc.data.subscription_id))
+        return None, None, _expired(token, db.session.get(Subscription,
+                                                          exc.data.subscription_id))
     except TokenInvalid:
-        return None, "", _invalid()
+        return None, None, _invalid()
     sub = db.session.get(Subscription, data.subscription_id)
     if sub is None or sub.nonce != data.nonce:
-        return None, "", _invalid(sub.locale if sub else None)
-    return sub, data.nonce, None
+        return None, None, _invalid(sub.locale if sub else None)
+    signup = signups.find(sub.id, data.signup_seq)
+    if signup is None and data.signup_seq is not None:
+        return None, None, _invalid(sub.locale)
+    return sub, signup, None
 
 
 @bp.route("/confirm/<token>", methods=["GET"])
@@ -63,14 +69,15 @@ def _confirm_token(token: str) -> tuple[Subscription | None, str, Response | Non
     _404=INVALID, _410=EXPIRED))
 def confirm_page(token: str) -> Response:
     """The page behind the confirmation link in the double-opt-in mail."""
-    sub, _, problem = _confirm_token(token)
+    sub, signup, problem = _confirm_token(token)
     if problem is not None:
         return problem
     assert sub is not None
     if sub.status == S.CONFIRMED:
         return render_page("already_confirmed", locale=sub.locale, mailing_list=sub.mailing_list)
-    consent = sub.consent_text
-    return render_page("confirm", locale=sub.locale, mailing_list=sub.mailing_list,
+    shown: Signup | Subscription = signup if signup is not None else sub
+    consent = shown.consent_text
+    return render_page("confirm", locale=shown.locale, mailing_list=sub.mailing_list,
                        action_url=url_for("links.confirm_action", token=token),
                        consent_text=consent.text if consent else None)
 
@@ -90,7 +97,7 @@ def confirm_action(token: str) -> Response:
     except TokenInvalid:
         return _invalid()
     # One locked read of the subscription and its list; the page needs nothing more.
-    done = subscriptions.confirm(data.subscription_id, data.nonce, client())
+    done = subscriptions.confirm(data.subscription_id, data.nonce, client(), data.signup_seq)
     if done.outcome == "invalid":
         return _invalid(done.locale)
     return render_page(done.outcome, locale=done.locale, mailing_list=done.mailing_list)
@@ -106,9 +113,11 @@ def resend(token: str) -> Response:
         data = read_token(settings.secret_key, CONFIRM, token)  # any age
     except TokenInvalid:
         return _invalid()
-    subscriptions.resend_confirmation(data.subscription_id, data.nonce, settings)
-    sub = db.session.get(Subscription, data.subscription_id)
-    return render_page("resent", locale=sub.locale if sub else None)
+    subscriptions.resend_confirmation(data.subscription_id, data.nonce, settings,
+                                      data.signup_seq)
+    shown: Signup | Subscription | None = (signups.find(data.subscription_id, data.signup_seq)
+                                           or db.session.get(Subscription, data.subscription_id))
+    return render_page("resent", locale=shown.locale if shown else None)
 
 
 def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
