@@ -23,7 +23,7 @@ def test_readyz_reports_migrations_at_head(client):
 
 
 def test_signup_records_are_made_for_subscriptions_of_before(app):
-    """0002 gives each subscription the record of the signup whose values it holds: its
+    """0003 gives each subscription the record of the signup whose values it holds: its
     latest signup before its first confirmation (a repeat overwrote a pending row's values)."""
     from flask_migrate import downgrade, upgrade
     from sqlalchemy import text
@@ -32,7 +32,7 @@ def test_signup_records_are_made_for_subscriptions_of_before(app):
         return {"s": sub, "q": seq, "k": kind, "at": f"2026-01-0{seq} 10:00:00"}
 
     with app.app_context():
-        downgrade(revision="0001")
+        downgrade(revision="0002")
         with db.engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO mailing_list (id, slug, name, redirect_urls, origins, default_locale,"
