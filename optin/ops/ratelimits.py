@@ -59,11 +59,13 @@ def webhook_limit() -> str:
 
 
 def retry_after_seconds() -> int:
-    """Seconds until the breached limit lets this client in again (at least 1)."""
+    """Seconds until the breached limit lets this client in again: at least 1, at most the
+    limit's window (a sliding window's reset time, rounded up, can lie a second past it)."""
     current = limiter.current_limit
     if current is None:
         return 60
-    return max(1, math.ceil(current.reset_at - time.time()))
+    window = current.limit.get_expiry()
+    return min(window, max(1, math.ceil(current.reset_at - time.time())))
 
 
 def too_many_requests(exc: RateLimitExceeded) -> Response:
