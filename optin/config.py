@@ -110,6 +110,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPTIN_WORKER_POLL_SECONDS", "1.0", "how long an idle worker sleeps between polls"),
     Setting("OPTIN_EMAIL_CHECK_DELIVERABILITY", "0",
             "1 = look up the address's domain in DNS at signup"),
+    Setting("OPTIN_SMTPUTF8", "refuse",
+            "addresses with non-ASCII characters before the @ (`jörg@example.org`) can only be "
+            "mailed with SMTPUTF8: `refuse` them at signup (422), or accept them and mail them "
+            "`when_offered` by the relay (else the mail is a dead letter); IDN domains are "
+            "always accepted and mailed in their ASCII form"),
     Setting("OPTIN_LOG_LEVEL", "INFO", "log level"),
     Setting("OPTIN_LOG_FORMAT", None,
             "`json` (one object a line, with `request_id`) or `text`; default: json in "
@@ -262,6 +267,8 @@ class Settings:
     outbox_retry_horizon_hours: int
     worker_poll_seconds: float
     email_check_deliverability: bool
+    #: OPTIN_SMTPUTF8: "refuse" or "when_offered" (consent.addresses.SMTPUTF8_MODES).
+    smtputf8: str
     log_level: str
     log_format: str
     metrics_dir: Path | None
@@ -371,6 +378,7 @@ class Settings:
             outbox_retry_horizon_hours=_int(env, "OPTIN_OUTBOX_RETRY_HORIZON_HOURS", 1),
             worker_poll_seconds=_float(env, "OPTIN_WORKER_POLL_SECONDS"),
             email_check_deliverability=_bool(env, "OPTIN_EMAIL_CHECK_DELIVERABILITY"),
+            smtputf8=_smtputf8(env["OPTIN_SMTPUTF8"]),
             log_level=log_level,
             log_format=log_format,
             metrics_dir=_metrics_dir(env.get("OPTIN_METRICS_DIR")),
@@ -410,6 +418,13 @@ class Settings:
             "OPENAPI_URL_PREFIX": "/",
             "OPENAPI_JSON_PATH": "openapi.json",
         }
+
+
+def _smtputf8(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"refuse", "when_offered"}:
+        raise ConfigError(f"OPTIN_SMTPUTF8 must be refuse or when_offered, got {raw!r}")
+    return value
 
 
 def _color(value: str, name: str = "OPTIN_BRAND_COLOR") -> str:

@@ -32,7 +32,12 @@ from sqlalchemy.orm import joinedload
 
 from optin.config import Settings, current_settings
 from optin.consent import ledger, lists, mailcap
-from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
+from optin.consent.addresses import (
+    SMTPUTF8_WHEN_OFFERED,
+    InvalidAddress,
+    address_hash,
+    normalize_email,
+)
 from optin.consent.lapse import pending_lapses_at, proof_lapses_at
 from optin.consent.lists import ListSnapshot, TextSnapshot
 from optin.consent.statements import together
@@ -112,7 +117,8 @@ def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, Text
     """Check what only the database can check; raise SignupInvalid with every problem."""
     errors: dict[str, list[str]] = {}
     try:
-        email = normalize_email(req.email, check_deliverability=settings.email_check_deliverability)
+        email = normalize_email(req.email, smtputf8=settings.smtputf8 == SMTPUTF8_WHEN_OFFERED,
+                                check_deliverability=settings.email_check_deliverability)
     except InvalidAddress as exc:
         errors["email"] = [str(exc)]
         email = ""
@@ -177,8 +183,12 @@ def _personal(req: SignupRequest) -> dict[str, Any]:
     }
 
 
-def _evidence(req: SignupRequest, text: TextSnapshot) -> dict[str, Any]:
+def _evidence(req: SignupRequest, text: TextSnapshot, email: str) -> dict[str, Any]:
+    """What the form showed and sent. ``email_entered``: the address as typed, when it is
+    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII."""
+    entered = req.email.strip()
     return {
+        **({"email_entered": entered} if entered != email else {}),
         "source_url": req.source_url,
         "fields_entered": sorted(
             k for k, v in {**req.fields, "first_name": req.first_name,
@@ -279,7 +289,7 @@ def _insert_new(
     event = ledger.event_row(
         sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text), "email": email,
+        details={**_evidence(req, text, email), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
     params = {**ledger.head_params(event), **_prefixed("ev_", event)}
     if mail:
@@ -330,7 +340,7 @@ def _signup_again(
     """
     now = utcnow()
     personal = _personal(req)
-    evidence = _evidence(req, text)
+    evidence = _evidence(req, text, email)
     sub = _active(mailing_list.id, digest)
     if sub is None:
         return None

@@ -294,7 +294,8 @@ def _cycle(sub: Subscription) -> ConsentCycle:
             "source_url": signup_details.get("source_url"),
             # Names and fields live on the row until withdrawal; the ledger keeps their digest.
             "entered": {k: v for k, v in {
-                "email": signup_details.get("email"), "first_name": sub.first_name,
+                "email": signup_details.get("email_entered") or signup_details.get("email"),
+                "first_name": sub.first_name,
                 "last_name": sub.last_name, "fields": sub.fields}.items() if v},
             "entered_sha256": signup_details.get("entered_sha256"),
             "fields_entered": signup_details.get("fields_entered"),
