@@ -32,25 +32,30 @@ class InvalidAddress(ValueError):
     """The address is not one we can mail; the message is safe to show."""
 
 
-def normalize_email(raw: str, *, smtputf8: bool = True, check_deliverability: bool = False) -> str:
-    """The address as entered, checked, in the form we store and mail to (see above).
+def signup_address(raw: str, *, smtputf8: bool, check_deliverability: bool = False) -> str:
+    """The address a signup entered, checked, in the form we store and mail to (see above).
 
-    ``smtputf8=False`` refuses a local part that is not ASCII (a signup under
-    ``OPTIN_SMTPUTF8=refuse``); lookups leave it True, so any stored address is found.
-    ``strict`` makes email-validator hold the local part to RFC 5321's 64 characters,
-    which it checks only in strict mode.
+    ``smtputf8=False`` (``OPTIN_SMTPUTF8=refuse``) refuses a local part that is not
+    ASCII. ``strict`` makes email-validator hold the local part to RFC 5321's 64
+    characters, which it checks only in strict mode.
     """
     return _mailable(_validated(raw, smtputf8=smtputf8, strict=True,
                                 check_deliverability=check_deliverability))
 
 
-def mailable(stored: str) -> str:
-    """A stored address in the form the relay gets: the domain in ASCII.
+def normalize_email(raw: str) -> str:
+    """An address to look up (operator, webhook, reconcile), in the stored form.
 
-    Rows stored before issue 13 may hold a Unicode domain; this mails them too.
-    Lenient (no strict lengths), since the address was accepted once.
+    As lenient as the stored rows may be (a non-ASCII local part, one over 64 characters
+    accepted before issue 13), so that whatever is stored can be found, and erased.
     """
-    return _mailable(_validated(stored, smtputf8=True, strict=False, check_deliverability=False))
+    return _mailable(_validated(raw, smtputf8=True, strict=False, check_deliverability=False))
+
+
+def mailable(stored: str) -> str:
+    """A stored address in the form the relay gets: the domain in ASCII (rows stored before
+    issue 13 may hold it in Unicode)."""
+    return normalize_email(stored)
 
 
 def needs_smtputf8(address: str) -> bool:

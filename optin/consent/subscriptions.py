@@ -36,7 +36,7 @@ from optin.consent.addresses import (
     SMTPUTF8_WHEN_OFFERED,
     InvalidAddress,
     address_hash,
-    normalize_email,
+    signup_address,
 )
 from optin.consent.lapse import pending_lapses_at, proof_lapses_at
 from optin.consent.lists import ListSnapshot, TextSnapshot
@@ -117,8 +117,8 @@ def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, Text
     """Check what only the database can check; raise SignupInvalid with every problem."""
     errors: dict[str, list[str]] = {}
     try:
-        email = normalize_email(req.email, smtputf8=settings.smtputf8 == SMTPUTF8_WHEN_OFFERED,
-                                check_deliverability=settings.email_check_deliverability)
+        email = signup_address(req.email, smtputf8=settings.smtputf8 == SMTPUTF8_WHEN_OFFERED,
+                               check_deliverability=settings.email_check_deliverability)
     except InvalidAddress as exc:
         errors["email"] = [str(exc)]
         email = ""

@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 
 from optin.config import current_settings
 from optin.consent import lists, subscriptions
-from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED, InvalidAddress, normalize_email
+from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED, InvalidAddress, signup_address
 from optin.extensions import limiter
 from optin.ops import ratelimits
 from optin.ops.pages import render_page
@@ -58,7 +58,7 @@ class SignupForm(SignupSchema):
     @validates("email")
     def _mailable(self, value: str, **_: object) -> None:
         try:
-            normalize_email(value, smtputf8=current_settings().smtputf8 == SMTPUTF8_WHEN_OFFERED)
+            signup_address(value, smtputf8=current_settings().smtputf8 == SMTPUTF8_WHEN_OFFERED)
         except InvalidAddress as exc:
             raise ValidationError(str(exc)) from None
 

@@ -238,6 +238,18 @@ def test_a_local_part_longer_than_64_characters_is_refused(app, client, newslett
     assert [email for email, _ in _rows(app)] == ["a" * 64 + "@example.org"]
 
 
+def test_a_longer_local_part_stored_before_the_rule_can_still_be_found(app, client, newsletter):
+    legacy = "b" * 65 + "@example.org"
+    assert signup(client, "b" * 64 + "@example.org").status_code == 202
+    with app.app_context():  # a row accepted before issue 13
+        db.session.execute(update(Subscription).values(
+            email=legacy, email_hash=keyed_hash(legacy, current_settings().hash_key)))
+        db.session.commit()
+    found = client.get(f"/v1/contacts?email={legacy}", headers=AUTH)
+    assert found.status_code == 200
+    assert [s["email"] for s in found.json["subscriptions"]] == [legacy]
+
+
 # --- finding 12d: the documented schema and the check agree ------------------------------
 
 
