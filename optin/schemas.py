@@ -33,15 +33,27 @@ def _text(max_length: int, **kwargs: Any) -> ma.String:
     return ma.String(validate=[validate.Length(max=max_length), no_control_characters], **kwargs)
 
 
+ADDRESS_RULE = (
+    "An address the service can mail: at most 64 characters before the @ and 254 in all, a "
+    "domain that can exist (IDN domains are welcome and are stored and mailed in their ASCII "
+    "form). Characters outside ASCII before the @ are refused unless the service is set to "
+    "mail them with SMTPUTF8 (OPTIN_SMTPUTF8=when_offered). Blanks around it are ignored."
+)
+
+
 class SignupSchema(Schema):
     """``POST /v1/subscriptions``: JSON or a plain HTML form post."""
 
     class Meta:
         unknown = EXCLUDE  # forms carry submit buttons and the like
 
-    email = ma.String(required=True, validate=[validate.Length(min=3, max=320),
+    #: Checked with the service's own address rule (``consent.addresses``) by the view's
+    #: :class:`~optin.web.subscribe.SignupForm`, so a 422 names ``email`` whichever check
+    #: refuses it. 254: RFC 5321's limit on a whole address, as email-validator applies it.
+    email = ma.String(required=True, validate=[validate.Length(min=3, max=254),
                                                no_control_characters],
-                          metadata={"example": "anna@example.org"})
+                      metadata={"example": "anna@example.org", "format": "email",
+                                "description": ADDRESS_RULE})
     list = ma.String(required=True, validate=[validate.Length(min=1, max=64),
                                               no_control_characters],
                      metadata={"example": "newsletter"})

@@ -86,7 +86,11 @@ class Mailbox:
         self.receiving.set()
         if self.delay:
             await asyncio.sleep(self.delay)
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if envelope.smtp_utf8:  # RFC 6532: headers in UTF-8
+            message = email.message_from_string(envelope.content.decode(),
+                                                policy=email.policy.default)
+        else:
+            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))

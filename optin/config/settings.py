@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         "how long an idle worker sleeps between polls"))
     email_check_deliverability: bool = Field(False, description=(
         "1 = look up the address's domain in DNS at signup"))
+    smtputf8: Literal["refuse", "when_offered"] = Field("refuse", description=(
+        "addresses with non-ASCII characters before the @ (`jörg@example.org`) can only be "
+        "mailed with SMTPUTF8: `refuse` them at signup (422), or accept them and mail them "
+        "`when_offered` by the relay (else the mail is a dead letter); IDN domains are "
+        "always accepted and mailed in their ASCII form"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_format: str = Field("", description=(
         "`json` (one object a line, with `request_id`) or `text`; default: json in "

@@ -8,7 +8,7 @@ exactly that signup's values onto the subscription. A later signup never
 changes what an earlier link confirms.
 
 A link made before links named their signup confirms the subscription's first
-record (migration 0002 gave each subscription of that time the record of the
+record (migration 0003 gave each subscription of that time the record of the
 values it then held).
 """
 

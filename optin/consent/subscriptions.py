@@ -32,7 +32,12 @@ from sqlalchemy.orm import joinedload
 
 from optin.config import Settings, current_settings
 from optin.consent import ledger, lists, mailcap, signups
-from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
+from optin.consent.addresses import (
+    SMTPUTF8_WHEN_OFFERED,
+    InvalidAddress,
+    address_hash,
+    signup_address,
+)
 from optin.consent.lapse import pending_lapses_at, proof_lapses_at
 from optin.consent.lists import ListSnapshot, TextSnapshot
 from optin.consent.statements import together
@@ -112,7 +117,8 @@ def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, Text
     """Check what only the database can check; raise SignupInvalid with every problem."""
     errors: dict[str, list[str]] = {}
     try:
-        email = normalize_email(req.email, check_deliverability=settings.email_check_deliverability)
+        email = signup_address(req.email, smtputf8=settings.smtputf8 == SMTPUTF8_WHEN_OFFERED,
+                               check_deliverability=settings.email_check_deliverability)
     except InvalidAddress as exc:
         errors["email"] = [str(exc)]
         email = ""
@@ -177,8 +183,12 @@ def _personal(req: SignupRequest) -> dict[str, Any]:
     }
 
 
-def _evidence(req: SignupRequest, text: TextSnapshot) -> dict[str, Any]:
+def _evidence(req: SignupRequest, text: TextSnapshot, email: str) -> dict[str, Any]:
+    """What the form showed and sent. ``email_entered``: the address as typed, when it is
+    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII."""
+    entered = req.email.strip()
     return {
+        **({"email_entered": entered} if entered != email else {}),
         "source_url": req.source_url,
         "fields_entered": sorted(
             k for k, v in {**req.fields, "first_name": req.first_name,
@@ -282,7 +292,7 @@ def _insert_new(
     event = ledger.event_row(
         sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text), "email": email,
+        details={**_evidence(req, text, email), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
     params = {**ledger.head_params(event), **_prefixed("ev_", event),
               **_prefixed("su_", signups.row(sub_id, event["seq"], now, email, text, personal))}
@@ -360,7 +370,7 @@ def _signup_again(
     event = ledger.append(
         sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text), "email": email,
+        details={**_evidence(req, text, email), "email": email,
                  "entered_sha256": entered_digest(personal), "action": action})
     signups.record(sub.id, event.seq, now, email, text, personal)
     if outcome == "repeated":

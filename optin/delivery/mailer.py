@@ -23,6 +23,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32, compat32
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +58,34 @@ def clean_header_text(value: str | None) -> str:
 
 
 PARTS = ("subject.txt", "txt", "html")
+
+
+class Unsendable(Exception):
+    """This mail can never leave as it is: its address needs SMTPUTF8 and the relay does
+    not offer it. Retrying cannot help; the message names no address."""
+
+
+class SMTPUTF8Policy(Compat32):
+    """``compat32`` for a mail whose recipient needs SMTPUTF8 (RFC 6531/6532).
+
+    ``smtplib`` sends such a mail with SMTPUTF8 when the relay offers it (and raises
+    ``SMTPNotSupportedError`` when it does not), writing it with a clone of the
+    message's policy that has ``utf8=True``; ``compat32`` has no such attribute. With
+    ``utf8`` set, a header given as non-ASCII text (the To: line) is written as UTF-8,
+    as RFC 6532 allows; an address in RFC 2047 encoded words would be no address.
+    """
+
+    utf8 = False
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if self.utf8 and isinstance(value, str) and not value.isascii():
+            return f"{name}: {value}{self.linesep}".encode()
+        return super().fold_binary(name, value)
+
+
+SMTPUTF8 = SMTPUTF8Policy()
+#: How smtplib writes it to a relay that offers SMTPUTF8 (typeshed knows no ``utf8`` here).
+SMTPUTF8_WRITTEN = SMTPUTF8.clone(utf8=True)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True)
@@ -188,12 +217,14 @@ def build_message(
     # A boundary of our own: the generator would otherwise compile a regular expression
     # per mail to prove its random boundary absent from the text. "=_" cannot occur in
     # quoted-printable bodies, since QP writes every "=" as "=3D".
-    msg = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}")
+    international = not to_email.isascii()
+    msg = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}",
+                        policy=SMTPUTF8 if international else compat32)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["Date"] = formatdate(usegmt=True)
     msg["From"] = _address(sender)
-    msg["To"] = formataddr((clean_header_text(to_name), to_email), charset=UTF8)
+    msg["To"] = _recipient(clean_header_text(to_name), to_email)
     if reply_to:
         msg["Reply-To"] = _address(reply_to)
     # typeshed types compat32 headers and charsets as str; it takes Header and Charset.
@@ -204,6 +235,14 @@ def build_message(
     msg.attach(MIMEText(mail.text, "plain", UTF8))  # type: ignore[arg-type]
     msg.attach(MIMEText(mail.html, "html", UTF8))  # type: ignore[arg-type]
     return msg
+
+
+def _recipient(name: str, address: str) -> str:
+    """``Name <addr>``; an address that is not ASCII (SMTPUTF8 only) goes in as it is,
+    since ``formataddr`` insists on ASCII; the name is encoded the same way either way."""
+    if address.isascii():
+        return formataddr((name, address), charset=UTF8)
+    return f"{formataddr((name, '@'), charset=UTF8).removesuffix('<@>')}<{address}>" if name else address
 
 
 def _address(value: str) -> str:
@@ -259,7 +298,9 @@ class FileBackend:
         msgid = str(message["Message-ID"]).strip("<>").replace("/", "_")
         path = self.directory / f"{_sortable_now()}-{msgid}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(message))
+        # A mail for an SMTPUTF8 address is written as such a relay would get it.
+        utf8 = SMTPUTF8_WRITTEN if isinstance(message.policy, SMTPUTF8Policy) else None
+        tmp.write_bytes(message.as_bytes(policy=utf8))
         tmp.rename(path)  # readers never see half a mail
 
     def close(self) -> None:
@@ -334,6 +375,9 @@ class SMTPBackend:
                 try:
                     self._conn.send_message(message)
                     return
+                except smtplib.SMTPNotSupportedError:
+                    raise Unsendable("the address needs SMTPUTF8, which the relay does not "
+                                     "offer") from None
                 except smtplib.SMTPServerDisconnected:
                     self._conn = None
                     if attempt == 2:

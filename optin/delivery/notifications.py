@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from email.errors import MessageError
 from functools import partial
 from typing import Any
 
@@ -21,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from optin.config import current_settings
-from optin.consent import ledger, signups
+from optin.consent import addresses, ledger, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import outbox
-from optin.delivery.mailer import Backend, MailTemplates, build_message
+from optin.delivery.mailer import Backend, MailTemplates, Unsendable, build_message
 from optin.extensions import db
 from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
 from optin.ops import metrics
@@ -67,6 +68,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     if not to_email:
         raise outbox.PermanentFailure(f"subscription {sub.id} has no address left to mail")
     settings = current_settings()
+    to_email = _recipient(to_email, settings.smtputf8)
     templates: MailTemplates = current_app.extensions["optin.mail_templates"]
     backend: Backend = current_app.extensions["optin.mail_backend"]
     mailing_list = sub.mailing_list
@@ -79,16 +81,24 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         "locale": entered.locale,
         **context,
     })
-    message = build_message(
-        rendered,
-        to_email=to_email,
-        to_name=" ".join(filter(None, (entered.first_name, entered.last_name))) or None,
-        sender=mailing_list.sender or settings.mail_from,
-        reply_to=mailing_list.reply_to,
-        headers=headers,
-    )
+    try:
+        message = build_message(
+            rendered,
+            to_email=to_email,
+            to_name=" ".join(filter(None, (entered.first_name, entered.last_name))) or None,
+            sender=mailing_list.sender or settings.mail_from,
+            reply_to=mailing_list.reply_to,
+            headers=headers,
+        )
+    except (UnicodeError, ValueError, MessageError) as exc:
+        # The same row builds the same mail on every attempt: no retry can help. The
+        # exception's text is left out, since a header error may quote the header.
+        raise outbox.PermanentFailure(f"the mail cannot be built ({type(exc).__name__})") from None
     try:
         backend.send(message)
+    except Unsendable as exc:
+        metrics.mail_failed(name)
+        raise outbox.PermanentFailure(str(exc)) from None
     except OSError as exc:  # SMTP down, refused, timed out: retry later
         metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
@@ -104,6 +114,19 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     }
     outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
     ledger.append_now(sub, SENT[name], origin="worker", details=details)
+
+
+def _recipient(stored: str, smtputf8: str) -> str:
+    """The stored address as the relay gets it (domain in ASCII), or a dead letter: an
+    address no relay can take, or one that needs SMTPUTF8 under ``OPTIN_SMTPUTF8=refuse``
+    (a row from before that rule, or from an import)."""
+    try:
+        address = addresses.mailable(stored)
+    except addresses.InvalidAddress:
+        raise outbox.PermanentFailure("the stored address is not one a relay can take") from None
+    if addresses.needs_smtputf8(address) and smtputf8 != addresses.SMTPUTF8_WHEN_OFFERED:
+        raise outbox.PermanentFailure("the address needs SMTPUTF8, and OPTIN_SMTPUTF8 is refuse")
+    return address
 
 
 def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any]) -> None:

@@ -302,7 +302,7 @@ def _confirmed_seq(confirmed: ConsentEvent | None, records: list[Signup]) -> int
     if "signup_seq" in details:
         return details["signup_seq"]
     # Confirmed before confirmations named their signup: the values it confirmed are
-    # those migration 0002 recorded for it, the subscription's first record.
+    # those migration 0003 recorded for it, the subscription's first record.
     return records[0].seq if records else None
 
 
@@ -321,7 +321,9 @@ def _signup(event: ConsentEvent, record: Signup | None, confirmed_seq: int | Non
         "source_url": details.get("source_url"),
         "locale": details.get("locale") or (record.locale if record else None),
         # Names and fields are kept until withdrawal; the ledger keeps their digest.
-        "entered": {k: v for k, v in {"email": details.get("email"), **values}.items() if v},
+        # The address as typed, when the stored (mailable) form differs (an IDN domain).
+        "entered": {k: v for k, v in {"email": details.get("email_entered") or details.get("email"),
+                                      **values}.items() if v},
         "entered_sha256": details.get("entered_sha256"),
         "fields_entered": details.get("fields_entered"),
         "consent_text": _text(event.consent_text_id),
