@@ -237,8 +237,10 @@ def _redis_server(tmp_path: Path, *args: str) -> Iterator[None]:
         proc.wait(timeout=30)
 
 
-def _wait(check) -> None:  # noqa: ANN001
-    for _ in range(100):
+def _wait(check, timeout: float = 30.0) -> None:  # noqa: ANN001
+    """Until ``check()`` is true; a loaded machine (CI) can take seconds to start a cluster."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             if check():
                 return
