@@ -1,0 +1,23 @@
+# Environment of the attack stack (source it). Database test_review, Redis db 7.
+export OPTIN_ENV=production
+export OPTIN_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test_review
+export OPTIN_SECRET_KEY=attack-secret-key-0123456789abcdef0123
+export OPTIN_HASH_KEY=attack-hash-key-0123456789abcdef012345
+export OPTIN_BASE_URL=http://127.0.0.1:${WEB_PORT}
+export OPTIN_MAIL_URL=smtp://127.0.0.1:${SMTP_PORT}
+export OPTIN_MAIL_FROM=news@example.com
+export OPTIN_ADMIN_TOKENS=attacker:admin-token-0123456789abcdef0123456789
+export OPTIN_AC_URL=$(cat /tmp/attack/ac.url)
+export OPTIN_AC_API_KEY=fake-ac-key-7f3a9c2e5b8d4f61
+export OPTIN_AC_WEBHOOK_SECRET=webhook-secret-0123456789abcdef01234
+export OPTIN_TRUSTED_PROXIES=1
+export OPTIN_RATELIMIT_STORAGE_URL=redis://127.0.0.1:6379/7
+export OPTIN_RATELIMIT_SIGNUP=100000000/minute
+export OPTIN_RATELIMIT_LINKS=100000000/minute
+export OPTIN_RATELIMIT_WEBHOOK=100000000/minute
+export OPTIN_MAILS_PER_ADDRESS_PER_DAY=50
+export OPTIN_METRICS_DIR=/tmp/attack/metrics
+export OPTIN_INSTANCE_PATH=/tmp/attack/instance
+export GUNICORN_BIND=127.0.0.1:${WEB_PORT}
+export GUNICORN_WORKERS=2
+export GUNICORN_FORWARDED_ALLOW_IPS=127.0.0.1
