@@ -67,15 +67,13 @@ def chaos() -> None:
     print("terminated", n, "backends", flush=True)
     time.sleep(0.5)
     print("restarted worker", start_worker(), flush=True)
-    time.sleep(3)
-    with engine.connect() as c:
-        n = c.execute(
-            sa.text(
-                "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname='test_review' "
-                "and pid <> pg_backend_pid()"
-            )
-        ).scalar()
-    print("terminated again", n, "backends", flush=True)
+    for _ in range(int(os.environ.get("CHAOS_LOOPS", "1"))):
+        time.sleep(float(os.environ.get("CHAOS_PAUSE", "3")))
+        with engine.connect() as c:
+            n = c.execute(sa.text(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                "where datname='test_review' and pid <> pg_backend_pid()")).scalar()
+        print("terminated again", n, "backends", flush=True)
 
 
 t = threading.Thread(target=chaos)
