@@ -282,15 +282,16 @@ BOUNCES = {"bounce"}
 def parse_ac_time(raw: str | None) -> datetime | None:
     """ActiveCampaign's ``2024-05-02T08:41:07-05:00`` (or ``2013-01-01 12:00:00``) in UTC.
 
-    A time without an offset is taken as UTC; None if it cannot be read.
+    A time without an offset is taken as UTC; None if it cannot be read or is out of
+    range (the event is then recorded at the time it was received).
     """
     if not raw or not raw.strip():
         return None
     try:
         when = datetime.fromisoformat(raw.strip())
-    except ValueError:
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one UTC cannot hold (year 1, 9999)
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @dataclass
