@@ -154,11 +154,12 @@ def event_row(
         "seq": previous_seq + 1,
         "kind": kind,
         "at": at or utcnow(),
-        "ip": ip,
+        # Every value is cut to its column before it is hashed, so the chain covers exactly
+        # what the database keeps (an over-long value would otherwise read as tampered).
+        "ip": storable_text(ip, 45) if ip else None,
         "user_agent": storable_text(user_agent, 512) if user_agent else None,
         "consent_text_id": consent_text_id,
-        "origin": origin,
-        # Storable before hashed: the chain covers exactly what the database keeps.
+        "origin": storable_text(origin, 32),
         "details": storable_json(details or {}),
     }
     row["content_hash"] = content_hash(SimpleNamespace(**row))  # type: ignore[arg-type]

@@ -81,11 +81,15 @@ class Client:
         none is recorded (and the proof shows the IP as not recorded).
         """
         try:
-            address = str(ipaddress.ip_address(ip)) if ip else None
+            parsed = ipaddress.ip_address(ip) if ip else None
         except ValueError:
-            log.warning("client IP not recorded: the request's address is not an IP address")
-            address = None
-        return cls(ip=address, user_agent=user_agent or None)
+            parsed = None
+        if ip and (parsed is None or getattr(parsed, "scope_id", None)):
+            # A zone id (fe80::1%eth0) names an interface of the sender's own host: no
+            # public address has one, and its text is the client's to choose.
+            log.warning("client IP not recorded: the request's address is not a public IP address")
+            parsed = None
+        return cls(ip=str(parsed) if parsed else None, user_agent=user_agent or None)
 
 
 @dataclass
