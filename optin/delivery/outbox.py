@@ -115,38 +115,48 @@ def keep_if_rolled_back(record: Callable[[], None]) -> None:
     """Register how to record, in a transaction of its own, something the handler did that
     cannot be undone (a mail handed to the relay), should the row's transaction fail.
 
-    A crash may still send a mail twice, but a mail that left is never missing from the
-    proof: the record is written after a rollback, tried a few times over a short
-    database blip, and logged (by Message-ID, no address) if even that fails.
+    The work has then been done: the record is written together with the row's ``done``
+    mark, so a live worker never sends the mail again after a database blip. Only a crash
+    between the send and that record can still send a mail twice, and a mail that left is
+    never missing from the proof: the record is tried a few times over a short blip, and
+    logged (no address) if even that fails, leaving the row to be delivered again.
     """
     kept = _KEPT.get()
     if kept is not None:
         kept.append(record)
 
 
-def _record_kept() -> None:
+def _record_kept(item_id: int) -> bool:
+    """Write what the failed delivery kept, and mark its row done; False if nothing was kept
+    (or it could not be written)."""
     kept = _KEPT.get() or []
-    while kept:
-        record = kept.pop(0)
-        for attempt in range(1, KEEP_ATTEMPTS + 1):
-            try:
+    if not kept:
+        return False
+    records = list(kept)
+    kept.clear()
+    for attempt in range(1, KEEP_ATTEMPTS + 1):
+        try:
+            for record in records:
                 record()
-                db.session.commit()
-                break
-            except Exception:
-                db.session.rollback()
-                if attempt == KEEP_ATTEMPTS:
-                    log.exception("could not record what a failed delivery already did")
-                else:
-                    time.sleep(0.1 * 2 ** attempt)
+            db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
+            db.session.commit()
+            return True
+        except Exception:
+            db.session.rollback()
+            if attempt == KEEP_ATTEMPTS:
+                log.exception("could not record what a failed delivery already did")
+                return False
+            time.sleep(0.1 * 2 ** attempt)
+    return False
 
 
 def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta) -> str:
     """Run the handler for one claimed row in its own transaction; return the outcome.
 
     The handler's database writes and the row's ``done`` mark commit together.
-    On failure they roll back and only the failure is recorded (with what the
-    handler kept, see :func:`keep_if_rolled_back`). A database error escapes, after
+    On failure they roll back and only the failure is recorded, unless the handler
+    kept a record of work that cannot be undone (see :func:`keep_if_rolled_back`): then
+    that record and the done mark are written instead. A database error escapes, after
     the kept records were written.
     """
     item = db.session.get(OutboxItem, item_id, with_for_update=True)
@@ -159,7 +169,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
             return _run(item, max_attempts=max_attempts, horizon=horizon)
     except Exception:
         db.session.rollback()
-        _record_kept()
+        _record_kept(item_id)
         raise
     finally:
         _KEPT.reset(token)
@@ -175,7 +185,8 @@ def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
         fn(item)
     except Exception as exc:  # every failure is recorded, none escapes the worker
         db.session.rollback()
-        _record_kept()
+        if _record_kept(item_id):  # the mail left before the failure: its work is done
+            return DONE
         return _record_failure(item_id, exc, max_attempts=max_attempts, horizon=horizon)
     db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
     db.session.commit()
