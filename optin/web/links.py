@@ -9,7 +9,6 @@ client with no cookies, and answers without redirecting.
 from __future__ import annotations
 
 from flask import Response, request, url_for
-from flask_smorest import Blueprint
 
 from optin.config import current_settings
 from optin.consent import subscriptions
@@ -18,6 +17,7 @@ from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
 from optin.ops.pages import render_page
+from optin.ops.requestjson import Blueprint
 from optin.schemas import OneClickSchema
 from optin.web.pages import page_responses
 from optin.web.subscribe import client

@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Response, current_app, make_response
 from flask import request as flask_request
-from flask_smorest import Blueprint
 
 from optin.brand import stylesheet
+from optin.ops.requestjson import Blueprint
 
 bp = Blueprint("pages", __name__, description="Page assets")
 

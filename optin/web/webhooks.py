@@ -17,7 +17,6 @@ import hmac
 import logging
 
 from flask import Response, jsonify, request
-from flask_smorest import Blueprint
 
 from optin.activecampaign import sync
 from optin.config import current_settings
@@ -25,6 +24,7 @@ from optin.extensions import limiter
 from optin.ops import ratelimits
 from optin.ops.logs import pseudonym
 from optin.ops.problems import problem
+from optin.ops.requestjson import Blueprint
 from optin.schemas import ProblemSchema, StatusSchema, WebhookFormSchema
 
 log = logging.getLogger(__name__)
