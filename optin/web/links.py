@@ -19,7 +19,7 @@ from optin.ops import ratelimits
 from optin.ops.pages import render_page
 from optin.ops.requestjson import Blueprint
 from optin.schemas import OneClickSchema
-from optin.web.pages import page_responses
+from optin.web.pages import negotiated_responses, page_responses
 from optin.web.subscribe import client
 
 bp = Blueprint("links", __name__, description="Links in mails: confirm and unsubscribe pages "
@@ -29,6 +29,9 @@ limiter.shared_limit(ratelimits.links_limit, scope="links", key_func=ratelimits.
 S = SubscriptionStatus
 INVALID = "Unknown, altered or outdated link (a page saying so)"
 EXPIRED = "Confirmation link expired (a page offering a new mail while the signup is pending)"
+# Every route here shares the links budget; its 429 follows Accept like every other error.
+LIMITED = negotiated_responses(_429="Too many requests from this IP (OPTIN_RATELIMIT_LINKS): "
+                               "a page, or a problem for a client asking for JSON; see Retry-After")
 
 
 def _invalid(locale: str | None = None) -> Response:
@@ -58,7 +61,7 @@ def _confirm_token(token: str) -> tuple[Subscription | None, str, Response | Non
 
 
 @bp.route("/confirm/<token>", methods=["GET"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="A page with a Confirm button (nothing is recorded: link scanners don't consent)",
     _404=INVALID, _410=EXPIRED))
 def confirm_page(token: str) -> Response:
@@ -76,7 +79,7 @@ def confirm_page(token: str) -> Response:
 
 
 @bp.route("/confirm/<token>", methods=["POST"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="Consent recorded (or already recorded): a page saying so",
     _404=INVALID, _410=EXPIRED))
 def confirm_action(token: str) -> Response:
@@ -97,7 +100,7 @@ def confirm_action(token: str) -> Response:
 
 
 @bp.route("/confirm/<token>/resend", methods=["POST"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="The same page whether or not a new mail goes out", _404=INVALID))
 def resend(token: str) -> Response:
     """Send a fresh confirmation mail for an expired link (if still pending)."""
@@ -120,7 +123,7 @@ def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="A page with an Unsubscribe button, or saying the address is already unsubscribed",
     _404=INVALID))
 def unsubscribe_page(token: str) -> Response:
@@ -144,7 +147,7 @@ def unsubscribe_page(token: str) -> Response:
     requestBody={"required": False, "content": {
         ct: {"schema": OneClickSchema, "example": {"List-Unsubscribe": "One-Click"}}
         for ct in ("application/x-www-form-urlencoded", "multipart/form-data")}},
-    responses=page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
+    responses=LIMITED | page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
 def unsubscribe_action(token: str) -> Response:
     """Withdraw at once: from our page's button or a mail client's one-click POST."""
     sub, nonce = _unsubscribe_token(token)
