@@ -28,7 +28,8 @@ bp = Blueprint("links", __name__, description="Links in mails: confirm and unsub
 limiter.shared_limit(ratelimits.links_limit, scope="links", key_func=ratelimits.client_key)(bp)
 S = SubscriptionStatus
 INVALID = "Unknown, altered or outdated link (a page saying so)"
-EXPIRED = "Confirmation link expired (a page offering a new mail while the signup is pending)"
+EXPIRED = ("Confirmation link expired: a page offering a new mail, the same whatever the state "
+           "(only a pending signup gets one)")
 # Every route here shares the links budget; its 429 follows Accept like every other error.
 LIMITED = negotiated_responses(_429="Too many requests from this IP (OPTIN_RATELIMIT_LINKS): "
                                "a page, or a problem for a client asking for JSON; see Retry-After")
@@ -39,8 +40,11 @@ def _invalid(locale: str | None = None) -> Response:
 
 
 def _expired(token: str, sub: Subscription | None) -> Response:
-    resend = url_for("links.resend", token=token) if sub and sub.status == S.PENDING else None
-    return render_page("link_invalid", status=410, reason="expired", resend_url=resend,
+    """The same page for every state: offering a new mail only while the signup is pending
+    would tell whoever holds the link whether it was confirmed or withdrawn. The button's
+    answer is the same too; only a pending signup gets the mail (resend_confirmation)."""
+    return render_page("link_invalid", status=410, reason="expired",
+                       resend_url=url_for("links.resend", token=token),
                        locale=sub.locale if sub else None)
 
 
