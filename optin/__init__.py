@@ -26,7 +26,7 @@ from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
-from optin.ops import logs, metrics, problems, ratelimits
+from optin.ops import logs, metrics, problems, ratelimits, requestjson
 from optin.privacy import retention
 
 __all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
@@ -74,6 +74,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         app.logger.warning("ignoring unknown setting %s (typo?)", name)
 
     app.config.from_mapping(settings.flask_config())
+    requestjson.init_app(app)
     app.extensions["optin.settings"] = settings
     app.extensions["optin.brand"] = settings.brand
     app.extensions["optin.mail_templates"] = MailTemplates(settings.template_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -11,7 +12,6 @@ from marshmallow import (
     INCLUDE,
     Schema,
     ValidationError,
-    post_load,
     pre_load,
     validate,
     validates_schema,
@@ -19,18 +19,56 @@ from marshmallow import (
 from marshmallow import fields as ma
 
 MAX_FIELDS = 20
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and lone surrogates: code points in U+D800–U+DFFF that JSON's
+# "\ud800" escapes can make but no UTF-8 (so no database, hash or mail) can hold.
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def no_control_characters(value: str) -> None:
-    """Names and fields never contain line breaks or NULs; refusing them keeps
-    them out of mail headers and the database alike."""
-    if _CONTROL.search(value):
-        raise ValidationError("Must not contain control characters or line breaks.")
+    """Text from a client never holds line breaks, NULs or lone surrogates: refusing them
+    keeps them out of mail headers and the database alike, and the evidence hashed at
+    signup is exactly what is stored (the columns would silently drop them)."""
+    if _UNSTORABLE.search(value):
+        raise ValidationError("Must not contain control characters, line breaks or invalid "
+                              "characters (lone surrogates).")
 
 
-def _text(max_length: int, **kwargs: Any) -> ma.String:
-    return ma.String(validate=[validate.Length(max=max_length), no_control_characters], **kwargs)
+class Text(ma.String):
+    """A string from a client: :func:`no_control_characters`, and at most ``max_length``.
+    Every text field of a public request schema is one (tests/test_schemas.py checks)."""
+
+    def __init__(self, max_length: int | None = None, *, min_length: int | None = None,
+                 **kwargs: Any) -> None:
+        rules: list[Any] = [no_control_characters, *kwargs.pop("validate", ())]
+        if max_length is not None or min_length is not None:
+            rules.insert(0, validate.Length(min=min_length, max=max_length))
+        super().__init__(validate=rules, **kwargs)
+
+
+class WholeNumber(ma.Integer):
+    """An integer: a JSON number without a fraction, or the digits a form post sends.
+
+    marshmallow's ``Integer`` takes ``1.5`` as 1 and ``"١"`` (an Arabic-Indic one) as 1;
+    ``strict=True`` would refuse the form's ``"1"``. A number too long for ``int``
+    arrives as a ``Decimal`` (ops.requestjson) and is refused as too large.
+    """
+
+    _DIGITS = re.compile(r"[+-]?[0-9]+")
+    _LONGEST = 18  # past this no version or count is meant
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str):
+            digits = value.strip()
+            if not self._DIGITS.fullmatch(digits):
+                raise self.make_error("invalid")
+            value = digits
+        elif isinstance(value, Decimal):
+            raise self.make_error("too_large")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        if len(str(value).lstrip("+-")) > self._LONGEST:
+            raise self.make_error("too_large")
+        return int(value)
 
 
 ADDRESS_RULE = (
@@ -50,27 +88,22 @@ class SignupSchema(Schema):
     #: Checked with the service's own address rule (``consent.addresses``) by the view's
     #: :class:`~optin.web.subscribe.SignupForm`, so a 422 names ``email`` whichever check
     #: refuses it. 254: RFC 5321's limit on a whole address, as email-validator applies it.
-    email = ma.String(required=True, validate=[validate.Length(min=3, max=254),
-                                               no_control_characters],
-                      metadata={"example": "anna@example.org", "format": "email",
-                                "description": ADDRESS_RULE})
-    list = ma.String(required=True, validate=[validate.Length(min=1, max=64),
-                                              no_control_characters],
-                     metadata={"example": "newsletter"})
-    consent_text_version = ma.Integer(required=True, strict=False,
-                                          validate=validate.Range(min=1, max=1_000_000),
-                                          metadata={"example": 1})
-    locale = ma.String(load_default=None, validate=validate.OneOf(["de", "en"]),
-                           metadata={"example": "de"})
-    first_name = _text(200, load_default=None, allow_none=True)
-    last_name = _text(200, load_default=None, allow_none=True)
-    fields_ = ma.Dict(keys=ma.String(validate=[validate.Length(min=1, max=64),
-                                               no_control_characters]),
-                      values=_text(1000), load_default=dict, data_key="fields", attribute="fields")
-    source_url = _text(2000, load_default=None, allow_none=True)
-    redirect_url = _text(2000, load_default=None, allow_none=True)
-    website = ma.String(load_default=None, allow_none=True,
-                        metadata={"description": "honeypot: leave empty"})
+    email = Text(254, min_length=3, required=True,
+                 metadata={"example": "anna@example.org", "format": "email",
+                           "description": ADDRESS_RULE})
+    list = Text(64, min_length=1, required=True, metadata={"example": "newsletter"})
+    consent_text_version = WholeNumber(required=True, validate=validate.Range(min=1, max=1_000_000),
+                                       metadata={"example": 1})
+    locale = Text(load_default=None, validate=[validate.OneOf(["de", "en"])],
+                  metadata={"example": "de"})
+    first_name = Text(200, load_default=None, allow_none=True)
+    last_name = Text(200, load_default=None, allow_none=True)
+    fields_ = ma.Dict(keys=Text(64, min_length=1), values=Text(1000), load_default=dict,
+                      data_key="fields", attribute="fields")
+    source_url = Text(2000, load_default=None, allow_none=True)
+    redirect_url = Text(2000, load_default=None, allow_none=True)
+    website = Text(load_default=None, allow_none=True,
+                   metadata={"description": "honeypot: leave empty"})
 
     @validates_schema
     def _few_fields(self, data: dict[str, Any], **_: object) -> None:
@@ -112,8 +145,8 @@ class QuerySchema(Schema):
 
 
 class ThanksQuerySchema(Schema):
-    list = ma.String(metadata={"example": "newsletter"})
-    locale = ma.String(metadata={"example": "de"})
+    list = Text(metadata={"example": "newsletter"})
+    locale = Text(metadata={"example": "de"})
 
 
 class EmailQuerySchema(QuerySchema):
@@ -134,15 +167,9 @@ OUTBOX_LIMIT = (1, 1000)
 
 class OutboxQuerySchema(QuerySchema):
     status = ma.String(validate=validate.OneOf(["pending", "done", "dead"]))
-    limit = ma.Integer(load_default=100, metadata={
-        "example": 100, "minimum": OUTBOX_LIMIT[0], "maximum": OUTBOX_LIMIT[1],
-        "description": f"rows to show; a number outside {OUTBOX_LIMIT[0]}–{OUTBOX_LIMIT[1]} "
-                       "is taken as the nearest end"})
-
-    @post_load
-    def _clamp_limit(self, data: dict[str, Any], **_: object) -> dict[str, Any]:
-        low, high = OUTBOX_LIMIT
-        return {**data, "limit": min(max(data["limit"], low), high)}
+    limit = WholeNumber(load_default=100,
+                        validate=validate.Range(min=OUTBOX_LIMIT[0], max=OUTBOX_LIMIT[1]),
+                        metadata={"example": 100, "description": "rows to show, newest first"})
 
 
 # --- answers: they dump the domain's objects and records -----------------------------------

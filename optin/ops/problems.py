@@ -37,18 +37,17 @@ def problem(status: int, title: str, detail: str | None = None, *,
 
 
 API_PREFIXES = ("/v1/", "/webhooks/", "/openapi")
+JSON_TYPES = ("application/json", "application/problem+json")
 
 
 def wants_json() -> bool:
     """API routes answer JSON unless the client prefers HTML (a browser's form
-    post); pages answer HTML unless the client prefers JSON."""
+    post); pages answer HTML unless the client prefers JSON (or a problem document)."""
     if request.is_json:
         return True
     if request.path.startswith(API_PREFIXES):
-        return request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html"
-    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == (
-        "application/json"
-    )
+        return request.accept_mimetypes.best_match([*JSON_TYPES, "text/html"]) != "text/html"
+    return request.accept_mimetypes.best_match(["text/html", *JSON_TYPES]) in JSON_TYPES
 
 
 def error_response(status: int, title: str, detail: str | None = None,

@@ -8,13 +8,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Response, jsonify
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from optin.config import MIGRATIONS_DIR
 from optin.extensions import db
 from optin.ops import metrics
 from optin.ops.problems import problem
+from optin.ops.requestjson import Blueprint
 from optin.schemas import ProblemSchema, ReadySchema, StatusSchema
 
 bp = Blueprint("health", __name__, description="Platform probes")

@@ -9,7 +9,6 @@ client with no cookies, and answers without redirecting.
 from __future__ import annotations
 
 from flask import Response, request, url_for
-from flask_smorest import Blueprint
 
 from optin.config import current_settings
 from optin.consent import signups, subscriptions
@@ -18,8 +17,9 @@ from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
 from optin.ops.pages import render_page
+from optin.ops.requestjson import Blueprint
 from optin.schemas import OneClickSchema
-from optin.web.pages import page_responses
+from optin.web.pages import negotiated_responses, page_responses
 from optin.web.subscribe import client
 
 bp = Blueprint("links", __name__, description="Links in mails: confirm and unsubscribe pages "
@@ -28,7 +28,11 @@ bp = Blueprint("links", __name__, description="Links in mails: confirm and unsub
 limiter.shared_limit(ratelimits.links_limit, scope="links", key_func=ratelimits.client_key)(bp)
 S = SubscriptionStatus
 INVALID = "Unknown, altered or outdated link (a page saying so)"
-EXPIRED = "Confirmation link expired (a page offering a new mail while the signup is pending)"
+EXPIRED = ("Confirmation link expired: a page offering a new mail, the same whatever the state "
+           "(only a pending signup gets one)")
+# Every route here shares the links budget; its 429 follows Accept like every other error.
+LIMITED = negotiated_responses(_429="Too many requests from this IP (OPTIN_RATELIMIT_LINKS): "
+                               "a page, or a problem for a client asking for JSON; see Retry-After")
 
 
 def _invalid(locale: str | None = None) -> Response:
@@ -36,8 +40,11 @@ def _invalid(locale: str | None = None) -> Response:
 
 
 def _expired(token: str, sub: Subscription | None) -> Response:
-    resend = url_for("links.resend", token=token) if sub and sub.status == S.PENDING else None
-    return render_page("link_invalid", status=410, reason="expired", resend_url=resend,
+    """The same page for every state: offering a new mail only while the signup is pending
+    would tell whoever holds the link whether it was confirmed or withdrawn. The button's
+    answer is the same too; only a pending signup gets the mail (resend_confirmation)."""
+    return render_page("link_invalid", status=410, reason="expired",
+                       resend_url=url_for("links.resend", token=token),
                        locale=sub.locale if sub else None)
 
 
@@ -64,7 +71,7 @@ def _confirm_token(token: str) -> tuple[Subscription | None, Signup | None, Resp
 
 
 @bp.route("/confirm/<token>", methods=["GET"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="A page with a Confirm button (nothing is recorded: link scanners don't consent)",
     _404=INVALID, _410=EXPIRED))
 def confirm_page(token: str) -> Response:
@@ -83,7 +90,7 @@ def confirm_page(token: str) -> Response:
 
 
 @bp.route("/confirm/<token>", methods=["POST"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="Consent recorded (or already recorded): a page saying so",
     _404=INVALID, _410=EXPIRED))
 def confirm_action(token: str) -> Response:
@@ -104,7 +111,7 @@ def confirm_action(token: str) -> Response:
 
 
 @bp.route("/confirm/<token>/resend", methods=["POST"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="The same page whether or not a new mail goes out", _404=INVALID))
 def resend(token: str) -> Response:
     """Send a fresh confirmation mail for an expired link (if still pending)."""
@@ -129,7 +136,7 @@ def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET"])
-@bp.doc(responses=page_responses(
+@bp.doc(responses=LIMITED | page_responses(
     _200="A page with an Unsubscribe button, or saying the address is already unsubscribed",
     _404=INVALID))
 def unsubscribe_page(token: str) -> Response:
@@ -153,7 +160,7 @@ def unsubscribe_page(token: str) -> Response:
     requestBody={"required": False, "content": {
         ct: {"schema": OneClickSchema, "example": {"List-Unsubscribe": "One-Click"}}
         for ct in ("application/x-www-form-urlencoded", "multipart/form-data")}},
-    responses=page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
+    responses=LIMITED | page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
 def unsubscribe_action(token: str) -> Response:
     """Withdraw at once: from our page's button or a mail client's one-click POST."""
     sub, nonce = _unsubscribe_token(token)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Response, g, jsonify, request
-from flask_smorest import Blueprint
 from werkzeug.exceptions import UnprocessableEntity
 
 from optin.config import current_settings
@@ -33,6 +32,7 @@ from optin.extensions import db
 from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
+from optin.ops.requestjson import Blueprint
 from optin.privacy import audit, proof, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,

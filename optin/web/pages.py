@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Response, current_app, make_response
 from flask import request as flask_request
-from flask_smorest import Blueprint
 
 from optin.brand import stylesheet
+from optin.ops.requestjson import Blueprint
+from optin.schemas import ProblemSchema
 
 bp = Blueprint("pages", __name__, description="Page assets")
 
@@ -33,3 +34,13 @@ def page_responses(**pages: str) -> dict[int, dict[str, Any]]:
         "description": description,
         "content": {"text/html": {"schema": {"type": "string"}}},
     } for status, description in pages.items()}
+
+
+def negotiated_responses(**errors: str) -> dict[int, dict[str, Any]]:
+    """OpenAPI responses of errors answered as the client asks (ops.problems.error_response):
+    a page for browsers, a problem document for clients that want JSON."""
+    return {int(status.lstrip("_")): {
+        "description": description,
+        "content": {"text/html": {"schema": {"type": "string"}},
+                    "application/problem+json": {"schema": ProblemSchema}},
+    } for status, description in errors.items()}

@@ -22,7 +22,6 @@ from typing import Any
 
 from flask import Response, current_app, jsonify, redirect, request, url_for
 from flask_cors.core import get_cors_options, set_cors_headers
-from flask_smorest import Blueprint
 from marshmallow import ValidationError, validates
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import MultiDict
@@ -35,8 +34,9 @@ from optin.extensions import limiter
 from optin.ops import ratelimits
 from optin.ops.pages import render_page
 from optin.ops.problems import error_response, wants_json
+from optin.ops.requestjson import Blueprint
 from optin.schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema, ThanksQuerySchema
-from optin.web.pages import page_responses
+from optin.web.pages import negotiated_responses, page_responses
 
 bp = Blueprint("subscribe", __name__, description="Newsletter signup (public)")
 
@@ -94,21 +94,19 @@ def client() -> subscriptions.Client:
 }})
 @bp.response(202, SignupAcceptedSchema, example=ACCEPTED)
 @bp.alt_response(303, description="Form post: see the list's thank-you page")
-@bp.alt_response(400, schema=ProblemSchema, description="The JSON body is not an object",
-                 content_type="application/problem+json")
-@bp.alt_response(422, schema=ProblemSchema, description="Invalid input; nothing was stored",
-                 content_type="application/problem+json")
-@bp.alt_response(415, schema=ProblemSchema, description="Neither JSON nor a form post",
-                 content_type="application/problem+json")
-@bp.alt_response(403, schema=ProblemSchema, description="The Origin header is not allowed "
-                 "for this list; nothing was stored", content_type="application/problem+json")
-@bp.alt_response(429, schema=ProblemSchema, description="Too many signups from this client IP "
-                 "(OPTIN_RATELIMIT_SIGNUP); see Retry-After", content_type="application/problem+json")
+@bp.alt_response(400, schema=ProblemSchema, description="The JSON body is not an object, not "
+                 "JSON, or nested too deeply", content_type="application/problem+json")
+# A browser's form post gets these as a page, anyone else as a problem (ops.problems).
+@bp.doc(responses=negotiated_responses(
+    _422="Invalid input; nothing was stored",
+    _415="Neither JSON nor a form post",
+    _403="The Origin header is not allowed for this list; nothing was stored",
+    _429="Too many signups from this client IP (OPTIN_RATELIMIT_SIGNUP); see Retry-After"))
 @limiter.limit(ratelimits.signup_limit, key_func=ratelimits.client_key, methods=["POST"])
 def create_subscription() -> Response:
     """Sign an address up for a list; a confirmation mail is sent (double opt-in)."""
     if request.is_json:
-        raw = request.get_json(silent=True)
+        raw = request.get_json()  # a body that is not JSON: 400 saying why (ops.requestjson)
         if not isinstance(raw, dict):
             return error_response(400, "Bad Request", "The body must be a JSON object.")
     elif request.mimetype in FORM_TYPES:

@@ -8,7 +8,8 @@ withdrawal is one local transaction, and ActiveCampaign hears about it
 through the outbox like any other. Webhooks are never retried, so every
 authenticated post gets a 2xx, known address or not (``optin ac reconcile``
 catches what a lost webhook missed); and never a 410, which would switch the
-webhook off for good.
+webhook off for good. A post with no form fields at all (no body, JSON, plain
+text) is not an ActiveCampaign event: a 400 problem, after the secret check.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import hmac
 import logging
 
 from flask import Response, jsonify, request
-from flask_smorest import Blueprint
 
 from optin.activecampaign import sync
 from optin.config import current_settings
@@ -25,6 +25,7 @@ from optin.extensions import limiter
 from optin.ops import ratelimits
 from optin.ops.logs import pseudonym
 from optin.ops.problems import problem
+from optin.ops.requestjson import Blueprint
 from optin.schemas import ProblemSchema, StatusSchema, WebhookFormSchema
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ def _list_id(raw: str | None) -> int | None:
             "schema": WebhookFormSchema, "example": WEBHOOK_EXAMPLE}}})
 @bp.response(200, StatusSchema, description="Recorded, or nothing to record (the same answer "
              "for known and unknown addresses)", example={"status": "ok"})
+@bp.alt_response(400, schema=ProblemSchema, description="No form fields (no body, or not "
+                 "application/x-www-form-urlencoded or multipart/form-data); nothing recorded",
+                 content_type="application/problem+json")
 @bp.alt_response(401, schema=ProblemSchema, description="No secret",
                  content_type="application/problem+json")
 @bp.alt_response(403, schema=ProblemSchema, description="Wrong secret, or webhooks disabled",
@@ -98,6 +102,9 @@ def activecampaign() -> Response:
     if refused is not None:
         return refused
     form = request.form
+    if not form:
+        return problem(400, "Bad Request", "ActiveCampaign posts its events as form fields "
+                       "(application/x-www-form-urlencoded); this request carried none.")
     kind = (form.get("type") or "").strip().lower()
     email = (form.get("contact[email]") or "").strip()
     if not email:

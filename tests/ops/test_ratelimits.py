@@ -222,6 +222,33 @@ def test_a_scanner_opening_links_gets_429_and_changes_nothing(app, client, newsl
     assert _count(app, ConsentEvent, ConsentEvent.kind == "confirmed") == 1
 
 
+LINK_OPERATIONS = [("get", "/confirm/{token}"), ("post", "/confirm/{token}"),
+                   ("post", "/confirm/{token}/resend"), ("get", "/unsubscribe/{token}"),
+                   ("post", "/unsubscribe/{token}")]
+
+
+@pytest.mark.parametrize(("accept", "mimetype"), [
+    ("text/html", "text/html"), (None, "text/html"), ("*/*", "text/html"),
+    ("application/json", "application/problem+json"),
+    ("application/problem+json", "application/problem+json"),
+])
+def test_a_link_over_the_limit_answers_as_the_client_asked_and_as_documented(
+        client, newsletter, accept, mimetype):
+    headers = {**_from("203.0.113.67"), **({"Accept": accept} if accept else {})}
+    for _ in range(4):
+        client.get("/unsubscribe/not-a-token", headers=headers)
+
+    refused = client.get("/unsubscribe/not-a-token", headers=headers)
+
+    assert refused.status_code == 429 and refused.mimetype == mimetype
+    if mimetype != "text/html":
+        assert refused.json["status"] == 429
+    spec = client.get("/openapi.json").json
+    for method, path in LINK_OPERATIONS:
+        documented = spec["paths"][path][method]["responses"]["429"]["content"]
+        assert set(documented) == {"text/html", "application/problem+json"}, (method, path)
+
+
 # --- the webhook ----------------------------------------------------------------------------------
 
 

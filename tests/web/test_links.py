@@ -81,3 +81,39 @@ def test_client_ip_honours_trusted_proxies_only(app_config, mailbox, trusted, fo
     with app.app_context():
         event = db.session.scalar(select(ConsentEvent).where(ConsentEvent.kind == "confirmed"))
         assert event.ip == expected
+
+
+def test_an_expired_link_shows_the_same_page_whatever_the_state(app, client, signed_up, confirmed,
+                                                                mailbox, monkeypatch):
+    """The page (and the resend button's answer) must not tell the link's holder whether the
+    signup is pending, confirmed or withdrawn."""
+    import re
+    import time
+
+    from itsdangerous.timed import TimestampSigner
+
+    pending = signed_up("pending@example.org")
+    confirmed("confirmed@example.org")
+    confirmed_link = links(mailbox.to("confirmed@example.org")[0])["confirm"]
+    unsubscribe = confirmed("withdrawn@example.org")
+    withdrawn_link = links(mailbox.to("withdrawn@example.org")[0])["confirm"]
+    assert client.post(unsubscribe).status_code == 200
+    monkeypatch.setattr(TimestampSigner, "get_timestamp",
+                        lambda self: int(time.time() + 73 * 3600))  # past the link's 72 hours
+    before = len(mailbox.messages)
+
+    pages, answers = [], []
+    for path in (pending, confirmed_link, withdrawn_link):
+        page = client.get(path)
+        assert page.status_code == 410
+        html = page.get_data(as_text=True).replace(path.rsplit("/", 1)[1], "TOKEN")
+        pages.append(html)
+        resend = re.search(r'<form method="post" action="([^"]+)"', html)
+        assert resend is not None
+        done = client.post(path + "/resend")
+        answers.append((done.status_code, done.get_data(as_text=True)))
+
+    assert pages[0] == pages[1] == pages[2]
+    assert answers[0] == answers[1] == answers[2]
+    deliver(app)
+    assert len(mailbox.messages) == before  # within the resend interval: nothing for anyone

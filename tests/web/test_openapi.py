@@ -224,3 +224,37 @@ def test_examples_match_their_schemas(spec):
         assert errors == [], (where, [e.message for e in errors])
         checked += 1
     assert checked >= 10
+
+
+# Answers the fuzzer rarely meets (its app's limits are high), checked against the document.
+LIMITED = [("/confirm/{token}", "GET"), ("/confirm/{token}", "POST"),
+           ("/confirm/{token}/resend", "POST"), ("/unsubscribe/{token}", "GET"),
+           ("/unsubscribe/{token}", "POST")]
+
+
+@pytest.fixture
+def limited_schema(tmp_path, smtp_server) -> Any:
+    app = build_app(make_config(tmp_path, OPTIN_MAIL_URL=smtp_server.url,
+                                OPTIN_RATELIMIT_LINKS="1/minute", OPTIN_RATELIMIT_SIGNUP="1/minute"))
+    yield schemathesis.openapi.from_wsgi("/openapi.json", app)
+    with app.app_context():
+        db.engine.dispose()
+
+
+FORM = "application/x-www-form-urlencoded"
+BODIES = {"/v1/subscriptions": {"email": "a@example.org", "list": "newsletter",
+                                "consent_text_version": 1},
+          "/unsubscribe/{token}": {"List-Unsubscribe": "One-Click"}}
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json", "*/*"])
+def test_a_429_is_answered_as_documented(limited_schema, accept):
+    for path, method in [*LIMITED, ("/v1/subscriptions", "POST")]:
+        body = BODIES.get(path) if method == "POST" else None
+        case = limited_schema[path][method].Case(
+            path_parameters={"token": "not-a-token"} if "{token}" in path else None,
+            headers={"Accept": accept}, **({"body": body, "media_type": FORM} if body else {}))
+        answers = [case.call() for _ in range(2)]
+        assert answers[-1].status_code == 429, (method, path)
+        for answer in answers:
+            case.validate_response(answer, checks=CHECKS)

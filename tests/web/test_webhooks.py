@@ -219,6 +219,33 @@ def test_a_wrong_or_missing_secret_is_refused(ac_newsletter, confirmed, ac_app, 
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize(("data", "content_type"), [
+    (None, None),                                             # no body at all
+    ("", "application/x-www-form-urlencoded"),                # an empty form
+    ('{"type": "unsubscribe"}', "application/json"),          # not what ActiveCampaign posts
+    ("type=unsubscribe", "text/plain"),
+])
+def test_a_post_without_form_fields_is_a_bad_request_never_gone(ac_newsletter, confirmed, ac_app,
+                                                                 client, data, content_type):
+    confirmed(ADA)
+    with ac_app.app_context():
+        before = db.session.scalar(select(func.count()).select_from(ConsentEvent))
+
+    response = client.post(URL, data=data, content_type=content_type)
+
+    assert response.status_code == 400  # never 410 (switches the webhook off), never a 5xx
+    assert response.mimetype == "application/problem+json"
+    assert "form fields" in response.get_json()["detail"]
+    with ac_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ConsentEvent)) == before
+    documented = client.get("/openapi.json").json["paths"]["/webhooks/activecampaign"]["post"]
+    assert "application/problem+json" in documented["responses"]["400"]["content"]
+
+
+def test_without_the_secret_a_bodyless_post_is_refused_for_the_secret(ac_app, client):
+    assert client.post("/webhooks/activecampaign").status_code == 401
+
+
 def test_webhooks_are_refused_when_no_secret_is_configured(tmp_path, mailbox):
     app = build_app(make_config(tmp_path, OPTIN_AC_WEBHOOK_SECRET=""))
     try:
