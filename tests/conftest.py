@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy.orm import Session
 
 from optin import create_app
 from optin.consent import lists
@@ -374,3 +376,35 @@ def ac_newsletter(ac_app: Flask, newsletter: dict[str, Any]) -> dict[str, Any]:
         db.session.get(MailingList, newsletter["id"]).ac_list_id = 1
         db.session.commit()
     return {**newsletter, "ac_list_id": 1}
+
+
+# --- a database that fails at COMMIT ------------------------------------------------------
+
+
+class FailingCommits:
+    """A ``before_commit`` listener that fails COMMITs as a database cut between a
+    transaction's writes and its COMMIT does: the next ``n`` of them, counted only once
+    ``when()`` holds (e.g. once the SMTP server took a mail: the delivery's own COMMIT)."""
+
+    def __init__(self, n: int = 1, when: Callable[[], object] = lambda: True) -> None:
+        self.left = n
+        self.when = when
+
+    @property
+    def failed(self) -> bool:
+        return self.left == 0
+
+    def __call__(self, session: Any) -> None:
+        if self.left and self.when():
+            self.left -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+
+@contextmanager
+def failing_commits(fault: FailingCommits) -> Iterator[FailingCommits]:
+    """Install ``fault`` on every session for the block."""
+    sa.event.listen(Session, "before_commit", fault)
+    try:
+        yield fault
+    finally:
+        sa.event.remove(Session, "before_commit", fault)

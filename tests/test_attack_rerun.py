@@ -6,15 +6,13 @@ after a database blip."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import OutboxItem, Subscription, utcnow
 
-from .conftest import deliver, signup
+from .conftest import FailingCommits, deliver, failing_commits, signup
 
 HOOK = "/webhooks/activecampaign?secret=webhook-secret-0123456789"
 
@@ -52,29 +50,12 @@ def test_a_long_ipv6_zone_id_does_not_make_the_ledger_look_tampered(app, client,
     assert result.exit_code == 0, result.output
 
 
-class CommitFailsAfterFirstMail:
-    """Fails the first COMMIT after the SMTP server took a mail (the delivery's own)."""
-
-    def __init__(self, mailbox) -> None:
-        self.mailbox = mailbox
-        self.failed = False
-
-    def __call__(self, session) -> None:
-        if not self.failed and self.mailbox.messages:
-            self.failed = True
-            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
-
-
 def test_a_mail_on_record_as_sent_is_not_sent_again_after_a_database_blip(
         app, client, newsletter, mailbox):
     assert signup(client, "a@example.org").status_code == 202
-    fault = CommitFailsAfterFirstMail(mailbox)
-    event.listen(Session, "before_commit", fault)
-    try:
-        with app.app_context():
-            Worker(app).run_once()
-    finally:
-        event.remove(Session, "before_commit", fault)
+    with failing_commits(FailingCommits(when=lambda: mailbox.messages)) as fault, \
+            app.app_context():
+        Worker(app).run_once()
     assert fault.failed and len(mailbox.to("a@example.org")) == 1
     with app.app_context():
         for row in db.session.scalars(select(OutboxItem)):

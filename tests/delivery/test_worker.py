@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from optin import OUTBOX_HANDLERS
 from optin.delivery import worker
@@ -15,7 +13,7 @@ from optin.delivery.worker import JOB_LEASE, JOB_RETRY_SECONDS, PeriodicJob, Wor
 from optin.extensions import db
 from optin.models import ConsentEvent, JobState, OutboxItem, utcnow
 
-from ..conftest import deliver, signup
+from ..conftest import FailingCommits, deliver, failing_commits, signup
 
 
 class Flaky:
@@ -109,30 +107,13 @@ def test_a_run_whose_end_was_never_recorded_comes_back_after_the_lease(app):
 # --- a database error in the middle of a batch (issue 13, finding 9) ----------------------
 
 
-class CommitFailsAfterFirstMail:
-    """Fails one COMMIT: the first after the SMTP server took a mail (the delivery's own)."""
-
-    def __init__(self, mailbox) -> None:
-        self.mailbox = mailbox
-        self.failed = False
-
-    def __call__(self, session) -> None:
-        if not self.failed and self.mailbox.messages:
-            self.failed = True
-            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
-
-
 def test_a_database_error_after_a_send_keeps_the_mail_on_record_and_frees_the_batch(
         app, client, newsletter, mailbox, runner):
     for address in ("a@example.org", "b@example.org", "c@example.org"):
         assert signup(client, address).status_code == 202
-    fault = CommitFailsAfterFirstMail(mailbox)
-    event.listen(Session, "before_commit", fault)
-    try:
-        with app.app_context():
-            handled = Worker(app).run_once()
-    finally:
-        event.remove(Session, "before_commit", fault)
+    with failing_commits(FailingCommits(when=lambda: mailbox.messages)) as fault, \
+            app.app_context():
+        handled = Worker(app).run_once()
     assert fault.failed and handled == 1 and len(mailbox.messages) == 1
     sent_id = str(mailbox.messages[0]["Message-ID"])
 

@@ -9,9 +9,7 @@ import sys
 
 import pytest
 import redis
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from optin import create_app
 from optin.config import current_settings
@@ -19,7 +17,7 @@ from optin.consent.addresses import address_hash
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription
 
-from ..conftest import SECRET, deliver, links
+from ..conftest import SECRET, FailingCommits, deliver, failing_commits, links
 
 REDIS_URL = "redis://127.0.0.1:6379/1"  # this branch's own Redis database
 
@@ -119,28 +117,11 @@ def test_preflight_does_not_count_against_the_signup_limit(client, newsletter):
 # --- one address targeted from many IPs -------------------------------------------------------
 
 
-class FailingCommits:
-    """Fails the next ``n`` COMMITs, as a database cut between a request's writes and its
-    COMMIT does (the request answers 503 and nothing was saved)."""
-
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def __call__(self, session) -> None:
-        if self.left:
-            self.left -= 1
-            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
-
-
 def test_a_signup_that_was_not_saved_spends_nothing_of_the_address_budget(
         app, client, newsletter, mailbox):
-    fault = FailingCommits(2)
-    event.listen(Session, "before_commit", fault)
-    try:
+    with failing_commits(FailingCommits(2)):
         for i in range(2):
             assert _signup(client, "victim@example.org", f"192.0.2.{i + 1}").status_code == 503
-    finally:
-        event.remove(Session, "before_commit", fault)
     assert _count(app, Subscription) == 0
 
     for i in range(3):  # the budget of 2 is whole: two mails, then capped
