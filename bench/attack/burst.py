@@ -31,7 +31,7 @@ def start_worker() -> int:
     env = dict(os.environ)
     out = open("/tmp/attack/worker.err", "ab")  # noqa: SIM115
     p = subprocess.Popen(
-        ["/tmp/venv-review/bin/optin", "worker"],
+        [os.environ.get("ATTACK_PY", "/tmp/venv-review/bin") + "/optin", "worker"],
         cwd=ROOT,
         env=env,
         stdout=out,

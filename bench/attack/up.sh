@@ -2,7 +2,7 @@
 # Start the attack stack: fake AC, SMTP sink, gunicorn (2 workers), optin worker. Pids in /tmp/attack/*.pid.
 set -e
 cd "$(dirname "$0")/../.."
-PY=/tmp/venv-review/bin
+PY=${ATTACK_PY:-/tmp/venv-review/bin}
 mkdir -p /tmp/attack/metrics /tmp/attack/instance
 export WEB_PORT=${WEB_PORT:-18731} SMTP_PORT=${SMTP_PORT:-18732}
 echo "$WEB_PORT" > /tmp/attack/web.port; echo "$SMTP_PORT" > /tmp/attack/smtp.port
@@ -11,9 +11,13 @@ setsid $PY/python -m aiosmtpd -n -l 127.0.0.1:$SMTP_PORT > /tmp/attack/smtp.log 
 sleep 2
 . bench/attack/env.sh
 psql -h 127.0.0.1 -U postgres -d test_review -qc 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'
-/tmp/venv-review/bin/redis-cli -n 7 flushdb 2>/dev/null || redis-cli -n 7 flushdb
+$PY/redis-cli -n 7 flushdb 2>/dev/null || redis-cli -n 7 flushdb
 $PY/optin db upgrade > /tmp/attack/upgrade.log 2>&1
 $PY/optin lists create newsletter --name Newsletter --ac-list-id 1 --locale de >> /tmp/attack/upgrade.log 2>&1
+# consent texts are no longer created with the list: versions 1 and 2 in both locales
+for v in 1 2; do for loc in de en; do
+  $PY/optin consent-texts add newsletter --locale $loc --text "Consent text $loc v$v: newsletter, withdraw any time." >> /tmp/attack/upgrade.log 2>&1
+done; done
 setsid $PY/gunicorn -c gunicorn.conf.py wsgi:app > /tmp/attack/web.out 2> /tmp/attack/web.err & echo $! > /tmp/attack/web.pid
 setsid $PY/optin worker > /tmp/attack/worker.out 2> /tmp/attack/worker.err & echo $! > /tmp/attack/worker.pid
 sleep 4
