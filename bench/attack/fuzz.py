@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lib import ADMIN, HOOK_SECRET, WEB, http, status_of  # noqa: E402
+from lib import ADMIN, HOOK_SECRET, HOOK_VALUES, WEB, http, status_of  # noqa: E402
 
 bad: list[str] = []
 n = 0
@@ -288,22 +288,9 @@ HOOK_FIELDS = [
     "bounce[code]",
     "bounce[description]",
 ]
-HOOK_VALS = [
-    b"a%00b",
-    b"%FF",
-    b"%ED%A0%80",
-    b"x" * 100_000,
-    b"99999999999999999999",
-    b"0001-01-01T00:00:00%2B01:00",
-    b"9999-12-31T23:59:59-01:00",
-    b"-1",
-    b"nan",
-    b"2026-13-45",
-    b"%1B%5B31m",
-]
 for typ in [b"unsubscribe", b"bounce", b"spam"]:
     for f in HOOK_FIELDS:
-        for v in HOOK_VALS:
+        for v in HOOK_VALUES:
             parts = {
                 "type": typ,
                 "list": b"1",

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lib import HOOK_SECRET, WEB, http, links, mails_to, signup, status_of  # noqa: E402
+from lib import HOOK_SECRET, HOOK_VALUES, WEB, http, links, mails_to, signup, status_of  # noqa: E402
 
 
 def confirmed(addr: str) -> str:
@@ -41,21 +41,7 @@ FIELDS = [
     "bounce[code]",
     "bounce[description]",
 ]
-VALS = [
-    b"a%00b",
-    b"%FF",
-    b"%ED%A0%80",
-    b"x" * 100_000,
-    b"99999999999999999999",
-    b"0001-01-01T00:00:00%2B01:00",
-    b"9999-12-31T23:59:59-01:00",
-    b"-1",
-    b"nan",
-    b"2026-13-45",
-    b"%1B%5B31m",
-    b"",
-    b"%E2%80%AE",
-]
+VALS = [*HOOK_VALUES, b"", b"%E2%80%AE"]
 cases = [(t, f, v) for t in [b"unsubscribe", b"bounce", b"spam"] for f in FIELDS for v in VALS]
 n = 0
 out: list[str] = []

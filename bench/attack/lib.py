@@ -82,3 +82,19 @@ def proof(addr: str) -> dict:
     )
     r.raise_for_status()
     return r.json()
+
+
+#: Hostile values for webhook fields (form-encoded bytes), shared by fuzz.py and hookloss.py.
+HOOK_VALUES = [
+    b"a%00b",
+    b"%FF",
+    b"%ED%A0%80",
+    b"x" * 100_000,
+    b"99999999999999999999",
+    b"0001-01-01T00:00:00%2B01:00",
+    b"9999-12-31T23:59:59-01:00",
+    b"-1",
+    b"nan",
+    b"2026-13-45",
+    b"%1B%5B31m",
+]
