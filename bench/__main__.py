@@ -1,6 +1,7 @@
 """``python -m bench [--quick] [SCENARIO …]``: run the benchmarks, print the table.
 
-Scenarios: signups, confirmations, mails, backfill, retention, memory (default: all).
+Scenarios: signups, confirmations, mails, backfill, retention, memory, and the delivery
+engine's burst, slowrelay, kill9, pickup, smtpoutage, acoutage (default: all).
 Writes ``bench/results.json`` and ``bench/results.png`` (``--out`` to put them elsewhere).
 """
 
@@ -11,8 +12,12 @@ import sys
 from pathlib import Path
 
 from . import report
-from .scenarios import LOGS, SCENARIOS, Row, Size, say
+from .delivery import SCENARIOS as DELIVERY
+from .scenarios import LOGS, Row, Size, say
+from .scenarios import SCENARIOS as SERVICE
 from .stack import ensure_wrk
+
+SCENARIOS = {**SERVICE, **DELIVERY}
 
 
 def main(argv: list[str] | None = None) -> int:

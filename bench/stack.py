@@ -21,7 +21,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
-REDIS_URL = "redis://127.0.0.1:6379/4"
+#: Parallel runs on one machine keep apart: BENCH_DB_SUFFIX names their databases,
+#: BENCH_REDIS_URL their Redis database (flushed at the start of a scenario).
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+DB_SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
 
 
 def database_url(name: str) -> str:
@@ -32,6 +35,7 @@ def fresh_database(name: str) -> str:
     """Drop and create ``name`` (it must start with optin_bench); return its URL."""
     if not name.startswith("optin_bench"):
         raise ValueError(f"refusing to recreate {name!r}: bench databases are optin_bench_*")
+    name += DB_SUFFIX
     args = ["-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER]
     subprocess.run(["dropdb", *args, "--if-exists", "--force", name], check=True)
     subprocess.run(["createdb", *args, name], check=True)
