@@ -29,7 +29,7 @@ from optin.models import OutboxKind
 from optin.ops import logs, metrics, problems, ratelimits, requestjson
 from optin.privacy import retention
 
-__all__ = ["OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
+__all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
 OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
@@ -38,6 +38,16 @@ OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,
     OutboxKind.AC_SUBSCRIBE: sync.push_subscribe,
     OutboxKind.AC_UNSUBSCRIBE: sync.push_unsubscribe,
+}
+
+#: Where each kind of outbox row goes, for that destination's circuit breaker (a kind
+#: not named here has none; its failures stay its own).
+OUTBOX_DESTINATIONS: Mapping[OutboxKind, str] = {
+    OutboxKind.CONFIRM_MAIL: notifications.DESTINATION,
+    OutboxKind.WELCOME_MAIL: notifications.DESTINATION,
+    OutboxKind.GOODBYE_MAIL: notifications.DESTINATION,
+    OutboxKind.AC_SUBSCRIBE: sync.DESTINATION,
+    OutboxKind.AC_UNSUBSCRIBE: sync.DESTINATION,
 }
 
 #: What the workers run on a schedule, once per interval between all of them.
@@ -94,7 +104,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     ratelimits.init_app(app)
     mailcap.init_app(app, settings)
-    worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS)
+    worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS,
+                    destinations=OUTBOX_DESTINATIONS)
     lists.init_app(app)
     sync.init_app(app)
     backfill.init_app(app)

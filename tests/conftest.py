@@ -74,6 +74,26 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
 # --- a real SMTP server ---------------------------------------------------------------
 
 
+@contextmanager
+def refused_recipients(mailbox: Mailbox, prefix: str, reply: str = "550 5.1.1 no such user"
+                       ) -> Iterator[None]:
+    """The test server refuses every recipient whose address starts with ``prefix``: a
+    row's own failure, while the relay itself is fine."""
+
+    async def handle_rcpt(server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: Any) -> str:
+        if address.startswith(prefix):
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    mailbox.handle_RCPT = handle_rcpt  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        del mailbox.handle_RCPT  # type: ignore[attr-defined]
+
+
 @dataclass
 class Mailbox:
     """What the test SMTP server received, parsed."""
@@ -408,3 +428,54 @@ def failing_commits(fault: FailingCommits) -> Iterator[FailingCommits]:
         yield fault
     finally:
         sa.event.remove(Session, "before_commit", fault)
+
+
+# --- real worker processes ---------------------------------------------------------------
+
+
+class WorkerProcesses:
+    """``optin worker`` processes with the app's settings (plus overrides), each stopped by
+    its pid at the end of the test: SIGTERM, or SIGKILL by :meth:`kill`."""
+
+    def __init__(self, config: dict[str, str]) -> None:
+        self.config = config
+        self.procs: list[Any] = []
+
+    def start(self, **overrides: str) -> Any:
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+        env.update(self.config, PYTHONPATH=os.getcwd(), OPTIN_WORKER_POLL_SECONDS="0.1")
+        env.update(overrides)
+        proc = subprocess.Popen([sys.executable, "-m", "optin", "worker"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: Any) -> None:
+        import signal
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        import signal
+
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except Exception:  # noqa: BLE001 - a worker that won't stop is killed
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def worker_processes(app: Flask, app_config: dict[str, str]) -> Iterator[WorkerProcesses]:
+    """Start real ``optin worker`` processes on the test's database."""
+    workers = WorkerProcesses(app_config)
+    yield workers
+    workers.stop_all()

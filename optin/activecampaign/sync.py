@@ -52,6 +52,7 @@ from optin.activecampaign.client import (
     AuthError,
     PermanentError,
     RateLimited,
+    TransientError,
 )
 from optin.activecampaign.throttle import shared_throttle
 from optin.config import current_settings
@@ -117,9 +118,18 @@ def field_values(sub: Subscription) -> dict[str, str]:
             if name in mapping and value not in (None, "")}
 
 
+#: ActiveCampaign as a destination, for its circuit breaker (``delivery.breaker``).
+DESTINATION = "activecampaign"
+
+
 @contextmanager
 def delivery() -> Iterator[None]:
-    """Turn the client's exceptions into outbox outcomes (the messages never hold the key)."""
+    """Turn the client's exceptions into outbox outcomes (the messages never hold the key).
+
+    ActiveCampaign not answering, answering 5xx or refusing the key is the destination's
+    failure (its breaker pauses every sync); a 429 and a 4xx belong to the row. Leaving
+    the block without an error says ActiveCampaign took the calls.
+    """
     try:
         yield
     except RateLimited as exc:
@@ -127,11 +137,17 @@ def delivery() -> Iterator[None]:
     except AuthError as exc:
         log.error("ActiveCampaign refused the API key (%s); fix OPTIN_AC_API_KEY, the sync "
                   "is held until then", exc)
-        raise outbox.RetryLater(f"{exc} (held: check OPTIN_AC_API_KEY)") from None
+        raise outbox.DestinationDown(DESTINATION,
+                                     f"{exc} (held: check OPTIN_AC_API_KEY)") from None
     except PermanentError as exc:
         raise outbox.PermanentFailure(str(exc)) from None
-    except ActiveCampaignError as exc:  # TransientError, or an answer of an unexpected shape
+    except TransientError as exc:
+        if exc.status is None or exc.status >= 500:
+            raise outbox.DestinationDown(DESTINATION, str(exc)) from None
+        raise outbox.RetryLater(str(exc), after=exc.retry_after) from None
+    except ActiveCampaignError as exc:  # an answer of an unexpected shape
         raise outbox.RetryLater(str(exc), after=getattr(exc, "retry_after", None)) from None
+    outbox.destination_reached(DESTINATION)
 
 
 def _skip(sub: Subscription, action: str, reason: str = "dry-run (OPTIN_AC_URL unset)") -> None:

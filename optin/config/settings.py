@@ -112,7 +112,24 @@ class Settings(BaseSettings):
     outbox_retry_horizon_hours: int = Field(48, ge=1, description=(
         "age after which a failing outbox row is dead even with attempts left"))
     worker_poll_seconds: float = Field(1.0, description=(
-        "how long an idle worker sleeps between polls"))
+        "how long an idle worker sleeps between polls (on PostgreSQL new work wakes it at "
+        "once through LISTEN/NOTIFY; the poll is the fallback)"))
+    worker_lease_seconds: float = Field(15, gt=0, allow_inf_nan=False, description=(
+        "how long a claimed outbox row stays a worker's without a heartbeat: the rows of "
+        "a worker that died are delivered by another after this"))
+    worker_heartbeat_seconds: float = Field(5, gt=0, allow_inf_nan=False, description=(
+        "how often a live worker renews the leases of the rows it holds (well below "
+        "OPTIN_WORKER_LEASE_SECONDS)"))
+    breaker_failures: int = Field(5, ge=1, description=(
+        "consecutive failures of a destination (the SMTP relay, ActiveCampaign: refused or "
+        "dropped connections, timeouts, 5xx) that pause its rows without spending their "
+        "attempts"))
+    breaker_probe_seconds: float = Field(5, gt=0, allow_inf_nan=False, description=(
+        "while a destination is paused, one worker sends one row as a probe this often; "
+        "the first that goes through resumes delivery"))
+    worker_threads: int = Field(4, ge=1, le=64, description=(
+        "rows one `optin worker` delivers at once, each with its own SMTP connection (mind "
+        "the relay's limit on connections); on SQLite, whose writers take turns, one"))
     email_check_deliverability: bool = Field(False, description=(
         "1 = look up the address's domain in DNS at signup"))
     smtputf8: Literal["refuse", "when_offered"] = Field("refuse", description=(

@@ -311,8 +311,13 @@ def _sortable_now() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
+class RelayUnavailable(OSError):
+    """The relay could not be reached or would not take a connection (refused, timed out,
+    a 4xx/5xx greeting, a failed login): the destination is failing, not this mail."""
+
+
 class SMTPBackend:
-    """SMTP with a kept-open connection (reconnects when the server dropped it)."""
+    """SMTP with kept-open connections, one per thread (reconnects when the server dropped one)."""
 
     def __init__(
         self,
@@ -330,7 +335,9 @@ class SMTPBackend:
         self.cafile = cafile
         self.username, self._password = username, password
         self.implicit_tls, self.starttls, self.timeout = implicit_tls, starttls, timeout
-        self._conn: smtplib.SMTP | None = None
+        # One connection per delivering thread: a worker keeps several busy at once.
+        self._local = threading.local()
+        self._open: set[smtplib.SMTP] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the password
@@ -368,33 +375,52 @@ class SMTPBackend:
             conn.login(self.username, self._password or "")
 
     def send(self, message: Message) -> None:
-        with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None:
-                    self._conn = self._connect()
+        """Send on this thread's connection (opened on first use, once more when the relay
+        dropped it). A relay that cannot be reached, greets with an error or refuses the
+        login raises :class:`RelayUnavailable`, the destination's failure; an error about
+        this message (a refused recipient) is raised as smtplib raised it."""
+        for attempt in (1, 2):
+            conn = self._local.conn if hasattr(self._local, "conn") else None
+            if conn is None:
                 try:
-                    self._conn.send_message(message)
-                    return
-                except smtplib.SMTPNotSupportedError:
-                    raise Unsendable("the address needs SMTPUTF8, which the relay does not "
-                                     "offer") from None
-                except smtplib.SMTPServerDisconnected:
-                    self._conn = None
-                    if attempt == 2:
-                        raise
-                except (smtplib.SMTPException, OSError):
-                    self._drop()
-                    raise
+                    conn = self._connect()
+                except (smtplib.SMTPException, OSError) as exc:
+                    raise RelayUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                self._local.conn = conn
+                with self._lock:
+                    self._open.add(conn)
+            try:
+                conn.send_message(message)
+                return
+            except smtplib.SMTPNotSupportedError:
+                raise Unsendable("the address needs SMTPUTF8, which the relay does not "
+                                 "offer") from None
+            except smtplib.SMTPServerDisconnected:
+                self._forget(conn)
+                if attempt == 2:
+                    raise RelayUnavailable("the relay closed the connection") from None
+            except (smtplib.SMTPException, OSError):
+                self._drop(conn)
+                raise
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                self._conn.quit()
-            self._conn = None
+    def _forget(self, conn: smtplib.SMTP) -> None:
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
+
+    def _drop(self, conn: smtplib.SMTP) -> None:
+        self._forget(conn)
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            conn.quit()
 
     def close(self) -> None:
+        """Close every thread's connection (at the end of a worker)."""
         with self._lock:
-            self._drop()
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.quit()
+        self._local = threading.local()
 
 
 def backend_for(transport: MailTransport) -> Backend:

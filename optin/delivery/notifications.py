@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import smtplib
 from email.errors import MessageError
 from functools import partial
 from typing import Any
@@ -25,7 +26,13 @@ from optin.config import current_settings
 from optin.consent import addresses, ledger, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import outbox
-from optin.delivery.mailer import Backend, MailTemplates, Unsendable, build_message
+from optin.delivery.mailer import (
+    Backend,
+    MailTemplates,
+    RelayUnavailable,
+    Unsendable,
+    build_message,
+)
 from optin.extensions import db
 from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
 from optin.ops import metrics
@@ -34,6 +41,9 @@ S = SubscriptionStatus
 
 
 log = logging.getLogger(__name__)
+
+#: The destination of every mail, for its circuit breaker (``delivery.breaker``).
+DESTINATION = "smtp"
 
 
 def confirm_url(sub: Subscription, signup: Signup | None = None) -> str:
@@ -99,10 +109,14 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     except Unsendable as exc:
         metrics.mail_failed(name)
         raise outbox.PermanentFailure(str(exc)) from None
-    except OSError as exc:  # SMTP down, refused, timed out: retry later
+    except RelayUnavailable as exc:  # the relay, not this mail: its breaker counts it
         metrics.mail_failed(name)
-        raise outbox.RetryLater(f"mail not sent: {type(exc).__name__}: {exc}") from exc
+        raise outbox.DestinationDown(DESTINATION, f"mail not sent: {exc}") from None
+    except OSError as exc:  # refused for this mail (a 4xx/5xx to RCPT or DATA): retry later
+        metrics.mail_failed(name)
+        raise outbox.RetryLater(f"mail not sent: {smtp_error(exc)}") from None
     metrics.mail_delivered(name)
+    outbox.destination_reached(DESTINATION)
     details = {
         "message_id": str(message["Message-ID"]),
         "subject": rendered.subject,
@@ -114,6 +128,17 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     }
     outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
     ledger.append_now(sub, SENT[name], origin="worker", details=details)
+
+
+def smtp_error(exc: OSError) -> str:
+    """The relay's refusal without its text: a relay's reply often quotes the address
+    (``<anna@example.org>: Recipient address rejected``), and last errors are shown."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in exc.recipients.values()})
+        return f"SMTPRecipientsRefused: the relay refused the recipient ({codes})"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: the relay answered {exc.smtp_code}"
+    return type(exc).__name__
 
 
 def _recipient(stored: str, smtputf8: str) -> str:

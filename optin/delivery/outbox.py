@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict, cast
+from typing import Any, Protocol, TypedDict, cast
 
 from flask import current_app
 from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
@@ -29,7 +29,8 @@ from optin.ops import logs, metrics
 log = logging.getLogger(__name__)
 
 PENDING, DONE, DEAD = OutboxStatus.PENDING, OutboxStatus.DONE, OutboxStatus.DEAD
-LEASE = timedelta(minutes=5)
+#: The default lease of a claimed row; the worker's heartbeat renews it (``heartbeat.py``).
+LEASE = timedelta(seconds=15)
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 3600.0
 
@@ -50,19 +51,59 @@ class PermanentFailure(Exception):
     """Retrying cannot help (invalid address, unknown list): make it a dead letter."""
 
 
-def claim(worker_id: str, limit: int = 20, now: datetime | None = None) -> list[int]:
+class DestinationDown(RetryLater):
+    """The destination failed, not the row (the relay refuses connections, ActiveCampaign
+    answers 503): the row waits without spending an attempt, and the destination's circuit
+    breaker counts the failure (``breaker.py``)."""
+
+    def __init__(self, destination: str, message: str) -> None:
+        super().__init__(message)
+        self.destination = destination
+
+
+#: Destinations a handler reached in the current delivery (see :func:`destination_reached`).
+_REACHED: ContextVar[set[str] | None] = ContextVar("optin_outbox_reached", default=None)
+
+
+def destination_reached(destination: str) -> None:
+    """Say that the destination took a request (the relay a mail, ActiveCampaign a call):
+    its breaker closes, if it was open, when this delivery ends."""
+    reached = _REACHED.get()
+    if reached is not None:
+        reached.add(destination)
+
+
+class Gate(Protocol):
+    """What the worker's circuit breakers decide and learn (``breaker.Breakers``)."""
+
+    def allows(self, kind: str) -> bool: ...
+
+    def failed(self, destination: str, error: str) -> object: ...
+
+    def succeeded(self, destination: str) -> None: ...
+
+
+def claim(worker_id: str, limit: int = 20, now: datetime | None = None, *,
+          lease: timedelta = LEASE, skip_kinds: Collection[str] = (),
+          only_kinds: Collection[str] | None = None) -> list[int]:
     """Lease up to ``limit`` due rows to this worker and commit; return their ids.
 
     On PostgreSQL the candidates are locked with SKIP LOCKED so concurrent
     workers pick disjoint rows without waiting; the conditional UPDATE keeps it
-    correct on SQLite, where writers are serialized anyway.
+    correct on SQLite, where writers are serialized anyway. ``skip_kinds`` leaves
+    the rows of a paused destination (an open circuit breaker) where they are, and
+    ``only_kinds`` takes just those (a breaker's probe).
     """
     now = now or utcnow()
     free = or_(OutboxItem.claimed_until.is_(None), OutboxItem.claimed_until < now)
+    query = (select(OutboxItem.id)
+             .where(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now, free))
+    if skip_kinds:
+        query = query.where(OutboxItem.kind.not_in(list(skip_kinds)))
+    if only_kinds is not None:
+        query = query.where(OutboxItem.kind.in_(list(only_kinds)))
     candidates = db.session.scalars(
-        select(OutboxItem.id)
-        .where(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now, free)
-        .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
+        query.order_by(OutboxItem.next_attempt_at, OutboxItem.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
@@ -72,7 +113,7 @@ def claim(worker_id: str, limit: int = 20, now: datetime | None = None) -> list[
     db.session.execute(
         update(OutboxItem)
         .where(OutboxItem.id.in_(candidates), OutboxItem.status == PENDING, free)
-        .values(claimed_by=worker_id, claimed_until=now + LEASE)
+        .values(claimed_by=worker_id, claimed_until=now + lease)
         .execution_options(synchronize_session=False)
     )
     claimed = db.session.scalars(
@@ -150,8 +191,14 @@ def _record_kept(item_id: int) -> bool:
     return False
 
 
-def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta) -> str:
+def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta,
+            gate: Gate | None = None) -> str:
     """Run the handler for one claimed row in its own transaction; return the outcome.
+
+    With a ``gate`` (the worker's circuit breakers), a row whose destination is paused is
+    handed back untouched (``"paused"``), and what the handler met is reported to it: a
+    :class:`DestinationDown` counts as the destination's failure, a reached destination
+    as its success.
 
     The handler's database writes and the row's ``done`` mark commit together.
     On failure they roll back and only the failure is recorded, unless the handler
@@ -163,16 +210,44 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
     if item is None or item.status != PENDING or item.claimed_by != worker_id:
         db.session.rollback()
         return "skipped"
-    token = _KEPT.set([])
+    if gate is not None and not gate.allows(item.kind):
+        db.session.rollback()
+        release(worker_id, [item_id])
+        return PAUSED
+    token, reached = _KEPT.set([]), _REACHED.set(set())
+    down: DestinationDown | None = None
     try:
         with logs.context(outbox_id=item_id, outbox_kind=item.kind):
-            return _run(item, max_attempts=max_attempts, horizon=horizon)
+            outcome = _run(item, max_attempts=max_attempts, horizon=horizon)
+        down = _DOWN.get()
+        return outcome
     except Exception:
         db.session.rollback()
         _record_kept(item_id)
         raise
     finally:
+        met = _REACHED.get() or set()
         _KEPT.reset(token)
+        _REACHED.reset(reached)
+        _DOWN.set(None)
+        if gate is not None:
+            _report(gate, met, down)
+
+
+def _report(gate: Gate, reached: set[str], down: DestinationDown | None) -> None:
+    """Tell the breakers; their bookkeeping never fails a delivery that is already done."""
+    try:
+        for destination in reached:
+            gate.succeeded(destination)
+        if down is not None:
+            gate.failed(down.destination, str(down))
+    except Exception:
+        log.warning("could not record a destination's state", exc_info=True)
+
+
+PAUSED = "paused"
+#: The destination failure of the current delivery, for the gate (set by ``_run``).
+_DOWN: ContextVar[DestinationDown | None] = ContextVar("optin_outbox_down", default=None)
 
 
 def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
@@ -187,6 +262,9 @@ def _run(item: OutboxItem, *, max_attempts: int, horizon: timedelta) -> str:
         db.session.rollback()
         if _record_kept(item_id):  # the mail left before the failure: its work is done
             return DONE
+        if isinstance(exc, DestinationDown):
+            _DOWN.set(exc)
+            return _record_paused(item_id, exc, horizon=horizon)
         return _record_failure(item_id, exc, max_attempts=max_attempts, horizon=horizon)
     db.session.execute(_MARK_DONE, {"item_id": item_id, "now": utcnow()})
     db.session.commit()
@@ -227,6 +305,37 @@ def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon:
                 item.id, item.kind, item.attempts, delay, item.last_error,
                 exc_info=not isinstance(exc, RetryLater | PermanentFailure))
     outcome = item.status if item.status == DEAD else "retry"
+    kind = item.kind
+    db.session.commit()
+    if outcome == DEAD:
+        metrics.dead_letter(kind)
+    return outcome
+
+
+#: A row whose destination failed is due again after this (the breaker, once open,
+#: keeps claims off its rows meanwhile); a failed probe's row goes behind the others.
+PAUSE_SECONDS = 1.0
+
+
+def _record_paused(item_id: int, exc: DestinationDown, *, horizon: timedelta) -> str:
+    """The destination failed: the row waits, its attempts untouched (only the retry horizon
+    still ends it, so a destination gone for good leaves dead letters, not a silent queue)."""
+    now = utcnow()
+    item = db.session.get(OutboxItem, item_id, with_for_update=True)
+    if item is None:
+        db.session.rollback()
+        return "skipped"
+    item.last_error = _describe(exc)
+    item.claimed_by = item.claimed_until = None
+    outcome = "waiting"
+    if now - item.created_at > horizon:
+        item.status, item.finished_at, outcome = DEAD, now, DEAD
+        log.error("outbox %s (%s) is a dead letter: its destination failed for longer than "
+                  "the retry horizon: %s", item.id, item.kind, item.last_error)
+    else:
+        item.next_attempt_at = now + timedelta(seconds=PAUSE_SECONDS)
+        log.warning("outbox %s (%s) waits for %s: %s", item.id, item.kind, exc.destination,
+                    item.last_error)
     kind = item.kind
     db.session.commit()
     if outcome == DEAD:

@@ -14,13 +14,16 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask
 
-from optin.config import current_settings
+from optin.config import Settings, current_settings
 from optin.delivery import outbox
+from optin.delivery.breaker import Breakers
+from optin.delivery.heartbeat import Heartbeat, Held
 from optin.delivery.outbox import Handler
 from optin.extensions import db
 from optin.models import JobState, OutboxKind, utcnow
@@ -42,11 +45,20 @@ class PeriodicJob:
 JOBS_EXTENSION = "optin.periodic_jobs"
 
 
+#: Where the app keeps which destination each outbox kind goes to (its circuit breaker).
+DESTINATIONS_EXTENSION = "optin.outbox_destinations"
+
+
 def init_app(app: Flask, *, handlers: Mapping[OutboxKind, Handler],
-             jobs: Sequence[PeriodicJob]) -> None:
-    """Give the app's workers their outbox handlers and periodic jobs (explicit, no registry)."""
+             jobs: Sequence[PeriodicJob],
+             destinations: Mapping[OutboxKind, str] | None = None) -> None:
+    """Give the app's workers their outbox handlers, periodic jobs and the destination of
+    each kind (explicit, no registry)."""
     app.extensions[outbox.HANDLERS_EXTENSION] = dict(handlers)
     app.extensions[JOBS_EXTENSION] = tuple(jobs)
+    if destinations is not None or DESTINATIONS_EXTENSION not in app.extensions:
+        app.extensions[DESTINATIONS_EXTENSION] = {str(k): v for k, v in
+                                                  (destinations or {}).items()}
 
 
 #: After a database error: tries to hand the batch back, and the failed row's pause.
@@ -108,32 +120,87 @@ def _finished(job: PeriodicJob, now: datetime, error: BaseException | None) -> N
 
 
 class Worker:
-    """Delivers due outbox rows in batches until told to stop."""
+    """Delivers due outbox rows in batches until told to stop.
 
-    def __init__(self, app: Flask, *, batch: int = 20, worker_id: str | None = None) -> None:
+    A batch is claimed under a short lease that a heartbeat thread keeps renewing
+    (``heartbeat.py``) and delivered by ``threads`` delivery threads at once, each row in
+    its own transaction and, for mail, on its thread's own SMTP connection: one slow or
+    failing row never holds up the others beyond its batch.
+    """
+
+    def __init__(self, app: Flask, *, batch: int | None = None, worker_id: str | None = None,
+                 threads: int | None = None) -> None:
         self.app = app
-        self.batch = batch
+        settings: Settings = app.extensions["optin.settings"]
+        if threads is None:
+            threads = 1 if settings.database_url.startswith("sqlite") else settings.worker_threads
+        self.threads = max(1, threads)
+        self.batch = batch or max(20, 4 * self.threads)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
+        self.lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.held = Held()
+        self.heartbeat = Heartbeat(app, self.worker_id, self.held, lease=self.lease,
+                                   every=settings.worker_heartbeat_seconds)
+        self._pool: ThreadPoolExecutor | None = None
+        self.breakers: Breakers | None = None
+
+    def _breakers(self) -> Breakers:
+        """The circuit breakers, made in the app context on first use."""
+        if self.breakers is None:
+            settings = current_settings()
+            self.breakers = Breakers(
+                db.engine, self.app.extensions.get(DESTINATIONS_EXTENSION, {}),
+                threshold=settings.breaker_failures,
+                probe_interval=timedelta(seconds=settings.breaker_probe_seconds))
+        return self.breakers
+
+    def _claim(self) -> list[int]:
+        """Claim a batch, passing by the rows of paused destinations; take the probe turn
+        of each paused destination that is due one, and with it one of its rows."""
+        breakers = self._breakers()
+        breakers.refresh()
+        paused = breakers.open_destinations()
+        skip = [kind for destination in paused for kind in breakers.kinds_of(destination)]
+        ids = outbox.claim(self.worker_id, self.batch, lease=self.lease, skip_kinds=skip)
+        for destination in paused:
+            if breakers.take_probe(destination):
+                ids += outbox.claim(self.worker_id, 1, lease=self.lease,
+                                    only_kinds=breakers.kinds_of(destination))
+        return ids
 
     def run_once(self) -> int:
         """Claim one batch and deliver it; return how many rows were handled."""
+        ids = self._claim()
+        if not ids:
+            return 0
+        self.held.add(ids)
+        try:
+            if self.threads == 1 or len(ids) == 1:
+                return self._deliver_all(ids)
+            return self._deliver_in_threads(ids)
+        finally:
+            self.held.discard(ids)
+
+    def _deliver_all(self, ids: list[int]) -> int:
+        """Deliver ``ids`` in this thread, in order (the app context is the caller's)."""
         settings = current_settings()
         horizon = timedelta(hours=settings.outbox_retry_horizon_hours)
-        ids = outbox.claim(self.worker_id, self.batch)
         for i, item_id in enumerate(ids):
             if self.stop_event.is_set():
                 outbox.release(self.worker_id, ids[i:])
                 return i
             try:
-                outbox.deliver(item_id, self.worker_id,
-                               max_attempts=settings.outbox_max_attempts, horizon=horizon)
+                outbox.deliver(item_id, self.worker_id, max_attempts=settings.outbox_max_attempts,
+                               horizon=horizon, gate=self._breakers())
             except Exception:  # the database went away: hand the batch back, don't sit on it
                 with logs.context(outbox_id=item_id):
                     log.exception("delivering outbox row %s failed", item_id)
                 db.session.rollback()
                 self._give_back(item_id, ids[i + 1:])
                 return i + 1
+            finally:
+                self.held.discard([item_id])
         return len(ids)
 
     def _give_back(self, failed: int, unstarted: list[int]) -> None:
@@ -153,6 +220,22 @@ class Worker:
                 log.warning("could not release %s claimed rows; their leases bring them back",
                             len(unstarted) + 1)
                 return
+
+    def _deliver_in_threads(self, ids: list[int]) -> int:
+        """Split the batch over the delivery threads (row i to thread i mod n, keeping the
+        claim's order within each); wait for all of them."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optin-deliver")
+        shares = [ids[i::self.threads] for i in range(self.threads)]
+        futures = [self._pool.submit(self._deliver_share, share) for share in shares if share]
+        return sum(f.result() for f in futures)
+
+    def _deliver_share(self, ids: list[int]) -> int:
+        with self.app.app_context():
+            try:
+                return self._deliver_all(ids)
+            finally:
+                db.session.remove()
 
     def run_periodic(self) -> None:
         """Run the jobs that are due; a failure is recorded and retried soon, not in a day."""
@@ -183,11 +266,20 @@ class Worker:
         with self.app.app_context():
             while handled := self.run_once():
                 total += handled
+        self.close()
         return total
+
+    def close(self) -> None:
+        """Stop the delivery threads and the heartbeat."""
+        self.heartbeat.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def run(self) -> None:
         """Loop until :meth:`stop`; the row in hand is always finished first."""
         log.info("worker %s started", self.worker_id)
+        self.heartbeat.start()
         with self.app.app_context():
             poll = current_settings().worker_poll_seconds
             while not self.stop_event.is_set():
@@ -202,6 +294,7 @@ class Worker:
                     db.session.remove()
                 if not handled:
                     self.stop_event.wait(poll)
+        self.close()
         log.info("worker %s stopped", self.worker_id)
 
     def stop(self, *_: object) -> None:

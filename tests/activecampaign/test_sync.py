@@ -155,31 +155,72 @@ def test_a_withdrawal_during_the_subscribe_call_still_wins(ac_newsletter, signed
     assert events[:2] == [("unsubscribed", None), ("synced", "unsubscribe")]
 
 
-def test_a_minute_of_503s_loses_nothing(ac_newsletter, confirmed, ac_app, fake_ac):
+@pytest.fixture
+def breaker_config(app_config):
+    app_config["OPTIN_BREAKER_FAILURES"] = "3"
+    return app_config
+
+
+def test_503s_pause_the_syncs_without_spending_attempts_and_a_probe_resumes_them(
+        breaker_config, ac_newsletter, confirmed, ac_app, fake_ac):
+    """ActiveCampaign answering 503 is its own failure: after OPTIN_BREAKER_FAILURES (3 here)
+    its breaker opens, the syncs wait with their attempts untouched, one probe is sent per
+    interval, and the probe that goes through lets every sync out at once."""
+    from optin.delivery.breaker import PREFIX, BreakerState
+    from optin.delivery.worker import Worker
+    from optin.models import JobState
+
+    def breaker() -> BreakerState:
+        with ac_app.app_context():
+            row = db.session.get(JobState, PREFIX + "activecampaign")
+            return BreakerState.load("activecampaign", row.value if row else {})
+
     fake_ac.outage = True
-    addresses = [f"reader{i}@example.org" for i in range(3)]
+    addresses = [f"reader{i}@example.org" for i in range(5)]
     for address in addresses:
         confirmed(address)  # the welcome mail goes out; the sync fails and waits
+    assert breaker().is_open
+    rows = _rows(ac_app, "ac_subscribe")
+    assert {r.status for r in rows} == {"pending"} and {r.attempts for r in rows} == {0}
+    calls = len(fake_ac.requests)
+    assert calls == 3  # the three failures that opened it, nothing after
 
-    started = utcnow()
-    for _ in range(6):  # ten seconds apart: a minute of outage
-        rows = _rows(ac_app, "ac_subscribe")
-        assert {r.status for r in rows} == {"pending"}
-        assert all("503" in r.last_error for r in rows)
-        assert all(r.next_attempt_at > utcnow() for r in rows)  # backing off, not spinning
+    worker = Worker(ac_app, threads=1)
+    def interval_passes() -> None:
+        with ac_app.app_context():
+            row = db.session.get(JobState, PREFIX + "activecampaign")
+            row.value = {**row.value, "probe_at": None}
+            db.session.commit()
         _make_due(ac_app)
-        deliver(ac_app)
-    assert {r.attempts for r in _rows(ac_app, "ac_subscribe")} == {7}
-    delays = [(r.next_attempt_at - started).total_seconds() for r in _rows(ac_app, "ac_subscribe")]
-    assert all(delay > 60 for delay in delays)  # exponential: the 7th wait is far longer
+
+    for _ in range(3):  # three intervals of outage: one probe each, whoever looks
+        interval_passes()
+        with ac_app.app_context():
+            worker.run_once()
+            worker.run_once()
+    assert len(fake_ac.requests) == calls + 3
+    assert {r.attempts for r in _rows(ac_app, "ac_subscribe")} == {0}
     assert fake_ac.contact_count == 0
 
     fake_ac.outage = False
-    _make_due(ac_app)
-    deliver(ac_app)
+    interval_passes()
+    deliver(ac_app)  # the probe goes through, and the rest follow in the same drain
 
-    assert [fake_ac.contact_status(a, 1) for a in addresses] == [1, 1, 1]
+    assert [fake_ac.contact_status(a, 1) for a in addresses] == [1] * 5
     assert {r.status for r in _rows(ac_app, "ac_subscribe")} == {"done"}
+    assert breaker().clean
+
+
+def test_a_422_for_one_contact_is_its_own_dead_letter(ac_newsletter, confirmed, ac_app,
+                                                      fake_ac):
+    """A row's own error keeps the row's rules: one dead letter, no breaker, the next
+    contact synced."""
+    fake_ac.fail_next(1, 422)
+    confirmed("first@example.org")
+    confirmed("second@example.org")
+    rows = _rows(ac_app, "ac_subscribe")
+    assert [r.status for r in rows] == ["dead", "done"]
+    assert fake_ac.contact_status("second@example.org", 1) == 1
 
 
 def test_429_retry_after_is_honoured(ac_newsletter, confirmed, ac_app, fake_ac):

@@ -11,7 +11,14 @@ import pytest
 from jinja2 import TemplateError
 
 from optin.config import TEMPLATE_DIR
-from optin.delivery.mailer import FileBackend, MailTemplates, SMTPBackend, backend_from_url, build_message
+from optin.delivery.mailer import (
+    FileBackend,
+    MailTemplates,
+    RelayUnavailable,
+    SMTPBackend,
+    backend_from_url,
+    build_message,
+)
 
 from ..conftest import build_app, deliver, links, signup
 
@@ -218,8 +225,11 @@ def test_smtp_with_starttls_and_login(tmp_path):
         assert received["Subject"] == "Grüße" and "Zoë" in str(received["To"])
 
         untrusted = backend_from_url(f"smtp://u:p@127.0.0.1:{port}?starttls=1")
-        with pytest.raises(ssl.SSLError):
+        # An untrusted certificate fails every mail: the relay is unavailable (its breaker
+        # counts it), and the cause says why.
+        with pytest.raises(RelayUnavailable) as refused:
             untrusted.send(build_message(mail, to_email="tls@example.org", to_name=None,
                                          sender="news@example.com"))
+        assert isinstance(refused.value.__cause__, ssl.SSLError)
     finally:
         controller.stop()
