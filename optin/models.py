@@ -397,6 +397,27 @@ class OutboxItem(Model):
                                         now=now))
 
 
+class MailIntent(Model):
+    """A mail about to be handed to the relay, recorded before it is (issue 14).
+
+    Written on a connection of its own just before the SMTP transaction, and deleted in
+    the delivery's transaction together with the ledger event that records the mail as
+    sent. One still here when its row is delivered again means the worker stopped in
+    between: the mail may have left, so its Message-ID goes into the ledger then. No
+    foreign keys on purpose: inserting it must not wait for the row locks the delivery
+    holds.
+    """
+
+    __tablename__ = "mail_intent"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(BigID, index=True)
+    subscription_id: Mapped[int] = mapped_column(BigID)
+    kind: Mapped[str] = mapped_column(StorableText(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Suppression(Model):
     """An address (as keyed hash) that withdrew: no sync or import may re-add it
     without a new confirmed consent. Survives minimization."""

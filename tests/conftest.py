@@ -103,11 +103,21 @@ class Mailbox:
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0  # seconds each delivery takes (a slow server)
     receiving: threading.Event = field(default_factory=threading.Event)
+    #: Keep a mail as soon as its data is in, before the (delayed) answer: a relay that
+    #: delivers what it received even when the client went away before the 250.
+    keep_unanswered: bool = False
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.receiving.set()
+        if self.keep_unanswered:
+            self._keep(envelope)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if not self.keep_unanswered:
+            self._keep(envelope)
+        return "250 Message accepted for delivery"
+
+    def _keep(self, envelope: Any) -> None:
         if envelope.smtp_utf8:  # RFC 6532: headers in UTF-8
             message = email.message_from_string(envelope.content.decode(),
                                                 policy=email.policy.default)
@@ -116,13 +126,13 @@ class Mailbox:
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        return "250 Message accepted for delivery"
 
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
             self.envelopes.clear()
         self.delay = 0.0
+        self.keep_unanswered = False
         self.receiving.clear()
 
     def to(self, address: str) -> list[EmailMessage]:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import joinedload
 from optin.config import current_settings
 from optin.consent import addresses, ledger, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
-from optin.delivery import outbox
+from optin.delivery import intents, outbox
 from optin.delivery.mailer import (
     Backend,
     MailTemplates,
@@ -104,19 +104,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         # The same row builds the same mail on every attempt: no retry can help. The
         # exception's text is left out, since a header error may quote the header.
         raise outbox.PermanentFailure(f"the mail cannot be built ({type(exc).__name__})") from None
-    try:
-        backend.send(message)
-    except Unsendable as exc:
-        metrics.mail_failed(name)
-        raise outbox.PermanentFailure(str(exc)) from None
-    except RelayUnavailable as exc:  # the relay, not this mail: its breaker counts it
-        metrics.mail_failed(name)
-        raise outbox.DestinationDown(DESTINATION, f"mail not sent: {exc}") from None
-    except OSError as exc:  # refused for this mail (a 4xx/5xx to RCPT or DATA): retry later
-        metrics.mail_failed(name)
-        raise outbox.RetryLater(f"mail not sent: {smtp_error(exc)}") from None
-    metrics.mail_delivered(name)
-    outbox.destination_reached(DESTINATION)
+    kind = SENT[name]
     details = {
         "message_id": str(message["Message-ID"]),
         "subject": rendered.subject,
@@ -126,8 +114,28 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
         **({"signup_seq": signup.seq} if signup is not None else {}),
     }
-    outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
-    ledger.append_now(sub, SENT[name], origin="worker", details=details)
+    # On record before the relay sees it: a worker that dies after the relay took the mail
+    # still leaves its Message-ID for the proof (intents.py).
+    intent = intents.record(sub.id, kind, details)
+    try:
+        backend.send(message)
+    except Unsendable as exc:
+        intents.not_sent(intent)
+        metrics.mail_failed(name)
+        raise outbox.PermanentFailure(str(exc)) from None
+    except RelayUnavailable as exc:  # the relay, not this mail: its breaker counts it
+        intents.not_sent(intent)
+        metrics.mail_failed(name)
+        raise outbox.DestinationDown(DESTINATION, f"mail not sent: {exc}") from None
+    except OSError as exc:  # refused for this mail (a 4xx/5xx to RCPT or DATA): retry later
+        intents.not_sent(intent)
+        metrics.mail_failed(name)
+        raise outbox.RetryLater(f"mail not sent: {smtp_error(exc)}") from None
+    metrics.mail_delivered(name)
+    outbox.destination_reached(DESTINATION)
+    outbox.keep_if_rolled_back(partial(_record_sent, sub.id, kind, details, intent))
+    ledger.append_now(sub, kind, origin="worker", details=details)
+    intents.done(intent)
 
 
 def smtp_error(exc: OSError) -> str:
@@ -154,8 +162,10 @@ def _recipient(stored: str, smtputf8: str) -> str:
     return address
 
 
-def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any]) -> None:
+def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any],
+                 intent: int | None = None) -> None:
     """The sent mail's ledger event, written after its delivery's transaction failed."""
+    intents.done(intent)
     sub = db.session.get(Subscription, subscription_id, with_for_update=True,
                          populate_existing=True)
     if sub is None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypedDict, cast
 from flask import current_app
 from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
 
+from optin.delivery import intents
 from optin.extensions import db
 from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
 from optin.ops import logs, metrics
@@ -206,6 +207,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
     that record and the done mark are written instead. A database error escapes, after
     the kept records were written.
     """
+    intents.settle(item_id)  # what a delivery before a crash may have sent
     item = db.session.get(OutboxItem, item_id, with_for_update=True)
     if item is None or item.status != PENDING or item.claimed_by != worker_id:
         db.session.rollback()
@@ -214,7 +216,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
         db.session.rollback()
         release(worker_id, [item_id])
         return PAUSED
-    token, reached = _KEPT.set([]), _REACHED.set(set())
+    token, reached, row = _KEPT.set([]), _REACHED.set(set()), intents.CURRENT_ROW.set(item_id)
     down: DestinationDown | None = None
     try:
         with logs.context(outbox_id=item_id, outbox_kind=item.kind):
@@ -229,6 +231,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
         met = _REACHED.get() or set()
         _KEPT.reset(token)
         _REACHED.reset(reached)
+        intents.CURRENT_ROW.reset(row)
         _DOWN.set(None)
         if gate is not None:
             _report(gate, met, down)
