@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from optin.delivery.notifier import notify
 from optin.models import JobState, utcnow
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,9 @@ class Breakers:
             state.probe_at, state.last_error = None, None
             return True
 
-        self._change(destination, change)
+        self._change(destination, change, notify_on_change=True)
 
-    def _change(self, destination: str, change: Any) -> bool:
+    def _change(self, destination: str, change: Any, notify_on_change: bool = False) -> bool:
         """Apply ``change`` to the destination's state under its row lock, in a transaction of
         its own; keep the result as this process's view. Returns what ``change`` returned."""
         for _ in range(3):
@@ -192,6 +193,8 @@ class Breakers:
                     if changed:
                         conn.execute(update(JobState).where(JobState.name == PREFIX + destination)
                                      .values(value=state.dump(), updated_at=utcnow()))
+                        if notify_on_change:  # idle workers take the backlog at once
+                            notify(conn)
                 with self._lock:
                     self.known[destination] = state
                 return changed

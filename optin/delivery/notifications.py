@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import smtplib
 from email.errors import MessageError
 from functools import partial
 from typing import Any
@@ -35,7 +34,7 @@ from optin.delivery.mailer import (
 )
 from optin.extensions import db
 from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
-from optin.ops import metrics
+from optin.ops import logs, metrics
 
 S = SubscriptionStatus
 
@@ -139,14 +138,10 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
 
 
 def smtp_error(exc: OSError) -> str:
-    """The relay's refusal without its text: a relay's reply often quotes the address
-    (``<anna@example.org>: Recipient address rejected``), and last errors are shown."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = sorted({code for code, _ in exc.recipients.values()})
-        return f"SMTPRecipientsRefused: the relay refused the recipient ({codes})"
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{type(exc).__name__}: the relay answered {exc.smtp_code}"
-    return type(exc).__name__
+    """The relay's refusal with every address and secret in it replaced by its pseudonym,
+    as the logs show it: a reply often quotes the address (``<anna@example.org>: Recipient
+    address rejected``), and a row's last error is shown by ``optin outbox list``."""
+    return logs.scrubber(current_settings())(f"{type(exc).__name__}: {exc}")
 
 
 def _recipient(stored: str, smtputf8: str) -> str:

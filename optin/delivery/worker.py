@@ -24,6 +24,7 @@ from optin.config import Settings, current_settings
 from optin.delivery import outbox
 from optin.delivery.breaker import Breakers
 from optin.delivery.heartbeat import Heartbeat, Held
+from optin.delivery.notifier import Notifier
 from optin.delivery.outbox import Handler
 from optin.extensions import db
 from optin.models import JobState, OutboxKind, utcnow
@@ -144,6 +145,7 @@ class Worker:
                                    every=settings.worker_heartbeat_seconds)
         self._pool: ThreadPoolExecutor | None = None
         self.breakers: Breakers | None = None
+        self.notifier: Notifier | None = None
 
     def _breakers(self) -> Breakers:
         """The circuit breakers, made in the app context on first use."""
@@ -270,8 +272,10 @@ class Worker:
         return total
 
     def close(self) -> None:
-        """Stop the delivery threads and the heartbeat."""
+        """Stop the delivery threads, the heartbeat and the notifier."""
         self.heartbeat.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -282,6 +286,8 @@ class Worker:
         self.heartbeat.start()
         with self.app.app_context():
             poll = current_settings().worker_poll_seconds
+            self.notifier = Notifier(db.engine)
+            self.notifier.start()
             while not self.stop_event.is_set():
                 try:
                     handled = self.run_once()
@@ -292,13 +298,15 @@ class Worker:
                     handled = 0
                 finally:
                     db.session.remove()
-                if not handled:
-                    self.stop_event.wait(poll)
+                if not handled and not self.stop_event.is_set():
+                    self.notifier.wait(poll)  # new work (NOTIFY) ends the wait at once
         self.close()
         log.info("worker %s stopped", self.worker_id)
 
     def stop(self, *_: object) -> None:
         self.stop_event.set()
+        if self.notifier is not None:
+            self.notifier.wake()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
