@@ -78,6 +78,16 @@ class Sink:
         self.proc.stop()
 
 
+def smtp_connections() -> int:
+    """SMTP connections one ``optin worker`` keeps busy: OPTIN_WORKER_THREADS, by default
+    the setting's default (code from before the setting had one connection)."""
+    from optin.config.settings import Settings
+
+    field = Settings.model_fields.get("worker_threads")
+    default = int(field.default) if field is not None else 1
+    return int(WORKER_ENV.get("OPTIN_WORKER_THREADS", default))
+
+
 def worker(name: str, url: str, sink: Sink, **extra: str) -> Process:
     env = service_env(url, OPTIN_MAIL_URL=sink.url, **WORKER_ENV, **extra)
     return Process([sys.executable, "-m", "optin", "worker"], env, log=_log(name))
@@ -168,8 +178,7 @@ def burst(size: Size) -> list[Row]:
 def slow_relay(size: Size) -> list[Row]:
     count = size.pick(1_000, 200)
     delay = 0.05
-    connections = int(WORKER_ENV.get("OPTIN_WORKER_SMTP_CONNECTIONS", os.environ.get(
-        "BENCH_SMTP_CONNECTIONS", "1")))
+    connections = smtp_connections()
     f = _burst("slowrelay", count, delay)
     bound = connections / delay
     ratio = f["mails_per_s"] / bound

@@ -21,7 +21,7 @@ from optin import brand, cli, web
 from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
 from optin.consent import lists, mailcap
-from optin.delivery import notifications, outbox, worker
+from optin.delivery import breaker, notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
@@ -79,7 +79,8 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     settings.instance_path.mkdir(parents=True, exist_ok=True)
 
     logs.init_app(app, settings)
-    metrics.init_app(app, settings, backlog=outbox.backlog_by_kind)  # before anything counts
+    metrics.init_app(app, settings, backlog=outbox.backlog_by_kind,  # before anything counts
+                     breakers=breaker.states)
     for name in unknown_variables(environ):
         app.logger.warning("ignoring unknown setting %s (typo?)", name)
 

@@ -28,10 +28,10 @@ from optin.activecampaign import (
 from optin.activecampaign.client import ActiveCampaignError
 from optin.config import DEVELOPMENT_OPERATOR, Settings, current_settings
 from optin.consent import ledger, lists
-from optin.delivery import mailbox, outbox
-from optin.delivery.worker import Worker
+from optin.delivery import breaker, mailbox, outbox
+from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
-from optin.models import LOCALES, MailingList
+from optin.models import LOCALES, MailingList, utcnow
 from optin.ops import metrics
 from optin.privacy import proof, retention, rights
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
@@ -289,9 +289,22 @@ commands.append(outbox_group)
 def outbox_list(dead: bool, pending: bool, limit: int) -> None:
     """Recent outbox rows, newest first."""
     status = outbox.DEAD if dead else outbox.PENDING if pending else None
+    destinations = current_app.extensions.get(DESTINATIONS_EXTENSION, {})
+    open_now = {state.destination for state in breaker.states() if state.is_open}
+    paused = {kind for kind, destination in destinations.items() if destination in open_now}
+    now = utcnow()
     for item in outbox.items(status, limit):
+        why = outbox.waiting_reason(item, now, paused)
+        if why == "breaker open":
+            why = f"breaker open ({destinations[item.kind]})"
         click.echo(f"{item.id}\t{item.kind}\t{item.status}\tattempts={item.attempts}\t"
-                   f"next={item.next_attempt_at:%Y-%m-%d %H:%M:%S}\t{item.last_error or ''}")
+                   f"next={item.next_attempt_at:%Y-%m-%d %H:%M:%S}\t{item.last_error or ''}"
+                   f"{chr(9) + 'waiting: ' + why if why else ''}")
+    for state in breaker.states():
+        if state.is_open:
+            click.echo(f"breaker {state.destination} open since {state.opened_at:%H:%M:%S} "
+                       f"({state.failures} failures, {state.probes} probes): "
+                       f"{state.last_error or ''}", err=True)
     click.echo(json.dumps(BacklogSchema().dump(outbox.backlog())), err=True)
 
 

@@ -214,3 +214,12 @@ class Breakers:
             return BreakerState(destination)
         value = conn.execute(select(JobState.value).where(JobState.name == name)).scalar_one()
         return BreakerState.load(destination, value or {})
+
+
+def states() -> list[BreakerState]:
+    """Every destination's breaker as the database has it (``/metrics``, ``optin outbox``)."""
+    from optin.extensions import db
+
+    rows = db.session.execute(select(JobState.name, JobState.value)
+                              .where(JobState.name.startswith(PREFIX))).all()
+    return [BreakerState.load(name[len(PREFIX):], value or {}) for name, value in rows]

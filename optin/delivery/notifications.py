@@ -33,7 +33,14 @@ from optin.delivery.mailer import (
     build_message,
 )
 from optin.extensions import db
-from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
+from optin.models import (
+    EventKind,
+    OutboxItem,
+    Signup,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
 from optin.ops import logs, metrics
 
 S = SubscriptionStatus
@@ -131,6 +138,9 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         metrics.mail_failed(name)
         raise outbox.RetryLater(f"mail not sent: {smtp_error(exc)}") from None
     metrics.mail_delivered(name)
+    enqueued = outbox.ENQUEUED_AT.get()
+    if enqueued is not None:
+        metrics.mail_time_to_send(name, (utcnow() - enqueued).total_seconds())
     outbox.destination_reached(DESTINATION)
     outbox.keep_if_rolled_back(partial(_record_sent, sub.id, kind, details, intent))
     ledger.append_now(sub, kind, origin="worker", details=details)

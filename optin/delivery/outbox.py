@@ -217,6 +217,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
         release(worker_id, [item_id])
         return PAUSED
     token, reached, row = _KEPT.set([]), _REACHED.set(set()), intents.CURRENT_ROW.set(item_id)
+    enqueued = ENQUEUED_AT.set(item.created_at)
     down: DestinationDown | None = None
     try:
         with logs.context(outbox_id=item_id, outbox_kind=item.kind):
@@ -232,6 +233,7 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
         _KEPT.reset(token)
         _REACHED.reset(reached)
         intents.CURRENT_ROW.reset(row)
+        ENQUEUED_AT.reset(enqueued)
         _DOWN.set(None)
         if gate is not None:
             _report(gate, met, down)
@@ -249,6 +251,22 @@ def _report(gate: Gate, reached: set[str], down: DestinationDown | None) -> None
 
 
 PAUSED = "paused"
+#: When the row being delivered was enqueued (for the time-to-send histogram).
+ENQUEUED_AT: ContextVar[datetime | None] = ContextVar("optin_outbox_enqueued", default=None)
+
+
+def waiting_reason(item: OutboxItem, now: datetime, paused: Collection[str]) -> str:
+    """Why a pending row has not gone yet, for ``optin outbox list``: its destination's
+    breaker, a worker's lease, its backoff, or nothing (due: the next claim takes it)."""
+    if item.status != PENDING:
+        return ""
+    if item.kind in paused:
+        return "breaker open"
+    if item.claimed_until is not None and item.claimed_until > now:
+        return f"leased by {item.claimed_by} until {item.claimed_until:%H:%M:%S}"
+    if item.next_attempt_at > now:
+        return f"backoff until {item.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+    return "due"
 #: The destination failure of the current delivery, for the gate (set by ``_run``).
 _DOWN: ContextVar[DestinationDown | None] = ContextVar("optin_outbox_down", default=None)
 
@@ -375,6 +393,8 @@ class KindBacklog:
     due: int
     dead: int
     oldest_pending: datetime | None
+    #: when the longest-due waiting row became due (how far the workers lag behind)
+    oldest_due: datetime | None = None
 
 
 class Backlog(TypedDict):
@@ -396,15 +416,19 @@ def backlog_by_kind(now: datetime | None = None) -> list[KindBacklog]:
                func.count().filter(waiting),
                func.count().filter(and_(waiting, OutboxItem.next_attempt_at <= now)),
                func.count().filter(OutboxItem.status == DEAD),
-               func.min(OutboxItem.created_at).filter(waiting))
+               func.min(OutboxItem.created_at).filter(waiting),
+               func.min(OutboxItem.next_attempt_at).filter(
+                   and_(waiting, OutboxItem.next_attempt_at <= now)))
         .where(OutboxItem.status.in_((PENDING, DEAD)))
         .group_by(OutboxItem.kind).order_by(OutboxItem.kind)
     ).all()
     found = []
-    for kind, pending, due, dead, oldest in rows:
+    for kind, pending, due, dead, oldest, oldest_due in rows:
         if oldest is not None and oldest.tzinfo is None:  # SQLite's aggregate returns naive UTC
             oldest = oldest.replace(tzinfo=now.tzinfo)
-        found.append(KindBacklog(kind, pending, due, dead, oldest))
+        if oldest_due is not None and oldest_due.tzinfo is None:
+            oldest_due = oldest_due.replace(tzinfo=now.tzinfo)
+        found.append(KindBacklog(kind, pending, due, dead, oldest, oldest_due))
     return found
 
 

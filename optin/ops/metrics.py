@@ -35,6 +35,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
@@ -87,6 +88,11 @@ class Counters:
             ["endpoint", "status"])
         self.dead_letters = counter(
             "optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
+        self.time_to_send = Histogram(
+            "optin_mail_time_to_send_seconds", "From the outbox row's enqueue (the signup's, "
+            "the confirmation's commit) until the relay took the mail, by template",
+            ["template"], registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600))
         self.operator_refused = counter(
             "optin_operator_refused", "Operator API calls refused with 401, by reason "
             "(missing: no bearer token; invalid: one that is not configured)", ["reason"])
@@ -114,6 +120,21 @@ class KindBacklog(Protocol):
 
 
 BacklogQuery = Callable[[datetime], Iterable[KindBacklog]]
+
+
+class DestinationState(Protocol):
+    """One destination's circuit breaker, as ``delivery.breaker.states`` reports it."""
+
+    @property
+    def destination(self) -> str: ...
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def failures(self) -> int: ...
+
+
+BreakerQuery = Callable[[], Iterable[DestinationState]]
+_BREAKERS = "optin.ops.metrics.breakers"
 
 
 def _counters() -> Counters:
@@ -151,6 +172,11 @@ def unsubscribed(origin: str, kind: str = "unsubscribed", session: Session | Non
 
 def mail_delivered(template: str) -> None:
     _counters().mails.labels(template).inc()
+
+
+def mail_time_to_send(template: str, seconds: float) -> None:
+    """Time to inbox as far as we can see it: enqueued → accepted by the relay."""
+    _counters().time_to_send.labels(template).observe(max(0.0, seconds))
 
 
 def mail_failed(template: str) -> None:
@@ -195,10 +221,19 @@ class BacklogCollector(Collector):
                                 "Age of the oldest waiting outbox row, by kind", labels=["kind"])
         dead = GaugeMetricFamily("optin_outbox_dead", "Dead letters waiting for an operator, "
                                  "by kind", labels=["kind"])
+        lag = GaugeMetricFamily("optin_outbox_lag_seconds", "How long the oldest due outbox "
+                                "row has been due and not delivered, by kind (0: workers keep "
+                                "up)", labels=["kind"])
+        breaker_open = GaugeMetricFamily("optin_breaker_open", "1 while a destination's circuit "
+                                         "breaker holds its rows back", labels=["destination"])
+        breaker_failures = GaugeMetricFamily("optin_breaker_failures", "Consecutive failures "
+                                             "of a destination", labels=["destination"])
         backlog: BacklogQuery = current_app.extensions[_BACKLOG]
+        breakers: BreakerQuery | None = current_app.extensions.get(_BREAKERS)
         try:
             now = utcnow()
             kinds = list(backlog(now))
+            destinations = list(breakers()) if breakers is not None else []
             db.session.rollback()
         except Exception:  # a scrape must answer; the database's state is a metric of its own
             db.session.rollback()
@@ -212,7 +247,14 @@ class BacklogCollector(Collector):
             if queue.pending and queue.oldest_pending is not None:
                 pending.add_metric([queue.kind], queue.pending)
                 age.add_metric([queue.kind], max(0.0, (now - queue.oldest_pending).total_seconds()))
-        yield from (up, pending, age, dead)
+            oldest_due = getattr(queue, "oldest_due", None)
+            if queue.pending:
+                lag.add_metric([queue.kind], max(0.0, (now - oldest_due).total_seconds())
+                               if oldest_due is not None else 0.0)
+        for state in destinations:
+            breaker_open.add_metric([state.destination], 1 if state.is_open else 0)
+            breaker_failures.add_metric([state.destination], state.failures)
+        yield from (up, pending, age, dead, lag, breaker_open, breaker_failures)
 
 
 def exposition(include_backlog: bool = True) -> tuple[bytes, str]:
@@ -263,7 +305,8 @@ def mark_process_dead(pid: int, metrics_dir: Path | None) -> None:
         multiprocess.mark_process_dead(pid, str(metrics_dir))
 
 
-def init_app(app: Flask, settings: Settings, *, backlog: BacklogQuery) -> None:
+def init_app(app: Flask, settings: Settings, *, backlog: BacklogQuery,
+             breakers: BreakerQuery | None = None) -> None:
     """Give the app its counters, counting in OPTIN_METRICS_DIR (prometheus-client's
     multi-process mode) or in memory, and the query for the outbox gauges (ops may not
     import the outbox).
@@ -280,6 +323,7 @@ def init_app(app: Flask, settings: Settings, *, backlog: BacklogQuery) -> None:
         raise ConfigError("OPTIN_METRICS_DIR must be the same for every app of one process "
                           f"(this one counts {where})")
     app.extensions[_BACKLOG] = backlog
+    app.extensions[_BREAKERS] = breakers
     app.extensions[COUNTERS_EXTENSION] = Counters()
 
 
@@ -293,6 +337,7 @@ def _count_in_files(directory: Path) -> None:
 
 __all__ = [
     "activecampaign_response", "confirmed", "dead_letter", "exposition", "init_app",
-    "mail_delivered", "mail_failed", "mark_process_dead", "multiprocess_mode", "operator_refused",
+    "mail_delivered", "mail_failed", "mail_time_to_send", "mark_process_dead",
+    "multiprocess_mode", "operator_refused",
     "serve", "signup", "unsubscribed",
 ]

@@ -15,6 +15,7 @@ from optin.extensions import db
 from optin.models import JobState, OutboxItem
 
 from ..conftest import refused_recipients, signup
+from ..ops.test_metrics import scrape, value
 
 PROBE = 1.0
 
@@ -67,6 +68,14 @@ def test_a_relay_outage_opens_the_breaker_probes_once_per_interval_and_drains_on
         assert sum(1 for r in rows if r.last_error and "mail not sent" in r.last_error) == 3
         opened = state(app, "smtp")
         assert opened.is_open and opened.failures == 3 and opened.probes == 0
+        # Operators see it: the breaker on /metrics, and why each row waits.
+        samples = scrape(client)
+        assert value(samples, "optin_breaker_open", destination="smtp") == 1
+        assert value(samples, "optin_breaker_failures", destination="smtp") == 3
+        listing = app.test_cli_runner().invoke(args=["outbox", "list", "--pending"])
+        assert listing.output.count("waiting: breaker open (smtp)") == len(addresses)
+        assert "breaker smtp open since" in listing.output
+        assert "wait0@example.org" not in listing.output
 
         # Within the interval nothing is tried, however often the workers look.
         _make_due(app)
@@ -95,6 +104,12 @@ def test_a_relay_outage_opens_the_breaker_probes_once_per_interval_and_drains_on
     assert {r.attempts for r in rows} == {1}  # the one that worked
     assert sorted(r for _, rcpts in mailbox.envelopes for r in rcpts) == sorted(addresses)
     assert state(app, "smtp").clean
+    samples = scrape(client)
+    assert value(samples, "optin_breaker_open", destination="smtp") == 0
+    # Time to send counts from the enqueue: these waited out the outage.
+    assert value(samples, "optin_mail_time_to_send_seconds_count", template="confirm") == 8
+    assert value(samples, "optin_mail_time_to_send_seconds_bucket", template="confirm",
+                 le="0.5") == 0
 
 
 def test_a_refused_recipient_is_the_rows_own_failure(app, breaker_config, client, newsletter,

@@ -312,3 +312,13 @@ def test_each_app_counts_for_itself(app, app_config, client, newsletter):
         with other_app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_outbox_lag_counts_from_when_a_row_became_due(app, client, newsletter):
+    assert signup(client, "metrics-lag@example.org").status_code == 202
+    with app.app_context():
+        due_at = db.session.scalar(select(OutboxItem.next_attempt_at))
+    samples = _scrape_at(client, due_at + timedelta(seconds=7))
+    assert value(samples, "optin_outbox_lag_seconds", kind="confirm_mail") == 7
+    deliver(app)
+    assert ("optin_outbox_lag_seconds", frozenset({("kind", "confirm_mail")})) not in scrape(client)
