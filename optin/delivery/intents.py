@@ -64,6 +64,17 @@ def not_sent(intent_id: int | None) -> None:
         log.warning("could not drop the intent of a mail that did not leave", exc_info=True)
 
 
+def left_over(outbox_ids: list[int]) -> set[int]:
+    """Which of these rows have intents left by a delivery that never finished (one query
+    for a claimed batch, so a delivery that finds none costs nothing more)."""
+    if not outbox_ids:
+        return set()
+    found = set(db.session.scalars(select(MailIntent.outbox_id)
+                                   .where(MailIntent.outbox_id.in_(outbox_ids))))
+    db.session.rollback()
+    return found
+
+
 def settle(outbox_id: int) -> int:
     """Put into the ledger the mails a delivery of this row may have sent before its worker
     stopped, and commit; return how many. Cheap when there are none (one indexed read)."""

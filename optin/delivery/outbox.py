@@ -193,13 +193,14 @@ def _record_kept(item_id: int) -> bool:
 
 
 def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedelta,
-            gate: Gate | None = None) -> str:
+            gate: Gate | None = None, settle: bool = True) -> str:
     """Run the handler for one claimed row in its own transaction; return the outcome.
 
     With a ``gate`` (the worker's circuit breakers), a row whose destination is paused is
     handed back untouched (``"paused"``), and what the handler met is reported to it: a
     :class:`DestinationDown` counts as the destination's failure, a reached destination
-    as its success.
+    as its success. ``settle=False`` skips looking for intents a crashed delivery left,
+    for a caller that looked for the whole batch at once (``intents.left_over``).
 
     The handler's database writes and the row's ``done`` mark commit together.
     On failure they roll back and only the failure is recorded, unless the handler
@@ -207,7 +208,8 @@ def deliver(item_id: int, worker_id: str, *, max_attempts: int, horizon: timedel
     that record and the done mark are written instead. A database error escapes, after
     the kept records were written.
     """
-    intents.settle(item_id)  # what a delivery before a crash may have sent
+    if settle:  # what a delivery before a crash may have sent (the worker asks per batch)
+        intents.settle(item_id)
     item = db.session.get(OutboxItem, item_id, with_for_update=True)
     if item is None or item.status != PENDING or item.claimed_by != worker_id:
         db.session.rollback()

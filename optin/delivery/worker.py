@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from flask import Flask
 
 from optin.config import Settings, current_settings
-from optin.delivery import outbox
+from optin.delivery import intents, outbox
 from optin.delivery.breaker import Breakers
 from optin.delivery.heartbeat import Heartbeat, Held
 from optin.delivery.notifier import Notifier
@@ -146,6 +146,7 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self.breakers: Breakers | None = None
         self.notifier: Notifier | None = None
+        self._unsettled: set[int] = set()
 
     def _breakers(self) -> Breakers:
         """The circuit breakers, made in the app context on first use."""
@@ -177,6 +178,7 @@ class Worker:
         if not ids:
             return 0
         self.held.add(ids)
+        self._unsettled = intents.left_over(ids)  # mails a crashed delivery may have sent
         try:
             if self.threads == 1 or len(ids) == 1:
                 return self._deliver_all(ids)
@@ -194,7 +196,8 @@ class Worker:
                 return i
             try:
                 outbox.deliver(item_id, self.worker_id, max_attempts=settings.outbox_max_attempts,
-                               horizon=horizon, gate=self._breakers())
+                               horizon=horizon, gate=self._breakers(),
+                               settle=item_id in self._unsettled)
             except Exception:  # the database went away: hand the batch back, don't sit on it
                 with logs.context(outbox_id=item_id):
                     log.exception("delivering outbox row %s failed", item_id)
