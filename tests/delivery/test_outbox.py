@@ -206,7 +206,8 @@ def test_backlog_per_kind_and_in_total_come_from_one_query(app):
         db.session.commit()
         assert outbox.backlog_by_kind(now) == [
             outbox.KindBacklog("confirm_mail", pending=2, due=1, dead=0,
-                               oldest_pending=now - timedelta(minutes=10)),
+                               oldest_pending=now - timedelta(minutes=10),
+                               oldest_due=now - timedelta(seconds=1)),
             outbox.KindBacklog("welcome_mail", pending=0, due=0, dead=1, oldest_pending=None),
         ]
         assert outbox.backlog(now) == {"pending": 2, "due": 1, "dead": 1,
