@@ -21,7 +21,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
-REDIS_URL = "redis://127.0.0.1:6379/4"
+#: Several people benchmarking on one machine: BENCH_REDIS_URL and BENCH_DB_PREFIX (which must
+#: start with optin_bench) keep their runs apart.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "optin_bench")
 
 
 def database_url(name: str) -> str:
@@ -30,8 +33,9 @@ def database_url(name: str) -> str:
 
 def fresh_database(name: str) -> str:
     """Drop and create ``name`` (it must start with optin_bench); return its URL."""
-    if not name.startswith("optin_bench"):
+    if not name.startswith("optin_bench") or not DB_PREFIX.startswith("optin_bench"):
         raise ValueError(f"refusing to recreate {name!r}: bench databases are optin_bench_*")
+    name = DB_PREFIX + name.removeprefix("optin_bench")
     args = ["-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER]
     subprocess.run(["dropdb", *args, "--if-exists", "--force", name], check=True)
     subprocess.run(["createdb", *args, name], check=True)
