@@ -20,19 +20,20 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from optin import brand, cli, web
 from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from optin.consent import lists, mailcap
+from optin.consent import intake, lists, mailcap
 from optin.delivery import breaker, notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
-from optin.ops import logs, metrics, problems, ratelimits, requestjson
+from optin.ops import logs, metrics, problems, ratelimits, requestjson, signuplimit
 from optin.privacy import retention
 
 __all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
 OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
+    OutboxKind.SIGNUP_INTAKE: intake.process,
     OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
     OutboxKind.WELCOME_MAIL: notifications.send_welcome,
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,
@@ -104,6 +105,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
         ping_when_idle(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     ratelimits.init_app(app)
+    signuplimit.init_app(app, settings)
     mailcap.init_app(app, settings)
     worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS,
                     destinations=OUTBOX_DESTINATIONS)

@@ -153,6 +153,7 @@ class OutboxKind(StrEnum):
     GOODBYE_MAIL = "goodbye_mail"
     AC_SUBSCRIBE = "ac_subscribe"
     AC_UNSUBSCRIBE = "ac_unsubscribe"
+    SIGNUP_INTAKE = "signup_intake"  # a signup request's evidence, for the state machine
 
 
 class OutboxStatus(StrEnum):

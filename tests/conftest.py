@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
@@ -258,13 +259,57 @@ def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return config
 
 
+def settle_intake(app: Flask) -> int:
+    """Run the worker's intake handler for every queued signup request, as a worker with
+    no pick-up delay would, and nothing else (confirmation mails stay queued for
+    :func:`deliver`); how many were processed. The handler and the outbox's delivery
+    are the real ones; only the claim is narrowed to intake rows."""
+    from optin.consent import intake
+    from optin.delivery import outbox
+    from optin.models import OutboxItem, OutboxStatus, utcnow
+
+    with app.app_context():
+        rows = OutboxItem.__table__
+        queued = sa.and_(rows.c.kind == intake.KIND, rows.c.status == OutboxStatus.PENDING,
+                         rows.c.claimed_by.is_(None))
+        ids = list(db.session.scalars(sa.select(rows.c.id).where(queued).order_by(rows.c.id)))
+        if not ids:
+            db.session.rollback()
+            return 0
+        db.session.execute(sa.update(rows).where(rows.c.id.in_(ids), queued).values(
+            claimed_by=SETTLING_WORKER, claimed_until=utcnow() + outbox.LEASE))
+        db.session.commit()
+        for item_id in ids:
+            outbox.deliver(item_id, SETTLING_WORKER, max_attempts=5, horizon=timedelta(days=1))
+        db.session.remove()
+        return len(ids)
+
+
+SETTLING_WORKER = "tests:settle-intake"
+
+
+class SettlingClient(FlaskClient):
+    """The test client of a service whose worker takes each signup at once: after every
+    answered ``POST /v1/subscriptions`` the queued intake is processed (``settle_intake``),
+    so tests see the state machine's result as they did when the request ran it. Tests
+    of the intake itself use a plain ``FlaskClient``."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        if "/v1/subscriptions" in str(args[0] if args else kwargs.get("path", "")):
+            settle_intake(self.application)
+        return response
+
+
 def build_app(config: dict[str, str]) -> Flask:
-    """An app whose database is empty and migrated to head."""
+    """An app whose database is empty and migrated to head; its test clients settle the
+    signup intake after each signup (:class:`SettlingClient`)."""
     from flask_migrate import upgrade
 
     if PG_URL:
         _reset_postgres(PG_URL)
     app = create_app(config)
+    app.test_client_class = SettlingClient
     with app.app_context():
         upgrade()
     return app

@@ -267,6 +267,18 @@ def text_snapshot(list_id: int, locale: str, version: int) -> TextSnapshot | Non
     return snap
 
 
+def list_by_id(list_id: int) -> ListSnapshot | None:
+    """The list with this id as it is now (the worker, for a queued signup)."""
+    row = db.session.get(MailingList, list_id)
+    return ListSnapshot.of(row) if row is not None else None
+
+
+def text_by_id(text_id: int) -> TextSnapshot | None:
+    """The consent text with this id (texts are never edited)."""
+    row = db.session.get(ConsentText, text_id)
+    return TextSnapshot(row.id, row.locale, row.version, row.sha256) if row is not None else None
+
+
 def all_lists() -> list[MailingList]:
     return list(db.session.scalars(select(MailingList).order_by(MailingList.slug)))
 

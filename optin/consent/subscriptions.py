@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 S = SubscriptionStatus
 
 #: What a signup did, for metrics (the answer is the same for all of them).
-SignupOutcome = Literal["new", "capped", "repeated", "throttled", "confirmed"]
+SignupOutcome = Literal["new", "capped", "repeated", "throttled", "confirmed", "withdrawn"]
 ConfirmOutcome = Literal["confirmed", "already_confirmed", "invalid"]
 UnsubscribeOutcome = Literal["unsubscribed", "already", "invalid"]
 
@@ -117,8 +117,12 @@ def new_nonce() -> str:
     return secrets.token_hex(8)
 
 
-def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, TextSnapshot, str]:
-    """Check what only the database can check; raise SignupInvalid with every problem."""
+def resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, TextSnapshot, str]:
+    """Check what only the database can check; raise SignupInvalid with every problem.
+
+    Depends on the list and the consent text only, never on the address's state (the
+    list and text come from the per-process snapshots), so it may run in the request.
+    """
     errors: dict[str, list[str]] = {}
     try:
         email = signup_address(req.email, smtputf8=settings.smtputf8 == SMTPUTF8_WHEN_OFFERED,
@@ -144,38 +148,88 @@ def _resolve(req: SignupRequest, settings: Settings) -> tuple[ListSnapshot, Text
 
 
 def request_signup(req: SignupRequest, client: Client, settings: Settings) -> None:
-    """Record a signup and queue the confirmation mail; the caller learns nothing more.
+    """Record a signup and queue the confirmation mail now, in one committed transaction.
 
-    Whatever the address's state (new, pending, confirmed, withdrawn), this
-    returns the same way, so the response cannot reveal membership. A pending
-    signup gets at most one new mail per ``OPTIN_RESEND_INTERVAL_MINUTES``, and
-    an address at most ``OPTIN_MAILS_PER_ADDRESS_PER_DAY`` (see mailcap.py); a
-    signup over either is recorded, answered the same, and mails nothing.
+    The request path does not call this (it records an intake row, ``consent.intake``,
+    which the worker hands to :func:`record_signup`); scripts and tests may.
     """
     if req.website:
         log.info("signup dropped: honeypot filled")
         metrics.honeypot()
         return
-    mailing_list, text, email = _resolve(req, settings)
+    mailing_list, text, email = resolve(req, settings)
+    record_signup(mailing_list, text, email, req, client, settings, at=utcnow())
+    db.session.commit()
+
+
+def record_signup(mailing_list: ListSnapshot, text: TextSnapshot, email: str,
+                  req: SignupRequest, client: Client, settings: Settings, *,
+                  at: datetime) -> SignupOutcome:
+    """Run the signup state machine in the caller's transaction (the caller commits).
+
+    ``at`` is when the visitor's request arrived: the ledger, the signup record and the
+    resend interval use it, not the time this runs. Whatever the address's state (new,
+    pending, confirmed, withdrawn) the caller learns only the outcome, for metrics. A
+    pending signup gets at most one new mail per ``OPTIN_RESEND_INTERVAL_MINUTES``, and
+    an address at most ``OPTIN_MAILS_PER_ADDRESS_PER_DAY`` (see mailcap.py); a signup
+    over either is recorded and mails nothing. Each try runs in a savepoint, so a
+    collision with a concurrent signup rolls back only that try.
+    """
     digest = address_hash(email, settings.hash_key)
     for _ in range(3):
         try:
-            outcome = (_insert_new(mailing_list, text, email, digest, req, client, settings)
-                       or _signup_again(mailing_list, text, digest, email, req, client, settings))
-            if outcome is None:  # the active row went (withdrawn) between the two: go again
-                db.session.rollback()
-                continue
-            metrics.signup(mailing_list.slug, outcome)
-            db.session.commit()
-            log.info("signup on list %s: %s (address %s, IP %s)", mailing_list.slug, outcome,
-                     logs.pseudonym(email, settings.hash_key),
-                     logs.pseudonym(client.ip, settings.hash_key))
-            return
-        except IntegrityError:
-            # A concurrent signup for the same address won the insert; go again,
-            # this time finding its row.
-            db.session.rollback()
+            with db.session.begin_nested():
+                outcome = (_withdrawn_since(mailing_list, text, digest, email, req, client, at)
+                           or _insert_new(mailing_list, text, email, digest, req, client,
+                                          settings, at)
+                           or _signup_again(mailing_list, text, digest, email, req, client,
+                                            settings, at))
+                if outcome is None:  # the active row went (withdrawn) between the two
+                    raise _GoAgain
+        except (IntegrityError, _GoAgain):
+            # A concurrent signup for the same address won the insert, or a withdrawal
+            # committed in between; go again, this time finding its row.
+            continue
+        metrics.signup(mailing_list.slug, outcome)
+        log.info("signup on list %s: %s (address %s, IP %s)", mailing_list.slug, outcome,
+                 logs.pseudonym(email, settings.hash_key),
+                 logs.pseudonym(client.ip, settings.hash_key))
+        return outcome
     raise RuntimeError("signup kept colliding")
+
+
+class _GoAgain(Exception):
+    """The try's savepoint rolls back and the signup is tried again."""
+
+
+def _withdrawn_since(mailing_list: ListSnapshot, text: TextSnapshot, digest: str, email: str,
+                     req: SignupRequest, client: Client, at: datetime) -> SignupOutcome | None:
+    """A withdrawal recorded after this request arrived wins over it (unsubscribe always
+    wins): when the address has no active subscription but one withdrawn after ``at``, the
+    request is kept on that subscription's ledger (no names or fields, which the
+    withdrawal deleted) and mails nothing; else None.
+
+    Without this, a signup queued behind an unsubscribe would start a new pending
+    subscription and mail the person who had just left.
+    """
+    active = db.session.scalar(select(Subscription.id).where(
+        Subscription.list_id == mailing_list.id, Subscription.email_hash == digest,
+        Subscription.status.in_(ACTIVE_STATUSES)))
+    if active is not None:
+        return None
+    sub = db.session.scalar(
+        select(Subscription)
+        .where(Subscription.list_id == mailing_list.id, Subscription.email_hash == digest,
+               Subscription.withdrawn_at.is_not(None), Subscription.withdrawn_at > at)
+        .order_by(Subscription.withdrawn_at.desc()).limit(1).with_for_update())
+    if sub is None:
+        return None
+    ledger.append(
+        sub, EventKind.SIGNUP_REPEATED, origin="form", at=at, ip=client.ip,
+        user_agent=client.user_agent, consent_text_id=text.id,
+        details={**_evidence(req, text, email), "entered_sha256": entered_digest(_personal(req)),
+                 "action": WITHDRAWN_SINCE})
+    return "withdrawn"
 
 
 def _personal(req: SignupRequest) -> dict[str, Any]:
@@ -219,6 +273,8 @@ _OUTBOX_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts",
 
 MAIL_CAPPED = "mail capped (OPTIN_MAILS_PER_ADDRESS_PER_DAY)"
 #: What a repeat signup for a pending subscription did, as its ledger event says.
+#: A signup whose request arrived before a withdrawal it is processed after.
+WITHDRAWN_SINCE = "none (withdrawn after this request)"
 REPEAT_ACTIONS = {"repeated": "mail queued", "capped": MAIL_CAPPED, "throttled": "mail throttled"}
 
 
@@ -268,6 +324,7 @@ def _insert_new(
     req: SignupRequest,
     client: Client,
     settings: Settings,
+    now: datetime,
 ) -> SignupOutcome | None:
     """The common case, a new address, in few statements; its outcome (``new``, or
     ``capped`` when the address's mails for the day are spent), None if the address is active.
@@ -278,7 +335,6 @@ def _insert_new(
     event, the chain head and the outbox row follow as plain INSERT/UPDATEs
     (the ORM's unit of work cost more than the database did).
     """
-    now = utcnow()
     personal = _personal(req)
     dialect = db.session.get_bind().dialect.name
     sub_id = db.session.execute(_insert_active(dialect), {
@@ -345,6 +401,7 @@ def _signup_again(
     req: SignupRequest,
     client: Client,
     settings: Settings,
+    now: datetime,
 ) -> SignupOutcome | None:
     """A signup for an address with an active subscription, in the caller's transaction.
 
@@ -355,7 +412,6 @@ def _signup_again(
     metrics), or None if the active row is gone by the time it is locked (a
     withdrawal committed in between): the caller goes again.
     """
-    now = utcnow()
     personal = _personal(req)
     sub = _active(mailing_list.id, digest)
     if sub is None:

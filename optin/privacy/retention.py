@@ -41,7 +41,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from optin.consent import ledger, signups
+from optin.config import current_settings
+from optin.consent import intake, ledger, signups
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -304,6 +305,11 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
         progress = {"events_redacted": 0, "batches": 0}
         try:
             _minimize_all(as_of, record.id, batch, report, progress)
+            # Signups that never reached the state machine keep no evidence longer
+            # than an unconfirmed signup would.
+            progress["intake_rows_blanked"] = intake.minimize_stale(
+                as_of, current_settings().pending_retention_days)
+            db.session.commit()
         except Exception as exc:
             db.session.rollback()
             report.counts.update(progress)

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
-from optin.consent import ledger, signups, subscriptions
+from optin.consent import intake, ledger, signups, subscriptions
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -278,6 +278,9 @@ def erase(raw_email: str, actor: str) -> Erasure:
     """
     _, digest = identify(raw_email)
     now = utcnow()
+    # First: signups still queued for the state machine never happen (erasure wins), and
+    # one a worker is processing right now is waited for, so its subscription is erased too.
+    dropped = intake.drop_queued(digest)
     subs = subscriptions_of(digest, lock=True)
     results: list[ErasedSubscription] = []
     pushed = False
@@ -311,11 +314,14 @@ def erase(raw_email: str, actor: str) -> Erasure:
         })
     signups.forget_personal([sub.id for sub in subs])  # every signup's names and fields too
     audit.record(actor, "erase", email_hash=digest,
-                 details={"subscriptions": len(subs), "withdrawn": pushed})
+                 details={"subscriptions": len(subs), "withdrawn": pushed,
+                          "queued_signups_dropped": dropped})
     db.session.commit()
     lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
-        detail = "Nothing is stored about this address."
+        detail = ("Nothing is stored about this address." if not dropped else
+                  "Signups of this address that were still queued were deleted; nothing "
+                  "else is stored about it.")
     else:
         detail = ("Personal data not needed as proof of consent was deleted now. "
                   + (f"The proof of consent is kept until {max(lapse_dates).isoformat()} at the latest, "
@@ -324,7 +330,7 @@ def erase(raw_email: str, actor: str) -> Erasure:
     return {
         "address_hash": digest,
         "erased_at": now,
-        "found": bool(subs),
+        "found": bool(subs) or bool(dropped),
         "detail": detail,
         "legal_basis": ART_17_3_E if lapse_dates else None,
         "activecampaign": "withdrawal queued" if pushed else "nothing to push (no active "

@@ -28,10 +28,9 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from optin.config import current_settings
-from optin.consent import lists, subscriptions
+from optin.consent import intake, lists, subscriptions
 from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED, InvalidAddress, signup_address
-from optin.extensions import limiter
-from optin.ops import ratelimits
+from optin.ops import ratelimits, signuplimit
 from optin.ops.pages import render_page
 from optin.ops.problems import error_response, wants_json
 from optin.ops.requestjson import Blueprint
@@ -102,9 +101,12 @@ def client() -> subscriptions.Client:
     _415="Neither JSON nor a form post",
     _403="The Origin header is not allowed for this list; nothing was stored",
     _429="Too many signups from this client IP (OPTIN_RATELIMIT_SIGNUP); see Retry-After"))
-@limiter.limit(ratelimits.signup_limit, key_func=ratelimits.client_key, methods=["POST"])
 def create_subscription() -> Response:
     """Sign an address up for a list; a confirmation mail is sent (double opt-in)."""
+    # The per-IP limit first, before the body is read, in one round trip (ops.signuplimit).
+    wait = signuplimit.take(ratelimits.client_key())
+    if wait is not None:
+        return signuplimit.refused(wait)
     if request.is_json:
         raw = request.get_json()  # a body that is not JSON: 400 saying why (ops.requestjson)
         if not isinstance(raw, dict):
@@ -127,7 +129,7 @@ def create_subscription() -> Response:
         return error_response(403, "Forbidden", "Signups for this list are not accepted from "
                               "this page (its origin is not one of the list's); nothing was stored.")
     try:
-        subscriptions.request_signup(subscriptions.SignupRequest(**data), client(), settings)
+        intake.accept(subscriptions.SignupRequest(**data), client(), settings)
     except subscriptions.SignupInvalid as exc:
         return _invalid(exc.errors)
 

@@ -1,0 +1,134 @@
+"""Signup intake: the request records what it saw; the worker runs the state machine.
+
+A signup request does the same work whatever the address's state: it checks the
+input against the list and consent text (per-process snapshots), then commits
+one outbox row of kind ``signup_intake`` whose payload is the evidence: the
+request's time, IP and user agent, the consent text it showed, and the values
+entered. Only then is it answered 202. So neither the answer nor its timing
+says whether the address is known, and a signup answered 202 is committed.
+
+The worker hands the row to :func:`process`, which runs the state machine
+(``subscriptions.record_signup``: dedupe, resend interval, per-address cap,
+ledger events, the confirmation mail's outbox row) in the row's own
+transaction, with the request's time and IP as the ledger's. The same
+transaction replaces the payload with a marker, so the personal data lives
+in the intake row only while it waits.
+
+While a row waits, the promises hold for it too: an erasure of the address
+drops its queued rows (:func:`drop_queued`); a withdrawal recorded after the
+request arrived wins over it (``subscriptions.record_signup``); retention
+blanks rows that never got processed (:func:`minimize_stale`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, CursorResult, bindparam, type_coerce, update
+
+from optin.config import Settings, current_settings
+from optin.consent import lists, subscriptions
+from optin.consent.addresses import address_hash
+from optin.consent.subscriptions import Client, SignupRequest
+from optin.extensions import db
+from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
+from optin.ops import logs, metrics
+
+log = logging.getLogger(__name__)
+
+KIND = OutboxKind.SIGNUP_INTAKE
+#: The payload of an intake row once processed (or dropped): nothing personal.
+PROCESSED: dict[str, Any] = {"processed": True}
+DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
+_VALUES = ("email", "first_name", "last_name", "fields", "source_url", "locale",
+           "consent_text_version", "list")
+
+_ROWS = OutboxItem.__table__
+_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts", "next_attempt_at",
+            "created_at")
+# One plain INSERT, built once (the ORM's unit of work would cost more than the database).
+_INSERT = _ROWS.insert().values({c: bindparam(c, type_=_ROWS.c[c].type) for c in _COLUMNS})
+
+
+def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
+    """Validate the signup and commit its intake row; the caller answers 202 after this.
+
+    Raises ``SignupInvalid`` (nothing stored) for what the visitor can fix. The same
+    statements run for every address (one INSERT and the COMMIT): nothing here reads
+    the address's subscriptions.
+    """
+    if req.website:
+        log.info("signup dropped: honeypot filled")
+        metrics.honeypot()
+        return
+    mailing_list, text, email = subscriptions.resolve(req, settings)
+    now = utcnow()
+    payload = {
+        "at": now.isoformat(), "ip": client.ip, "user_agent": client.user_agent,
+        "request_id": logs.request_id(),
+        "list_id": mailing_list.id, "consent_text_id": text.id,
+        "email_hash": address_hash(email, settings.hash_key), "resolved_email": email,
+        "request": {"email": req.email, "list": req.list, "locale": text.locale,
+                    "consent_text_version": req.consent_text_version,
+                    "first_name": req.first_name, "last_name": req.last_name,
+                    "fields": req.fields or {}, "source_url": req.source_url},
+    }
+    db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now))
+    db.session.commit()
+
+
+def process(item: OutboxItem) -> None:
+    """Outbox handler: run the signup state machine for a queued request, in the row's
+    transaction, and blank the row's payload in it. Repeatable: a row already processed
+    or dropped (its payload says so) does nothing."""
+    payload = item.payload or {}
+    if "request" not in payload:
+        return
+    settings = current_settings()
+    values = payload["request"]
+    req = SignupRequest(**{k: values.get(k) for k in _VALUES if k in values})
+    req.fields = req.fields or {}
+    mailing_list = lists.list_by_id(payload["list_id"])
+    text = lists.text_by_id(payload["consent_text_id"])
+    if mailing_list is None or text is None:  # deleted meanwhile: nothing to sign up for
+        log.warning("signup intake %s names a list or consent text that is gone", item.id)
+    else:
+        with logs.context(request_id=payload.get("request_id")):  # the worker's lines name it
+            subscriptions.record_signup(
+                mailing_list, text, payload["resolved_email"], req,
+                Client(ip=payload.get("ip"), user_agent=payload.get("user_agent")), settings,
+                at=datetime.fromisoformat(payload["at"]))
+    db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id).values(payload=PROCESSED))
+
+
+def _queued(digest: str) -> Any:
+    return (_ROWS.c.kind == KIND, _ROWS.c.status == OutboxStatus.PENDING,
+            type_coerce(_ROWS.c.payload, JSON)["email_hash"].as_string() == digest)
+
+
+def drop_queued(digest: str) -> int:
+    """Drop the address's signups still waiting in the intake (an erasure wins over them),
+    in the caller's transaction; how many were dropped.
+
+    On PostgreSQL the UPDATE waits for a worker processing one of them right now, so
+    the caller then sees the subscription that worker created.
+    """
+    result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
+        update(_ROWS).where(*_queued(digest))
+        .values(status=OutboxStatus.DONE, payload=DROPPED_BY_ERASURE, finished_at=utcnow()),
+        execution_options={"synchronize_session": False})
+    return result.rowcount or 0
+
+
+def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
+    """Blank the payload of intake rows older than an unconfirmed signup is kept (dead
+    letters, or rows a broken worker never took), in the caller's transaction."""
+    cutoff = as_of - timedelta(days=pending_retention_days)
+    result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
+        update(_ROWS).where(_ROWS.c.kind == KIND, _ROWS.c.created_at < cutoff,
+                            type_coerce(_ROWS.c.payload, JSON)["resolved_email"].as_string().is_not(None))
+        .values(payload=PROCESSED, last_error=None),
+        execution_options={"synchronize_session": False})
+    return result.rowcount or 0
