@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from optin import brand, cli, web
 from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from optin.consent import lists, mailcap
+from optin.consent import checkpoints, lists, mailcap
 from optin.delivery import notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
@@ -44,6 +44,7 @@ OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("retention", lambda: timedelta(days=1), retention.run),
     PeriodicJob("ac_reconcile", reconcile.interval, reconcile.reconcile_all),
+    PeriodicJob("ledger_checkpoint", checkpoints.interval, checkpoints.periodic),
 )
 
 
