@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -117,12 +118,12 @@ def tree_of(heads: list[tuple[int, int, str]]) -> list[list[bytes]]:
     return merkle.levels([merkle.leaf_hash(merkle.leaf_data(*h)) for h in heads])
 
 
-@lru_cache(maxsize=2)
-def _cached_tree(database: str, n: int, root: str) -> tuple[list[tuple[int, int, str]],
-                                                            list[list[bytes]]]:
-    """A published checkpoint's leaves and tree, for proofs asked one after another."""
+@lru_cache(maxsize=1)
+def _cached_tree(database: str, n: int, root: str) -> tuple[array[int], list[bytes]]:
+    """A published checkpoint's subscription ids (in leaf order) and its packed tree, kept
+    for the next proof (an audit export asks for thousands): about 72 bytes a chain."""
     heads = leaves(n)
-    return heads, tree_of(heads)
+    return array("q", (h[0] for h in heads)), merkle.packed(tree_of(heads))
 
 
 # --- making one ------------------------------------------------------------------------
@@ -257,9 +258,11 @@ def _record_moved_heads(n: int, held: list[int]) -> int:
     )
     if held:
         moved = moved.where(_SUB.c.id.not_in(held))
-    result = db.session.execute(insert(_LEAF).from_select(
+    db.session.execute(insert(_LEAF).from_select(
         ["checkpoint_id", "subscription_id", "seq", "chain_hash"], moved))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    # Counted, not the statement's rowcount (which psycopg does not give for INSERT … SELECT).
+    return int(db.session.scalar(select(func.count()).select_from(_LEAF)
+                                 .where(_LEAF.c.checkpoint_id == n)) or 0)
 
 
 def _timestamp(url: str, statement: dict[str, Any]) -> str | None:
@@ -428,11 +431,14 @@ def covering(subscription_id: int) -> dict[str, Any] | None:
         .order_by(LedgerCheckpoint.id.desc()).limit(1)).first()
     if record is None:
         return None
-    heads, tree = _cached_tree(str(db.engine.url), record.id, record.root)
-    index = bisect_left(heads, (subscription_id,))
-    if index >= len(heads) or heads[index][0] != subscription_id:
+    ids, tree = _cached_tree(str(db.engine.url), record.id, record.root)
+    index = bisect_left(ids, subscription_id)
+    if index >= len(ids) or ids[index] != subscription_id:
         return None
-    sub_id, seq, chain = heads[index]
+    seq, chain = db.session.execute(
+        select(_LEAF.c.seq, _LEAF.c.chain_hash)
+        .where(_LEAF.c.subscription_id == subscription_id, _LEAF.c.checkpoint_id <= record.id)
+        .order_by(_LEAF.c.checkpoint_id.desc()).limit(1)).one()
     statement = _statement(record)
     return {
         "checkpoint": record.id,
@@ -444,9 +450,9 @@ def covering(subscription_id: int) -> dict[str, Any] | None:
         "statement": record.statement,
         "signature": record.signature,
         "tsa_token": record.tsa_token,
-        "leaf": {"subscription_id": sub_id, "seq": seq, "chain_hash": chain},
+        "leaf": {"subscription_id": subscription_id, "seq": seq, "chain_hash": chain},
         "leaf_index": index,
-        "merkle_path": [list(step) for step in merkle.audit_path(tree, index)],
+        "merkle_path": [list(step) for step in merkle.packed_audit_path(tree, index)],
         "covers_events_through": seq,
         "published_in": current_settings().ledger_checkpoint_file.name,
     }

@@ -33,6 +33,7 @@ def test_root_is_rfc9162_and_every_path_verifies(size):
     assert merkle.root(tree) == rfc9162_root(leaves).hex()
     for index, leaf in enumerate(leaves):
         path = merkle.audit_path(tree, index)
+        assert merkle.packed_audit_path(merkle.packed(tree), index) == path
         assert len(path) <= max(1, size - 1).bit_length()
         assert merkle.root_from_path(leaf, path) == merkle.root(tree)
 
