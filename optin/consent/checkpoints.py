@@ -372,7 +372,15 @@ def verify(path: Path | None = None, *, every: bool = False) -> Verification:
     report.problems += problems
     report.checkpoints = len(ordered)
     report.newest = ordered[-1] if ordered else None
-    if not ordered and not report.problems:
+    recorded = db.session.scalar(select(func.max(LedgerCheckpoint.id)).where(
+        LedgerCheckpoint.published_at.is_not(None)))
+    if recorded and not ordered:
+        report.problems.append(f"{report.path} holds no valid checkpoint, though the database "
+                               f"records checkpoints up to {recorded} as published")
+    elif recorded and report.newest and recorded > report.newest.n:
+        report.notes.append(f"the database records checkpoint {recorded} as published, the file "
+                            f"ends at {report.newest.n}: is this the whole file?")
+    elif not ordered and not report.problems:
         report.notes.append(f"{report.path} holds no checkpoint yet")
     for entry in ordered if every else ordered[-1:]:
         report.problems += against_database(entry)

@@ -159,6 +159,22 @@ def test_without_a_key_nothing_is_signed(app, runner, confirmed):
     assert result.exit_code == 0 and "no published checkpoint" in result.output
 
 
+def test_a_bad_signing_key_stops_the_app_without_repeating_it(tmp_path):
+    from optin.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        create_app({"OPTIN_INSTANCE_PATH": str(tmp_path), "OPTIN_LEDGER_SIGNING_KEY": "c2hvcnQ-secret"})
+    assert "OPTIN_LEDGER_SIGNING_KEY" in str(caught.value)
+    assert "c2hvcnQ-secret" not in str(caught.value)
+
+
+def test_an_emptied_checkpoint_file_fails_verification(history, runner):
+    checkpoint(runner)
+    history.extensions["optin.settings"].ledger_checkpoint_file.write_text("")
+    result = verify(runner)
+    assert result.exit_code == 1 and "holds no valid checkpoint" in result.output
+
+
 def test_development_key_is_made_once_in_the_instance_folder(tmp_path):
     config = {"OPTIN_INSTANCE_PATH": str(tmp_path / "instance")}
     first = create_app(config).extensions["optin.settings"].ledger_key_seed
