@@ -153,7 +153,11 @@ def make(*, reason: str = "manual") -> Made:
     _lock()
     previous = db.session.scalars(
         select(LedgerCheckpoint).order_by(LedgerCheckpoint.id.desc()).limit(1)).first()
-    _check_previous(previous, settings)
+    try:
+        _check_previous(previous, settings)
+    except CheckpointRefused:
+        db.session.rollback()  # let go of the lock (and SQLite's writer lock) at once
+        raise
     n = previous.id + 1 if previous else 1
     now = utcnow()
     record = LedgerCheckpoint(id=n, created_at=now, tree_size=0, root="", key_id="",
