@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from optin import brand, cli, web
 from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from optin.consent import intake, lists, mailcap
+from optin.consent import checkpoints, intake, lists, mailcap
 from optin.delivery import breaker, notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
@@ -55,6 +55,7 @@ OUTBOX_DESTINATIONS: Mapping[OutboxKind, str] = {
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("retention", lambda: timedelta(days=1), retention.run),
     PeriodicJob("ac_reconcile", reconcile.interval, reconcile.reconcile_all),
+    PeriodicJob("ledger_checkpoint", checkpoints.interval, checkpoints.periodic),
 )
 
 

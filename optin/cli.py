@@ -11,10 +11,13 @@ import json
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
@@ -27,7 +30,7 @@ from optin.activecampaign import (
 )
 from optin.activecampaign.client import ActiveCampaignError
 from optin.config import DEVELOPMENT_OPERATOR, Settings, current_settings
-from optin.consent import ledger, lists
+from optin.consent import checkpoint_file, checkpoints, ledger, lists
 from optin.delivery import breaker, mailbox, outbox
 from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
@@ -264,16 +267,78 @@ commands.append(ledger_group)
 
 
 @ledger_group.command("verify")
-def ledger_verify() -> None:
-    """Check every hash chain; exit 1 if anything was modified, reordered or deleted."""
+@click.option("--checkpoints", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The published checkpoints (or a log quoting them); default: "
+                   "OPTIN_LEDGER_CHECKPOINT_FILE.")
+@click.option("--all", "every", is_flag=True,
+              help="Check the database against every published checkpoint, not only the newest.")
+def ledger_verify(path: Path | None, every: bool) -> None:
+    """Check every hash chain, and the database against the published checkpoints;
+    exit 1 if anything was modified, reordered or deleted, or a checkpoint is refused."""
     report = ledger.verify(db.session())
+    anchored = checkpoints.verify(path, every=every)
+    db.session.rollback()
+    for note in anchored.notes:
+        click.echo(f"note: {note}", err=True)
     for problem in report.problems:
         click.echo(f"TAMPERED: {problem}", err=True)
-    status = "OK" if report.ok else "FAILED"
-    click.echo(f"ledger {status}: {report.subscriptions} subscriptions, {report.events} events, "
-               f"{len(report.problems)} problems")
-    if not report.ok:
+    for problem in anchored.problems:
+        click.echo(f"CHECKPOINT: {problem}", err=True)
+    ok = report.ok and not anchored.problems
+    newest = anchored.newest.statement if anchored.newest else None
+    click.echo(f"ledger {'OK' if ok else 'FAILED'}: {report.subscriptions} subscriptions, "
+               f"{report.events} events, {len(report.problems) + len(anchored.problems)} problems; "
+               + (f"{anchored.checkpoints} checkpoints in {anchored.path}, newest {newest['n']} "
+                  f"({newest['at']}, {newest['tree_size']} chains)" if newest
+                  else "no published checkpoint"))
+    if not ok:
         sys.exit(1)
+
+
+@ledger_group.command("checkpoint")
+def ledger_checkpoint() -> None:
+    """Sign a checkpoint of every chain head now and publish it."""
+    try:
+        made = checkpoints.make(reason="cli")
+    except (checkpoints.CheckpointsOff, checkpoints.CheckpointRefused) as exc:
+        raise click.ClickException(str(exc)) from None
+    record = made.record
+    click.echo(f"checkpoint {record.id}: {record.tree_size} chains ({made.moved} moved), "
+               f"root {record.root}, key {record.key_id}"
+               f"{', RFC 3161 time-stamped' if record.tsa_token else ''}")
+    for held in made.held:
+        click.echo(f"TAMPERED: subscription {held} does not extend the head the previous "
+                   "checkpoint signed; that head is kept", err=True)
+    if made.publish_problems:
+        for problem in made.publish_problems:
+            click.echo(f"not published: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"published to {current_settings().ledger_checkpoint_file}")
+    if made.held:
+        sys.exit(1)
+
+
+@ledger_group.command("public-key")
+def ledger_public_key() -> None:
+    """The signing key's public key (base64) and id: what an outsider checks with."""
+    try:
+        key = checkpoints.signing_key().public_key()
+    except checkpoints.CheckpointsOff as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{checkpoint_file.encode_key(checkpoint_file.public_bytes(key))}\t"
+               f"key id {checkpoint_file.key_id(key)}")
+
+
+@ledger_group.command("new-key")
+def ledger_new_key() -> None:
+    """A new signing key for OPTIN_LEDGER_SIGNING_KEY (private: stdout only), and its public
+    key (stderr). See the README's "Key rotation"."""
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    click.echo(checkpoint_file.encode_key(seed))
+    public = key.public_key()
+    click.echo(f"public key {checkpoint_file.encode_key(checkpoint_file.public_bytes(public))} "
+               f"(key id {checkpoint_file.key_id(public)})", err=True)
 
 
 # --- outbox -----------------------------------------------------------------------------

@@ -476,3 +476,39 @@ class JobState(Model):
     name: Mapped[str] = mapped_column(StorableText(100), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LedgerCheckpoint(Model):
+    """A signed checkpoint of the ledger: the Merkle root over every chain head.
+
+    The database's copy; what counts is the copy published outside it
+    (``consent.checkpoints``), which ``optin ledger verify`` checks this one against.
+    """
+
+    __tablename__ = "ledger_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tree_size: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(StorableText(64))
+    key_id: Mapped[str] = mapped_column(StorableText(64))
+    # The exact signed text (canonical JSON) and its Ed25519 signature (base64).
+    statement: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(StorableText(128))
+    tsa_token: Mapped[str | None] = mapped_column(Text)  # RFC 3161 token, base64 DER
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LedgerCheckpointLeaf(Model):
+    """A chain head as a checkpoint saw it, stored only when it moved since the one before:
+    a checkpoint's leaves are each subscription's newest row up to it. No foreign key to
+    the subscription: a deleted subscription must leave its leaf behind to be noticed."""
+
+    __tablename__ = "ledger_checkpoint_leaf"
+    __table_args__ = (Index("ix_ledger_checkpoint_leaf_subscription", "subscription_id",
+                            "checkpoint_id"),)
+
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("ledger_checkpoint.id"), primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    chain_hash: Mapped[str] = mapped_column(StorableText(64))

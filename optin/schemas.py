@@ -449,6 +449,34 @@ class LedgerCheckSchema(Answer):
     problems = ma.List(ma.String())
 
 
+class CheckpointLeafSchema(Answer):
+    subscription_id = ma.Integer()
+    seq = ma.Integer()
+    chain_hash = ma.String()
+
+
+class CheckpointCoverageSchema(Answer):
+    """The signed ledger checkpoint covering a cycle's events, and what checks it outside."""
+
+    checkpoint = ma.Integer(metadata={"description": "its number in the published file"})
+    at = ma.String(metadata={"description": "when it was signed (UTC, ISO 8601)"})
+    root = ma.String(metadata={"description": "Merkle root (RFC 9162) over every chain head"})
+    tree_size = ma.Integer()
+    key_id = ma.String()
+    public_key = ma.String(metadata={"description": "Ed25519 public key, base64"})
+    statement = ma.String(metadata={"description": "the exact signed text (canonical JSON)"})
+    signature = ma.String(metadata={"description": "Ed25519 signature of the statement, base64"})
+    tsa_token = ma.String(allow_none=True, metadata={
+        "description": "RFC 3161 time-stamp token over SHA-256 of the statement, base64 DER"})
+    leaf = ma.Nested(CheckpointLeafSchema)
+    leaf_index = ma.Integer()
+    merkle_path = ma.List(ma.List(ma.String()), metadata={
+        "description": "[side, sibling hash] from the leaf up to the root"})
+    covers_events_through = ma.Integer(metadata={
+        "description": "events #1 up to this one are covered; later ones by a later checkpoint"})
+    published_in = ma.String()
+
+
 class ConsentCycleSchema(Answer):
     """One consent cycle (signup → confirmation → withdrawal) with its evidence."""
 
@@ -470,6 +498,7 @@ class ConsentCycleSchema(Answer):
     later_events = ma.List(ma.Nested(EventSchema))
     events = ma.List(ma.Nested(EventSchema))
     ledger = ma.Nested(LedgerCheckSchema)
+    checkpoint = ma.Nested(CheckpointCoverageSchema, allow_none=True)
 
 
 class ProofSchema(Answer):

@@ -12,7 +12,10 @@ import email
 import email.policy
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -497,9 +501,6 @@ class WorkerProcesses:
         self.procs: list[Any] = []
 
     def start(self, **overrides: str) -> Any:
-        import subprocess
-        import sys
-
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
         env.update(self.config, PYTHONPATH=os.getcwd(), OPTIN_WORKER_POLL_SECONDS="0.1")
         env.update(overrides)
@@ -509,14 +510,10 @@ class WorkerProcesses:
         return proc
 
     def kill(self, proc: Any) -> None:
-        import signal
-
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
     def stop_all(self) -> None:
-        import signal
-
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -534,3 +531,114 @@ def worker_processes(app: Flask, app_config: dict[str, str]) -> Iterator[WorkerP
     workers = WorkerProcesses(app_config)
     yield workers
     workers.stop_all()
+# --- signed ledger checkpoints and a local RFC 3161 authority -----------------------------
+
+#: Ed25519 seeds (base64 of 32 bytes) for OPTIN_LEDGER_SIGNING_KEY: the key, and the next one.
+LEDGER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+NEXT_LEDGER_KEY = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+
+
+@pytest.fixture
+def signed_config(app_config: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The app signs ledger checkpoints into ``tmp_path / "anchor" / "checkpoints.jsonl"``
+    (outside the instance folder, as in production)."""
+    app_config["OPTIN_LEDGER_SIGNING_KEY"] = LEDGER_KEY
+    app_config["OPTIN_LEDGER_CHECKPOINT_FILE"] = str(tmp_path / "anchor" / "checkpoints.jsonl")
+    return app_config
+
+
+_TSA_CONFIG = """
+[ tsa ]
+default_tsa = tsa_config
+[ tsa_config ]
+dir = {dir}
+serial = $dir/serial
+crypto_device = builtin
+signer_cert = $dir/tsa.crt
+certs = $dir/tsa.crt
+signer_key = $dir/tsa.key
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256, sha384, sha512
+accuracy = secs:1
+ordering = no
+tsa_name = yes
+ess_cert_id_chain = no
+ess_cert_id_alg = sha256
+[ tsa_cert ]
+extendedKeyUsage = critical,timeStamping
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+"""
+
+
+@dataclass
+class TimeStampAuthority:
+    """A local RFC 3161 authority: ``openssl ts -reply`` behind a small HTTP server."""
+
+    dir: Path
+    url: str = ""
+    requests: int = 0
+    refuse: bool = False  # answer HTTP 500 (an outage)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.dir / "tsa.crt"
+
+    def reply(self, query: bytes) -> bytes:
+        (self.dir / "query.tsq").write_bytes(query)
+        subprocess.run(["openssl", "ts", "-reply", "-config", str(self.dir / "tsa.cnf"),
+                        "-queryfile", str(self.dir / "query.tsq"), "-out", str(self.dir / "reply.tsr")],
+                       check=True, capture_output=True)
+        return (self.dir / "reply.tsr").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TimeStampAuthority]:
+    """A CA, a TSA certificate it issued (extended key usage timeStamping), and the
+    authority answering time-stamp queries over HTTP on a free port."""
+    folder = tmp_path_factory.mktemp("tsa")
+    (folder / "tsa.cnf").write_text(_TSA_CONFIG.format(dir=folder))
+    (folder / "serial").write_text("01\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-subj", "/CN=optin test TSA CA", "-days", "30")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tsa.key", "-out", "tsa.csr",
+            "-subj", "/CN=optin test TSA")
+    openssl("x509", "-req", "-in", "tsa.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "tsa.crt", "-days", "30", "-extfile", "tsa.cnf",
+            "-extensions", "tsa_cert")
+    authority = TimeStampAuthority(folder)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            query = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            authority.requests += 1
+            if authority.refuse:
+                self.send_response(500)
+                self.end_headers()
+                return
+            body = authority.reply(query)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    authority.url = f"http://127.0.0.1:{server.server_address[1]}/tsr"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield authority
+    server.shutdown()
+    server.server_close()

@@ -8,6 +8,8 @@ variable takes the default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -155,6 +157,25 @@ class Settings(BaseSettings):
     template_dir: Path | None = Field(None, description=(
         "folder of your own templates (`pages/`, `email/`, `embed/`), each found there "
         "before the built-in one of the same name; default: built-in only"))
+    ledger_signing_key: str = Field("", repr=False, description=(
+        "Ed25519 private key that signs the ledger checkpoints: base64 of its 32 bytes "
+        "(`optin ledger new-key` makes one); keep it outside the database; in development "
+        "generated once into the instance folder; unset in production = no checkpoints "
+        "(the worker logs a warning)"))
+    ledger_public_keys: str = Field("", description=(
+        "comma-separated public keys (base64) of earlier signing keys, whose checkpoints "
+        "`optin ledger verify` still accepts after a key rotation; the current key's is "
+        "always accepted"))
+    ledger_checkpoint_file: Path = Field(None, description=(  # type: ignore[assignment]
+        "file the checkpoints are appended to (one JSON line each; also logged), and that "
+        "`optin ledger verify` checks the database against; put it where the database's "
+        "admin cannot rewrite it; default: instance folder /ledger-checkpoints.jsonl"))
+    ledger_checkpoint_minutes: int = Field(10, ge=0, description=(
+        "how often the worker signs a checkpoint (also after each retention run that "
+        "minimized something); 0 = only by `optin ledger checkpoint`"))
+    ledger_tsa_url: str | None = Field(None, description=(
+        "RFC 3161 time-stamping authority each checkpoint is time-stamped by "
+        "(e.g. `https://freetsa.org/tsr`); unset = none"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], instance_path: Path) -> Settings:
@@ -302,6 +323,49 @@ class Settings(BaseSettings):
             raise invalid(f"must be json or text, got {value!r}")
         return value
 
+    @field_validator("ledger_signing_key")
+    @classmethod
+    def _ledger_signing_key(cls, value: str, info: ValidationInfo) -> str:
+        """Checked to be a key; in development made once (32 random bytes, base64)."""
+        if not value and info.data.get("env") == "development" and "instance_path" in info.data:
+            value = instance_secret(info.data["instance_path"], "ledger_signing_key")
+        if value and len(_key_bytes(value)) != 32:
+            raise invalid("must be the base64 of a 32-byte Ed25519 private key "
+                          "(`optin ledger new-key` makes one)")
+        return value
+
+    @field_validator("ledger_public_keys")
+    @classmethod
+    def _ledger_public_keys(cls, value: str) -> str:
+        for i, entry in enumerate(_entries(value), 1):
+            if len(_key_bytes(entry)) != 32:
+                raise invalid(f"entry {i} is not the base64 of a 32-byte Ed25519 public key")
+        return value
+
+    @field_validator("ledger_checkpoint_file", mode="before")
+    @classmethod
+    def _ledger_checkpoint_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or value == "":
+            return Path(info.data.get("instance_path", Path.cwd())) / "ledger-checkpoints.jsonl"
+        return Path(value).expanduser() if isinstance(value, str) else value
+
+    @field_validator("ledger_tsa_url")
+    @classmethod
+    def _ledger_tsa_url(cls, value: str | None) -> str | None:
+        if value and (urlsplit(value).scheme not in {"http", "https"} or not urlsplit(value).netloc):
+            raise invalid("must be an http(s) URL")
+        return value
+
+    @cached_property
+    def ledger_key_seed(self) -> bytes | None:
+        """OPTIN_LEDGER_SIGNING_KEY's 32 bytes; None when checkpoints are off."""
+        return _key_bytes(self.ledger_signing_key) if self.ledger_signing_key else None
+
+    @cached_property
+    def ledger_past_keys(self) -> tuple[bytes, ...]:
+        """OPTIN_LEDGER_PUBLIC_KEYS, decoded."""
+        return tuple(_key_bytes(entry) for entry in _entries(self.ledger_public_keys))
+
     # --- the shape of single values ---------------------------------------------------------
 
     @field_validator("base_url")
@@ -406,6 +470,15 @@ class Settings(BaseSettings):
         if not value.expanduser().is_dir():
             raise invalid(f"must be an existing folder, got {str(value)!r}")
         return value.expanduser().resolve()
+
+
+def _key_bytes(value: str) -> bytes:
+    """A key written in base64 (standard or URL-safe, padded or not); b"" if it is not."""
+    text = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _entries(raw: str) -> list[str]:

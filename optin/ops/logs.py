@@ -205,7 +205,7 @@ def settings_secrets(settings: Settings) -> list[str | None]:
     mail_password = urlsplit(settings.mail_url).password
     return [settings.secret_key, settings.ac_api_key, settings.ac_webhook_secret,
             mail_password, unquote(mail_password) if mail_password else None,
-            *settings.admin_tokens]
+            settings.ledger_signing_key, *settings.admin_tokens]
 
 
 def scrubber(settings: Settings, *, colour: bool = False) -> Scrubber:

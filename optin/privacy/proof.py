@@ -21,7 +21,7 @@ from flask import current_app, has_request_context, render_template
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
-from optin.consent import ledger, lists, signups
+from optin.consent import checkpoints, ledger, lists, signups
 from optin.consent.lists import UnknownList
 from optin.extensions import db
 from optin.models import (
@@ -141,6 +141,7 @@ class ConsentCycle(TypedDict):
     later_events: list[ConsentEvent]
     events: list[ConsentEvent]
     ledger: LedgerCheck
+    checkpoint: dict[str, Any] | None  # checkpoints.covering: the signed anchor of its events
 
 
 class ProofList(TypedDict):
@@ -382,6 +383,7 @@ def _cycle(sub: Subscription) -> ConsentCycle:
             "head": sub.ledger_head,
             "problems": check.problems,
         },
+        "checkpoint": checkpoints.covering(sub.id),
     }
 
 
@@ -565,6 +567,10 @@ def render_text(record: Proof) -> str:
                        f"{'  (redacted)' if e['redacted_at'] else ''}")
         verdict = "intact" if c["ledger"]["ok"] else "; ".join(c["ledger"]["problems"])
         line("ledger", f"{c['ledger']['events']} events, {verdict}")
+        anchor = c.get("checkpoint")
+        line("signed checkpoint", anchor and (
+            f"#{anchor['checkpoint']} of {anchor['at']} covers events #1..#"
+            f"{anchor['covers_events_through']} (root {anchor['root']}, key {anchor['key_id']})"))
         out.append("")
     return "\n".join(out)
 

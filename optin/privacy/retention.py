@@ -42,7 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from optin.config import current_settings
-from optin.consent import intake, ledger, signups
+from optin.consent import checkpoints, intake, ledger, signups
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -323,6 +323,8 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
     db.session.expire_all()
     log.info("retention run %s as of %s%s: %s", report.run_id, as_of.isoformat(),
              " (dry run)" if dry_run else "", report.counts)
+    if report.total:  # the chains it extended are anchored at once, not in ten minutes
+        checkpoints.after_change(f"retention run {report.run_id}")
     return report
 
 
