@@ -418,6 +418,23 @@ class TemplateSourceSchema(Answer):
                       metadata={"description": "the base templates the mail extends, by name"})
 
 
+class MailCopySchema(Answer):
+    """The confirmation mail as it left (link token and, after withdrawal, names marked),
+    and whether each part hashes as the ledger recorded when the mail left."""
+
+    parts = ma.Dict(keys=ma.String(), values=ma.String(allow_none=True),
+                    metadata={"description": "subject, text and html as shown"})
+    with_names = ma.Boolean(metadata={"description": "the names the mail quoted are in"})
+    sha256 = ma.Dict(keys=ma.String(), values=ma.String(allow_none=True))
+    recorded_sha256 = ma.Dict(keys=ma.String(), values=ma.String(), allow_none=True)
+    matches = ma.Boolean(metadata={"description": "every part hashes as recorded"})
+    token_sha256 = ma.List(ma.String(), metadata={
+        "description": "SHA-256 of the link token the token marker stands for"})
+    names_removed = ma.List(ma.String(), metadata={
+        "description": "names replaced by their markers (deleted at withdrawal)"})
+    markers = ma.Dict(keys=ma.String(), values=ma.String())
+
+
 class MailEvidenceSchema(ReceiptMailSchema):
     """A mail as sent; a confirmation mail also says whether its template still hashes
     as recorded, and if so its source and its text as the recipient read it."""
@@ -427,6 +444,7 @@ class MailEvidenceSchema(ReceiptMailSchema):
     matches_current_template = ma.Boolean()
     template_source = ma.Nested(TemplateSourceSchema, allow_none=True)
     reconstructed_text = ma.String(allow_none=True)
+    copy = ma.Nested(MailCopySchema, allow_none=True)
 
 
 class ConfirmationEvidenceSchema(SeenSchema):

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import joinedload
 
 from optin.config import Settings, current_settings
-from optin.consent import ledger, lists, mailcap, signups
+from optin.consent import ledger, lists, mailcap, mailcopies, signups
 from optin.consent.addresses import (
     SMTPUTF8_WHEN_OFFERED,
     InvalidAddress,
@@ -566,6 +566,7 @@ def withdraw(
     sub.first_name = sub.last_name = None
     sub.fields = None
     signups.forget_personal([sub.id])
+    mailcopies.forget_names([sub.id])
     sub.retain_until = (
         proof_lapses_at(at, current_settings().proof_retention_years)
         if was_confirmed

@@ -21,7 +21,7 @@ from flask import current_app, has_request_context, render_template
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
-from optin.consent import ledger, lists, signups
+from optin.consent import ledger, lists, mailcopies, signups
 from optin.consent.lists import UnknownList
 from optin.extensions import db
 from optin.models import (
@@ -64,6 +64,19 @@ class TemplateSource(TypedDict):
     layouts: dict[str, str]  # the bases the mail extends, by template name
 
 
+class MailCopyEvidence(TypedDict):
+    """The kept copy of a mail as the proof shows it, and its check against the ledger."""
+
+    parts: dict[str, str | None]  # subject, text, html as shown
+    with_names: bool  # the names it quoted are still in (not yet withdrawn)
+    sha256: dict[str, str | None]  # of each part as shown
+    recorded_sha256: dict[str, str] | None  # what the ledger recorded for that form
+    matches: bool  # every part shown hashes as recorded
+    token_sha256: list[str]  # of the link token each TOKEN marker stands for
+    names_removed: list[str]  # names replaced by markers (deleted at withdrawal)
+    markers: dict[str, str]
+
+
 class MailEvidence(TypedDict):
     kind: str
     sent_at: datetime
@@ -74,6 +87,7 @@ class MailEvidence(TypedDict):
     text_sha256: str | None
     html_sha256: str | None
     signup_seq: NotRequired[int | None]  # a confirmation mail: the signup it was sent for
+    copy: NotRequired[MailCopyEvidence | None]  # the mail as it left (mails since 0005)
     # A confirmation mail's template, checked against the files of today:
     matches_current_template: NotRequired[bool]
     template_source: NotRequired[TemplateSource | None]
@@ -256,7 +270,36 @@ def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[st
         return None
 
 
-def _mail(event: ConsentEvent, records: dict[int, Signup]) -> MailEvidence:
+def _copy(event: ConsentEvent, kept: mailcopies.Kept | None) -> MailCopyEvidence | None:
+    """The kept copy of the mail, checked against the hashes its ledger event recorded.
+
+    While the names are kept the copy is shown with them and compared with
+    ``copy.with_names``; after the withdrawal without them, against
+    ``copy.without_names``. Either hash was recorded when the mail left.
+    """
+    if kept is None:
+        return None
+    recorded = (event.details or {}).get("copy") or {}
+    with_names = kept.names is not None
+    shown = kept.shown()
+    hashes = {p: mailcopies.sha256(t) if t is not None else None for p, t in shown.items()}
+    expected: dict[str, str] | None = recorded.get("with_names" if with_names else "without_names")
+    matches = bool(expected) and all((expected or {}).get(p) == h for p, h in hashes.items())
+    return {
+        "parts": shown,
+        "with_names": with_names,
+        "sha256": hashes,
+        "recorded_sha256": expected,
+        "matches": matches,
+        "token_sha256": recorded.get("token_sha256") or [],
+        "names_removed": [] if with_names else recorded.get("names_marked") or [],
+        "markers": {"token": mailcopies.TOKEN, "bracket": mailcopies.BRACKET,
+                    **mailcopies.NAMES},
+    }
+
+
+def _mail(event: ConsentEvent, records: dict[int, Signup],
+          copies: dict[str, mailcopies.Kept] | None = None) -> MailEvidence:
     details = event.details or {}
     record: MailEvidence = {
         "kind": event.kind,
@@ -271,11 +314,15 @@ def _mail(event: ConsentEvent, records: dict[int, Signup]) -> MailEvidence:
     template = record["template"]
     if event.kind == "confirmation_sent":
         record["signup_seq"] = details.get("signup_seq")
+    if event.kind == "confirmation_sent":
+        record["copy"] = _copy(event, (copies or {}).get(record["message_id"] or ""))
     if event.kind == "confirmation_sent" and template:
         check = _template_source(template, record["template_sha256"])
         record.update(check)
         record["reconstructed_text"] = None
-        if check["matches_current_template"]:
+        if check["matches_current_template"] and record["copy"] is None:
+            # A mail sent before copies were kept: rendered again, which is not the mail
+            # as sent (after a withdrawal without the name it quoted), and says so.
             sub = event.subscription
             signup = records.get(details.get("signup_seq", -1))
             # Names are gone after a withdrawal.
@@ -346,7 +393,8 @@ def _cycle(sub: Subscription) -> ConsentCycle:
     confirmed_seq = _confirmed_seq(confirmed, records)
     shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
     check = ledger.verify(db.session(), [sub.id])
-    mails = [_mail(e, by_seq) for e in events if e.kind in MAIL_SENT]
+    copies = mailcopies.of(sub.id)
+    mails = [_mail(e, by_seq, copies) for e in events if e.kind in MAIL_SENT]
     requests = [_signup(e, by_seq.get(e.seq), confirmed_seq, mails)
                 for e in events if e.kind in SIGNUPS]
     confirmed_details = (confirmed.details or {}) if confirmed else {}

@@ -41,7 +41,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from optin.consent import ledger, signups
+from optin.consent import ledger, mailcopies, signups
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -70,7 +70,7 @@ RULES = (UNCONFIRMED, WITHDRAWN)
 # never a value a person typed or that names them. Anything else is dropped, so
 # a key someone adds later is removed by default.
 KEPT_DETAIL_KEYS = (
-    "action", "actor", "consent_text_sha256", "consent_text_version", "fields_entered",
+    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "fields_entered",
     "html_sha256", "locale", "message_id", "purpose", "reason", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
@@ -268,6 +268,7 @@ def _minimize_batch(as_of: datetime, run_id: int, batch: int,
     ))
     # 4. What each signup entered goes with the subscription's copy of it.
     signups.minimize(in_batch)
+    mailcopies.minimize(in_batch)
     # 5. Finished outbox rows may quote the address in an error or a payload.
     db.session.execute(
         update(OutboxItem.__table__)
