@@ -387,6 +387,10 @@ class SignupEvidenceSchema(ReceiptSignupSchema):
 
     seq = ma.Integer(metadata={"description": "its event in the ledger"})
     kind = ma.String(metadata={"example": "signup_requested"})
+    source_url_from = ma.String(allow_none=True, metadata={
+        "description": "form: sent by the form; referer: the request's Referer header"})
+    privacy_policy_url = ma.String(allow_none=True, metadata={
+        "description": "the list's privacy policy when this signup was made"})
     locale = ma.String(allow_none=True)
     entered = ma.Dict(metadata={"description": "what this signup's form sent, while it is kept"})
     entered_sha256 = ma.String(allow_none=True)

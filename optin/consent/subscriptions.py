@@ -103,6 +103,8 @@ class SignupRequest:
     fields: dict[str, Any] = field(default_factory=dict)
     source_url: str | None = None
     website: str | None = None  # the honeypot: people leave it empty
+    #: ``referer`` when ``source_url`` is the request's Referer (the form sent none).
+    source_url_from: str | None = None
 
 
 class SignupInvalid(Exception):
@@ -187,13 +189,17 @@ def _personal(req: SignupRequest) -> dict[str, Any]:
     }
 
 
-def _evidence(req: SignupRequest, text: TextSnapshot, email: str) -> dict[str, Any]:
+def _evidence(req: SignupRequest, text: TextSnapshot, email: str,
+              mailing_list: ListSnapshot) -> dict[str, Any]:
     """What the form showed and sent. ``email_entered``: the address as typed, when it is
-    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII."""
+    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII. The privacy
+    policy is the list's at the time of the signup (a later change does not rewrite it)."""
     entered = req.email.strip()
     return {
         **({"email_entered": entered} if entered != email else {}),
         "source_url": req.source_url,
+        **({"source_url_from": req.source_url_from} if req.source_url_from else {}),
+        "privacy_policy_url": mailing_list.privacy_policy_url,
         "fields_entered": sorted(
             k for k, v in {**req.fields, "first_name": req.first_name,
                            "last_name": req.last_name}.items() if v
@@ -296,7 +302,7 @@ def _insert_new(
     event = ledger.event_row(
         sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email), "email": email,
+        details={**_evidence(req, text, email, mailing_list), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
     params = {**ledger.head_params(event), **_prefixed("ev_", event),
               **_prefixed("su_", signups.row(sub_id, event["seq"], now, email, text, personal))}
@@ -374,7 +380,7 @@ def _signup_again(
     event = ledger.append(
         sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email), "email": email,
+        details={**_evidence(req, text, email, mailing_list), "email": email,
                  "entered_sha256": entered_digest(personal), "action": action})
     signups.record(sub.id, event.seq, now, email, text, personal)
     if outcome == "repeated":

@@ -103,6 +103,8 @@ class SignupEvidence(TypedDict):
     ip: str | None
     user_agent: str | None
     source_url: str | None
+    source_url_from: str | None  # "referer": taken from the request, the form sent none
+    privacy_policy_url: str | None  # the list's privacy policy at the time of the signup
     locale: str | None
     entered: dict[str, Any]
     entered_sha256: str | None
@@ -366,6 +368,9 @@ def _signup(event: ConsentEvent, record: Signup | None, confirmed_seq: int | Non
         "ip": event.ip,
         "user_agent": event.user_agent,
         "source_url": details.get("source_url"),
+        "source_url_from": details.get("source_url_from") or ("form" if details.get("source_url")
+                                                               else None),
+        "privacy_policy_url": details.get("privacy_policy_url"),
         "locale": details.get("locale") or (record.locale if record else None),
         # Names and fields are kept until withdrawal; the ledger keeps their digest.
         # The address as typed, when the stored (mailable) form differs (an IDN domain).

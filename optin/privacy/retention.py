@@ -71,7 +71,7 @@ RULES = (UNCONFIRMED, WITHDRAWN)
 # a key someone adds later is removed by default.
 KEPT_DETAIL_KEYS = (
     "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "fields_entered",
-    "html_sha256", "locale", "message_id", "purpose", "reason", "rule", "run",
+    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
 
