@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import LOCALES, MailingList
 from optin.ops import metrics
-from optin.privacy import proof, retention, rights
+from optin.privacy import document, proof, retention, rights
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
@@ -358,11 +359,18 @@ def retention_runs(limit: int) -> None:
 @click.argument("email")
 @click.option("--list", "slug", required=True, help="List slug.")
 @click.option("--format", "fmt", default="text", show_default=True,
-              type=click.Choice(["text", "json", "html", "receipt"]))
+              type=click.Choice(["text", "json", "html", "pdf", "receipt"]))
+@click.option("--locale", type=click.Choice(["de", "en"]),
+              help="Language of the html and pdf document (default: the list's).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
 @click.option("--actor", default=None, help="Name recorded in the audit trail (default: cli:$USER).")
-def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
+def proof_command(email: str, slug: str, fmt: str, locale: str | None, out: str | None,
+                  actor: str | None) -> None:
     """Print the proof of consent of EMAIL on a list (audited)."""
     actor = actor or f"cli:{getpass.getuser()}"
+    if fmt == "pdf" and out is None and sys.stdout.isatty():
+        raise click.ClickException("a PDF is not for the terminal: --out FILE, or redirect it")
     try:
         record = proof.build(email, slug, actor, purpose=fmt)
         if fmt == "receipt":
@@ -372,14 +380,25 @@ def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
     except (rights.InvalidAddress, proof.UnknownList, proof.NoConsent) as exc:
         raise click.ClickException(str(exc) if not isinstance(exc, proof.UnknownList)
                                    else f"no list {slug!r} (see `optin lists list`)") from None
+    chosen = document.choose_locale(locale, lists.get_list(slug))
+    output: str | bytes
     if fmt == "json":
-        click.echo(json.dumps(ProofSchema().dump(record), indent=2, ensure_ascii=False))
+        output = json.dumps(ProofSchema().dump(record), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "html":
-        click.echo(proof.render_html(record, standalone=True))
+        output = document.render_html(record, chosen)[0]
+    elif fmt == "pdf":
+        output = document.render_pdf(record, chosen)
     else:
-        click.echo(proof.render_text(record))
-        if not record["ledger_ok"]:
-            sys.exit(1)
+        output = proof.render_text(record) + "\n"
+    if out is not None:
+        Path(out).write_bytes(output if isinstance(output, bytes) else output.encode())
+    elif isinstance(output, bytes):
+        sys.stdout.buffer.write(output)
+        sys.stdout.flush()
+    else:
+        click.echo(output, nl=False)
+    if not record["ledger_ok"]:
+        sys.exit(1)
 
 
 commands.extend([serve, worker_command, proof_command])

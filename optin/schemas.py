@@ -158,8 +158,12 @@ class ProofQuerySchema(EmailQuerySchema):
 
 
 class ProofFormatQuerySchema(ProofQuerySchema):
-    format = ma.String(validate=validate.OneOf(["json", "html", "receipt"]),
-                       metadata={"description": "default: json, or html for Accept: text/html"})
+    format = ma.String(validate=validate.OneOf(["json", "html", "pdf", "receipt"]),
+                       metadata={"description": "default: json, or html for Accept: text/html, "
+                                                "pdf for Accept: application/pdf"})
+    locale = ma.String(validate=validate.OneOf(["de", "en"]), metadata={
+        "description": "language of the html and pdf document; default: Accept-Language, "
+                       "then the list's"})
 
 
 OUTBOX_LIMIT = (1, 1000)
@@ -361,6 +365,7 @@ class ProofListSchema(Answer):
     controller = ma.String(allow_none=True)
     privacy_policy_url = ma.String(allow_none=True)
     purpose = ma.String()
+    purpose_set = ma.Boolean(metadata={"description": "false: the purpose is the default one"})
     activecampaign_list_id = ma.Integer(allow_none=True)
 
 
@@ -494,17 +499,27 @@ class ConsentCycleSchema(Answer):
     ledger = ma.Nested(LedgerCheckSchema)
 
 
+class ControllerSchema(Answer):
+    name = ma.String(allow_none=True, metadata={"example": "Example GmbH"})
+    address = ma.List(ma.String(), metadata={"example": ["Musterstraße 1", "10115 Berlin"]})
+
+
 class ProofSchema(Answer):
     """The proof of consent (BGH I ZR 164/09, EDPB 05/2020 §108), newest cycle first."""
 
     title = ma.String()
+    document_id = ma.String(metadata={
+        "description": "this document's id, also in its proof_printed ledger events"})
     generated_at = _when()
     generated_by = ma.String()
+    controller = ma.Nested(ControllerSchema)
     address = ma.String()
     address_hash = ma.String()
     list = ma.Nested(ProofListSchema)
     consents = ma.List(ma.Nested(ConsentCycleSchema))
     ledger_ok = ma.Boolean()
+    checkpoint = ma.Dict(allow_none=True, metadata={
+        "description": "the signed ledger checkpoint that covers these events (null: none yet)"})
     legal_notes = ma.List(ma.String())
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import textwrap
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from flask import current_app, has_request_context, render_template
+from flask import current_app
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
@@ -46,8 +45,8 @@ COLLECTION_METHOD = (
 )
 
 
-__all__ = ["NoConsent", "Proof", "Receipt", "UnknownList", "build", "receipt", "render_html",
-           "render_text"]
+__all__ = ["NoConsent", "Proof", "Receipt", "UnknownList", "build", "covering_checkpoint",
+           "receipt", "render_text"]
 
 
 class NoConsent(LookupError):
@@ -165,20 +164,30 @@ class ProofList(TypedDict):
     controller: str | None
     privacy_policy_url: str | None
     purpose: str
+    purpose_set: bool  # the list names its purpose (else the sentence above, by default)
     activecampaign_list_id: int | None
+
+
+class Controller(TypedDict):
+    name: str | None  # OPTIN_CONTROLLER_NAME (development: the list's or the brand)
+    address: list[str]  # OPTIN_CONTROLLER_ADDRESS, by line
 
 
 class Proof(TypedDict):
     """The proof of consent for one address on one list (``ProofSchema``)."""
 
     title: str
+    document_id: str  # this document's, also in its ``proof_printed`` ledger events
     generated_at: datetime
     generated_by: str
+    controller: Controller
     address: str
     address_hash: str
     list: ProofList
     consents: list[ConsentCycle]
     ledger_ok: bool
+    # HOOK (issue 16, part 3, branch anchor): the signed checkpoint covering these events.
+    checkpoint: dict[str, Any] | None
     legal_notes: list[str]
 
 
@@ -446,21 +455,41 @@ def _list_info(mailing_list: MailingList) -> ProofList:
         "controller": mailing_list.controller or settings.brand["name"],
         "privacy_policy_url": mailing_list.privacy_policy_url,
         "purpose": mailing_list.purpose or f"Newsletter “{mailing_list.name}” by email",
+        "purpose_set": bool(mailing_list.purpose),
         "activecampaign_list_id": mailing_list.ac_list_id,
     }
 
 
-def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof") -> Proof:
-    """The proof for the address on the list; audited, and noted on each cycle's ledger.
+def covering_checkpoint(cycles: list[ConsentCycle]) -> dict[str, Any] | None:
+    """HOOK (issue 16, part 3, branch ``anchor``): the signed checkpoint that covers the
+    events of these cycles, with what an outsider needs to check it; None until the
+    ledger has checkpoints. The document shows it under "Checkpoint" (``#checkpoint``),
+    the JSON as ``checkpoint``, the audit export's manifest under ``checkpoints``."""
+    return None
+
+
+def _controller(mailing_list: MailingList) -> Controller:
+    settings = current_settings()
+    return {"name": settings.controller_name or mailing_list.controller or settings.brand["name"],
+            "address": settings.controller_address_lines}
+
+
+def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof",
+          document_id: str | None = None) -> Proof:
+    """The proof for the address on the list; audited, and noted on each cycle's ledger
+    with the document's id (a new one unless given).
 
     Raises :class:`UnknownList`, :class:`NoConsent` or ``rights.InvalidAddress``.
     """
     email, digest = identify(raw_email)
     mailing_list = lists.require_list(list_slug)
+    document_id = document_id or str(uuid.uuid4())
     subs = subscriptions_of(digest, list_id=mailing_list.id, lock=True)
     audit.record(actor, "proof", email_hash=digest,
-                 details={"list": list_slug, "format": purpose, "subscriptions": len(subs)})
-    audit.note_on_ledger(subs, EventKind.PROOF_PRINTED, actor, purpose=purpose)
+                 details={"list": list_slug, "format": purpose, "subscriptions": len(subs),
+                          "document_id": document_id})
+    audit.note_on_ledger(subs, EventKind.PROOF_PRINTED, actor, purpose=purpose,
+                         document_id=document_id)
     db.session.commit()
     if not subs:
         raise NoConsent(f"nothing is recorded for this address on list {list_slug!r}")
@@ -468,13 +497,16 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
     cycles = [_cycle(s) for s in reversed(subs)]
     return {
         "title": "Proof of consent (double opt-in)",
+        "document_id": document_id,
         "generated_at": utcnow(),
         "generated_by": actor,
+        "controller": _controller(mailing_list),
         "address": email,
         "address_hash": digest,
         "list": _list_info(mailing_list),
         "consents": cycles,
         "ledger_ok": all(c["ledger"]["ok"] for c in cycles),
+        "checkpoint": covering_checkpoint(cycles),
         "legal_notes": [
             "BGH, judgment of 10 Feb 2011, I ZR 164/09: the advertiser must document each "
             "consent fully and be able to print it at any time.",
@@ -551,19 +583,6 @@ def receipt(proof: Proof) -> Receipt:
             "ledger": cycle["ledger"],
         },
     }
-
-
-def render_html(record: Proof, *, standalone: bool = False) -> str:
-    """The printable page, from the same JSON the API answers. ``standalone`` inlines
-    the stylesheet (a file saved from the CLI must print without the service); served
-    pages link it (CSP)."""
-    css = (Path(current_app.static_folder or "") / "optin.css").read_text() if standalone else None
-    context = {"proof": ProofSchema().dump(record), "brand": current_app.extensions["optin.brand"],
-               "inline_css": css}
-    if has_request_context():
-        return render_template("pages/proof.html", **context)
-    with current_app.test_request_context(base_url=current_settings().base_url):
-        return render_template("pages/proof.html", **context)
 
 
 def render_text(record: Proof) -> str:

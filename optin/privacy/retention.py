@@ -70,7 +70,8 @@ RULES = (UNCONFIRMED, WITHDRAWN)
 # never a value a person typed or that names them. Anything else is dropped, so
 # a key someone adds later is removed by default.
 KEPT_DETAIL_KEYS = (
-    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "fields_entered",
+    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
+    "fields_entered",
     "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )

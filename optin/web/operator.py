@@ -33,7 +33,7 @@ from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.ops.requestjson import Blueprint
-from optin.privacy import audit, proof, retention, rights
+from optin.privacy import audit, document, proof, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
@@ -238,26 +238,50 @@ def _proof_format(query: Query) -> str:
     chosen: str | None = query.get("format")
     if chosen:
         return chosen
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return "html" if best == "text/html" else "json"
+    best = request.accept_mimetypes.best_match(["application/json", "text/html", "application/pdf"])
+    return {"text/html": "html", "application/pdf": "pdf"}.get(best or "", "json")
+
+
+def _document(record: proof.Proof, fmt: str, query: Query) -> Response:
+    """The proof as a document: a page whose inline style the CSP allows by its hash, or
+    the PDF."""
+    locale = document.choose_locale(query.get("locale"), lists.get_list(query["list"]))
+    name = f"proof-{record['list']['slug']}-{record['document_id']}"
+    if fmt == "pdf":
+        response = Response(document.render_pdf(record, locale), mimetype="application/pdf")
+        response.headers["Content-Disposition"] = f'inline; filename="{name}.pdf"'
+    else:
+        html, css = document.render_html(record, locale)
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src {document.style_source(css)}; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    response.headers["Content-Language"] = locale
+    response.vary.add("Accept-Language")
+    return response
 
 
 @bp.route("/v1/contacts/proof", methods=["GET"], endpoint="proof")
 @documented(ProofSchema, query=ProofFormatQuerySchema, errors=(404, 422), description=(
-    "`?format=json` (default), `html` (printable page; also chosen by `Accept: text/html`) "
-    "or `receipt` (Kantara Consent Receipt v1.1 with the double-opt-in evidence)."),
-    responses={200: {"description": "The proof: JSON, a printable page, or a receipt",
+    "`?format=json` (default), `html` (the document, printable, its style inlined; also "
+    "chosen by `Accept: text/html`), `pdf` (the same document as an A4 PDF; also "
+    "`Accept: application/pdf`) or `receipt` (Kantara Consent Receipt v1.1 with the "
+    "double-opt-in evidence). The document is German or English: `?locale=`, else "
+    "Accept-Language, else the list's language."),
+    responses={200: {"description": "The proof: JSON, a printable page, a PDF, or a receipt",
                      "content": {"application/json": {"schema": {"anyOf": [ProofSchema,
                                                                            ReceiptSchema]}},
-                                 **page_responses(_200="")[200]["content"]}}})
+                                 **page_responses(_200="")[200]["content"],
+                                 "application/pdf": {"schema": {"type": "string",
+                                                                "format": "binary"}}}}})
 def proof_of_consent(query: Query) -> proof.Proof | Response:
-    """The proof of consent for an address on a list (JSON, printable HTML, or receipt)."""
+    """The proof of consent for an address on a list (JSON, document, PDF, or receipt)."""
     fmt = _proof_format(query)
     record = proof.build(query["email"], query["list"], _actor(), purpose=fmt)
     if fmt == "receipt":  # not the route's default answer: dumped here
         return jsonify(ReceiptSchema().dump(proof.receipt(record)))
-    if fmt == "html":
-        return Response(proof.render_html(record), mimetype="text/html")
+    if fmt in ("html", "pdf"):
+        return _document(record, fmt, query)
     return record
 
 
