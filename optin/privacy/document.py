@@ -124,9 +124,13 @@ def style_source(css: str) -> str:
 def render_html(proof: Any, locale: ProofLocale) -> tuple[str, str]:
     """The proof as one self-contained HTML document, and its inline stylesheet (for the
     Content-Security-Policy that allows it). ``proof`` is ``proof.build()``'s record."""
-    record = ProofSchema().dump(proof)
+    return render_record(ProofSchema().dump(proof), locale, current_settings().proof_timezone)
+
+
+def render_record(record: dict[str, Any], locale: ProofLocale, zone: str) -> tuple[str, str]:
+    """:func:`render_html` of a proof as the JSON has it (``ProofSchema().dump``): needs
+    no app, so the audit export renders in processes of its own."""
     css = stylesheet(record, locale)
-    zone = current_settings().proof_timezone
     labels = LABELS[locale]
     html = _environment().get_template("proof/document.html").render(
         # Ours, and every value in it escaped by css_string: safe inside <style>.
@@ -147,8 +151,12 @@ def _fonts() -> Any:
 
 def render_pdf(proof: Any, locale: ProofLocale) -> bytes:
     """The proof as an A4 PDF, laid out by WeasyPrint from the same HTML."""
+    return pdf_of(render_html(proof, locale)[0])
+
+
+def pdf_of(html: str) -> bytes:
+    """The PDF of a proof's HTML (:func:`render_record`): no app needed."""
     from weasyprint import HTML
 
-    html, _ = render_html(proof, locale)
     pdf: bytes = HTML(string=html, base_url=str(TEMPLATE_DIR)).write_pdf(font_config=_fonts())
     return pdf

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
+import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Response, g, jsonify, request
@@ -33,7 +37,7 @@ from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.ops.requestjson import Blueprint
-from optin.privacy import audit, document, proof, retention, rights
+from optin.privacy import audit, document, export, proof, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
@@ -320,6 +324,37 @@ def one_list(slug: str) -> MailingList:
 def consent_texts(slug: str) -> MailingList:
     """Every version of a list's consent texts, as shown to signups."""
     return _known_list(slug)
+
+
+@bp.route("/v1/lists/<slug>/proofs", methods=["GET"], endpoint="proof_export")
+@bp.doc(security=SECURITY, parameters=[{"in": "query", "name": "locale", "schema": {
+    "type": "string", "enum": ["de", "en"]}}], responses={
+    200: {"description": "Every proof of the list as PDF and JSON, with manifest.json and "
+                         "SHA256SUMS, in one ZIP (for large lists: `optin proof --all`)",
+          "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+    401: {"description": PROBLEMS[401], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}},
+    404: {"description": PROBLEMS[404], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}},
+    422: {"description": PROBLEMS[422], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}}})
+def proof_export(slug: str) -> Response:
+    """Audit export: every proof of a list (PDF and JSON) and a manifest with hashes, as ZIP."""
+    _known_list(slug)
+    locale = request.args.get("locale") or None
+    if locale not in (None, "de", "en"):
+        return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
+                       errors={"locale": ["Must be one of: de, en."]})
+    with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
+        manifest = export.export_list(slug, Path(folder), _actor(), locale=locale, workers=1)
+        _detail(proofs=manifest["proofs"])
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(folder).iterdir()):
+                archive.write(path, f"proofs-{slug}/{path.name}")
+    response = Response(buffer.getvalue(), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="proofs-{slug}.zip"'
+    return response
 
 
 # --- outbox, retention, stats ---------------------------------------------------------
