@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,9 @@ def _fonts() -> Any:
     fonts, which costs more than laying out a proof)."""
     from weasyprint.text.fonts import FontConfiguration
 
+    # It warns about every rule it knows it skips (the stylesheet's screen-only media
+    # query), once per document: noise in the log of an audit export.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
     return FontConfiguration()
 
 
@@ -158,5 +162,6 @@ def pdf_of(html: str) -> bytes:
     """The PDF of a proof's HTML (:func:`render_record`): no app needed."""
     from weasyprint import HTML
 
-    pdf: bytes = HTML(string=html, base_url=str(TEMPLATE_DIR)).write_pdf(font_config=_fonts())
+    fonts = _fonts()
+    pdf: bytes = HTML(string=html, base_url=str(TEMPLATE_DIR)).write_pdf(font_config=fonts)
     return pdf
