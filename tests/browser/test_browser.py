@@ -443,7 +443,11 @@ def test_signup_without_javascript(browser, live, locale):
     shoot(page, f"{locale}-thanks")
     sub = live.subscription(address)
     assert sub is not None and (sub.status, sub.locale) == ("pending", locale)
-    assert sub.source_url is None  # only the script fills it in
+    # Without the script the form sends no source URL: the Referer names the page, which a
+    # browser cuts to the landing page's origin when it posts to another site.
+    assert sub.source_url == f"{live.landing.origin}/"
+    [signup_event] = [e for e in live.events(address) if e.kind == "signup_requested"]
+    assert signup_event.details["source_url_from"] == "referer"
     context.close()
 
     # The same pages with JavaScript on, for axe (they have no script of their own).
