@@ -159,6 +159,8 @@ def main() -> None:
         "OPTIN_ENV": "production",
         "OPTIN_DATABASE_URL": args.database_url,
         "OPTIN_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+        "OPTIN_CONTROLLER_NAME": "Bench GmbH",
+        "OPTIN_CONTROLLER_ADDRESS": "Benchstraße 1; 10115 Berlin",
         "OPTIN_INSTANCE_PATH": str(instance),
         "OPTIN_MAIL_URL": (instance / "mail").as_uri(),
         "OPTIN_LOG_LEVEL": "WARNING",

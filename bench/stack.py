@@ -65,6 +65,8 @@ def service_env(db_url: str, **extra: str) -> dict[str, str]:
         "OPTIN_ENV": "production",
         "OPTIN_DATABASE_URL": db_url,
         "OPTIN_SECRET_KEY": SECRET_KEY,
+        "OPTIN_CONTROLLER_NAME": "Bench GmbH",
+        "OPTIN_CONTROLLER_ADDRESS": "Benchstraße 1; 10115 Berlin",
         "OPTIN_BASE_URL": "http://127.0.0.1:8000",
         "OPTIN_INSTANCE_PATH": tempfile.mkdtemp(prefix="optin-bench-"),
         "OPTIN_RATELIMIT_STORAGE_URL": REDIS_URL,

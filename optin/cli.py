@@ -36,7 +36,7 @@ from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
 from optin.models import LOCALES, MailingList, utcnow
 from optin.ops import metrics
-from optin.privacy import proof, retention, rights
+from optin.privacy import document, export, proof, retention, rights
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
@@ -433,14 +433,32 @@ def retention_runs(limit: int) -> None:
 
 @click.command("proof")
 @with_appcontext
-@click.argument("email")
+@click.argument("email", required=False)
 @click.option("--list", "slug", required=True, help="List slug.")
 @click.option("--format", "fmt", default="text", show_default=True,
-              type=click.Choice(["text", "json", "html", "receipt"]))
+              type=click.Choice(["text", "json", "html", "pdf", "receipt"]))
+@click.option("--locale", type=click.Choice(["de", "en"]),
+              help="Language of the html and pdf document (default: the list's).")
+@click.option("--out", "out", type=click.Path(writable=True),
+              help="Write to this file instead of standard output (with --all: a folder).")
+@click.option("--all", "every", is_flag=True,
+              help="Audit export: every proof of the list as PDF and JSON into --out, with "
+                   "manifest.json and SHA256SUMS.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="With --all: PDF layout processes (default: one per CPU).")
 @click.option("--actor", default=None, help="Name recorded in the audit trail (default: cli:$USER).")
-def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
-    """Print the proof of consent of EMAIL on a list (audited)."""
+def proof_command(email: str | None, slug: str, fmt: str, locale: str | None, out: str | None,
+                  every: bool, workers: int | None, actor: str | None) -> None:
+    """Print the proof of consent of EMAIL on a list (audited), or with --all export every
+    proof of the list."""
     actor = actor or f"cli:{getpass.getuser()}"
+    if every:
+        _export(slug, out, locale, workers, actor, email)
+        return
+    if email is None:
+        raise click.UsageError("name an EMAIL, or --all for every proof of the list")
+    if fmt == "pdf" and out is None and sys.stdout.isatty():
+        raise click.ClickException("a PDF is not for the terminal: --out FILE, or redirect it")
     try:
         record = proof.build(email, slug, actor, purpose=fmt)
         if fmt == "receipt":
@@ -450,14 +468,43 @@ def proof_command(email: str, slug: str, fmt: str, actor: str | None) -> None:
     except (rights.InvalidAddress, proof.UnknownList, proof.NoConsent) as exc:
         raise click.ClickException(str(exc) if not isinstance(exc, proof.UnknownList)
                                    else f"no list {slug!r} (see `optin lists list`)") from None
+    chosen = document.choose_locale(locale, lists.get_list(slug))
+    output: str | bytes
     if fmt == "json":
-        click.echo(json.dumps(ProofSchema().dump(record), indent=2, ensure_ascii=False))
+        output = json.dumps(ProofSchema().dump(record), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "html":
-        click.echo(proof.render_html(record, standalone=True))
+        output = document.render_html(record, chosen)[0]
+    elif fmt == "pdf":
+        output = document.render_pdf(record, chosen)
     else:
-        click.echo(proof.render_text(record))
-        if not record["ledger_ok"]:
-            sys.exit(1)
+        output = proof.render_text(record) + "\n"
+    if out is not None:
+        Path(out).write_bytes(output if isinstance(output, bytes) else output.encode())
+    elif isinstance(output, bytes):
+        sys.stdout.buffer.write(output)
+        sys.stdout.flush()
+    else:
+        click.echo(output, nl=False)
+    if not record["ledger_ok"]:
+        sys.exit(1)
+
+
+def _export(slug: str, out: str | None, locale: str | None, workers: int | None, actor: str,
+            email: str | None) -> None:
+    if email is not None or out is None:
+        raise click.UsageError("--all exports a whole list into a folder: --all --out DIR, no EMAIL")
+    mailing_list = _list_or_exit(slug)
+    total = len(export.addresses(mailing_list.id))
+    with click.progressbar(length=total, label=f"proofs of {slug}", file=sys.stderr,
+                           show_pos=True, show_eta=True) as bar:
+        manifest = export.export_list(slug, Path(out), actor, locale=locale,
+                                      workers=workers, progress=bar.update)
+    minimized = manifest["minimized_addresses"]
+    click.echo(f"{manifest['proofs']} proofs written to {out} (manifest.json, SHA256SUMS); "
+               f"ledger {'intact' if manifest['ledger_ok'] else 'VERIFICATION FAILED'}"
+               + (f"; {minimized} minimized addresses have no proof left" if minimized else ""))
+    if not manifest["ledger_ok"]:
+        sys.exit(1)
 
 
 commands.extend([serve, worker_command, proof_command])

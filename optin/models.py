@@ -329,6 +329,33 @@ class Signup(Model):
     consent_text: Mapped[ConsentText | None] = relationship()
 
 
+class MailBody(Model):
+    """One part of a sent mail, link token and names marked (``consent.mailcopies``),
+    stored once by its SHA-256: mails made from one template are the same then."""
+
+    __tablename__ = "mail_body"
+
+    sha256: Mapped[str] = mapped_column(StorableText(64), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class MailCopy(Model):
+    """A confirmation mail as it left: its parts (``mail_body``) and, until the
+    withdrawal, the names it quoted (each occurrence as rendered, per part)."""
+
+    __tablename__ = "mail_copy"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
+    message_id: Mapped[str] = mapped_column(StorableText(255))
+    template: Mapped[str] = mapped_column(StorableText(64))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    subject_sha256: Mapped[str] = mapped_column(StorableText(64))
+    text_sha256: Mapped[str] = mapped_column(StorableText(64))
+    html_sha256: Mapped[str] = mapped_column(StorableText(64))
+    names: Mapped[dict[str, list[str]] | None] = mapped_column(JSONType)
+
+
 class ConsentEvent(Model):
     """Append-only fact about a subscription's consent, hash-chained per subscription."""
 

@@ -158,8 +158,12 @@ class ProofQuerySchema(EmailQuerySchema):
 
 
 class ProofFormatQuerySchema(ProofQuerySchema):
-    format = ma.String(validate=validate.OneOf(["json", "html", "receipt"]),
-                       metadata={"description": "default: json, or html for Accept: text/html"})
+    format = ma.String(validate=validate.OneOf(["json", "html", "pdf", "receipt"]),
+                       metadata={"description": "default: json, or html for Accept: text/html, "
+                                                "pdf for Accept: application/pdf"})
+    locale = ma.String(validate=validate.OneOf(["de", "en"]), metadata={
+        "description": "language of the html and pdf document; default: Accept-Language, "
+                       "then the list's"})
 
 
 OUTBOX_LIMIT = (1, 1000)
@@ -361,6 +365,7 @@ class ProofListSchema(Answer):
     controller = ma.String(allow_none=True)
     privacy_policy_url = ma.String(allow_none=True)
     purpose = ma.String()
+    purpose_set = ma.Boolean(metadata={"description": "false: the purpose is the default one"})
     activecampaign_list_id = ma.Integer(allow_none=True)
 
 
@@ -387,6 +392,10 @@ class SignupEvidenceSchema(ReceiptSignupSchema):
 
     seq = ma.Integer(metadata={"description": "its event in the ledger"})
     kind = ma.String(metadata={"example": "signup_requested"})
+    source_url_from = ma.String(allow_none=True, metadata={
+        "description": "form: sent by the form; referer: the request's Referer header"})
+    privacy_policy_url = ma.String(allow_none=True, metadata={
+        "description": "the list's privacy policy when this signup was made"})
     locale = ma.String(allow_none=True)
     entered = ma.Dict(metadata={"description": "what this signup's form sent, while it is kept"})
     entered_sha256 = ma.String(allow_none=True)
@@ -418,6 +427,23 @@ class TemplateSourceSchema(Answer):
                       metadata={"description": "the base templates the mail extends, by name"})
 
 
+class MailCopySchema(Answer):
+    """The confirmation mail as it left (link token and, after withdrawal, names marked),
+    and whether each part hashes as the ledger recorded when the mail left."""
+
+    parts = ma.Dict(keys=ma.String(), values=ma.String(allow_none=True),
+                    metadata={"description": "subject, text and html as shown"})
+    with_names = ma.Boolean(metadata={"description": "the names the mail quoted are in"})
+    sha256 = ma.Dict(keys=ma.String(), values=ma.String(allow_none=True))
+    recorded_sha256 = ma.Dict(keys=ma.String(), values=ma.String(), allow_none=True)
+    matches = ma.Boolean(metadata={"description": "every part hashes as recorded"})
+    token_sha256 = ma.List(ma.String(), metadata={
+        "description": "SHA-256 of the link token the token marker stands for"})
+    names_removed = ma.List(ma.String(), metadata={
+        "description": "names replaced by their markers (deleted at withdrawal)"})
+    markers = ma.Dict(keys=ma.String(), values=ma.String())
+
+
 class MailEvidenceSchema(ReceiptMailSchema):
     """A mail as sent; a confirmation mail also says whether its template still hashes
     as recorded, and if so its source and its text as the recipient read it."""
@@ -427,6 +453,7 @@ class MailEvidenceSchema(ReceiptMailSchema):
     matches_current_template = ma.Boolean()
     template_source = ma.Nested(TemplateSourceSchema, allow_none=True)
     reconstructed_text = ma.String(allow_none=True)
+    copy = ma.Nested(MailCopySchema, allow_none=True)
 
 
 class ConfirmationEvidenceSchema(SeenSchema):
@@ -501,17 +528,27 @@ class ConsentCycleSchema(Answer):
     checkpoint = ma.Nested(CheckpointCoverageSchema, allow_none=True)
 
 
+class ControllerSchema(Answer):
+    name = ma.String(allow_none=True, metadata={"example": "Example GmbH"})
+    address = ma.List(ma.String(), metadata={"example": ["Musterstraße 1", "10115 Berlin"]})
+
+
 class ProofSchema(Answer):
     """The proof of consent (BGH I ZR 164/09, EDPB 05/2020 §108), newest cycle first."""
 
     title = ma.String()
+    document_id = ma.String(metadata={
+        "description": "this document's id, also in its proof_printed ledger events"})
     generated_at = _when()
     generated_by = ma.String()
+    controller = ma.Nested(ControllerSchema)
     address = ma.String()
     address_hash = ma.String()
     list = ma.Nested(ProofListSchema)
     consents = ma.List(ma.Nested(ConsentCycleSchema))
     ledger_ok = ma.Boolean()
+    checkpoint = ma.Dict(allow_none=True, metadata={
+        "description": "the signed ledger checkpoint that covers these events (null: none yet)"})
     legal_notes = ma.List(ma.String())
 
 

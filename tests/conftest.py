@@ -258,6 +258,8 @@ def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "OPTIN_RATELIMIT_LINKS": "1000/minute",
         "OPTIN_RATELIMIT_WEBHOOK": "1000/minute",
         "OPTIN_MAILS_PER_ADDRESS_PER_DAY": "50",
+        "OPTIN_CONTROLLER_NAME": "Example Newsletter GmbH",
+        "OPTIN_CONTROLLER_ADDRESS": "Musterstraße 1; 10115 Berlin; Deutschland",
     }
     config.update(overrides)
     return config

@@ -21,6 +21,9 @@ from optin.config import (
 )
 from optin.config.table import markdown_table
 
+CONTROLLER = {"OPTIN_CONTROLLER_NAME": "Example GmbH",
+              "OPTIN_CONTROLLER_ADDRESS": "Musterstraße 1; 10115 Berlin"}
+
 
 def parse(tmp_path: Path, **env: str) -> Settings:
     return Settings.from_env(env, tmp_path)
@@ -59,9 +62,27 @@ def test_bad_values_are_named(tmp_path, env, message):
         parse(tmp_path, **env)
 
 
+@pytest.mark.parametrize("missing", ["OPTIN_CONTROLLER_NAME", "OPTIN_CONTROLLER_ADDRESS"])
+def test_production_requires_the_controllers_legal_name_and_address(tmp_path, missing):
+    env = {**CONTROLLER, missing: "  "}
+    with pytest.raises(ConfigError) as caught:
+        parse(tmp_path, OPTIN_DATABASE_URL="postgresql://db/optin", OPTIN_SECRET_KEY="s" * 32, **env)
+    assert str(caught.value) == (f"{missing} is required in production (the proof of consent "
+                                 "names the controller: legal name and postal address)")
+    assert parse(tmp_path, **env).development  # development needs neither
+
+
+def test_the_controllers_address_lines_and_the_proof_time_zone(tmp_path):
+    settings = parse(tmp_path, OPTIN_CONTROLLER_ADDRESS="Musterstraße 1\\n10115 Berlin; Deutschland")
+    assert settings.controller_address_lines == ["Musterstraße 1", "10115 Berlin", "Deutschland"]
+    assert settings.proof_timezone == "Europe/Berlin"
+    with pytest.raises(ConfigError, match="OPTIN_PROOF_TIMEZONE must be a time zone name"):
+        parse(tmp_path, OPTIN_PROOF_TIMEZONE="Mars/Olympus")
+
+
 def test_postgres_urls_use_psycopg3(tmp_path):
     settings = parse(tmp_path, OPTIN_DATABASE_URL="postgresql://u@db/optin",
-                     OPTIN_SECRET_KEY="s" * 32)
+                     OPTIN_SECRET_KEY="s" * 32, **CONTROLLER)
     assert settings.database_url == "postgresql+psycopg://u@db/optin"
     assert not settings.development
 
@@ -220,6 +241,7 @@ def test_development_generates_one_operator_token(tmp_path):
 
 
 def test_production_generates_no_operator_token(tmp_path):
-    settings = parse(tmp_path, OPTIN_DATABASE_URL="postgresql://db/optin", OPTIN_SECRET_KEY="s" * 32)
+    settings = parse(tmp_path, OPTIN_DATABASE_URL="postgresql://db/optin", OPTIN_SECRET_KEY="s" * 32,
+                     **CONTROLLER)
     assert settings.admin_tokens == {}
     assert not (tmp_path / "admin_token").exists()

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -176,6 +177,14 @@ class Settings(BaseSettings):
     ledger_tsa_url: str | None = Field(None, description=(
         "RFC 3161 time-stamping authority each checkpoint is time-stamped by "
         "(e.g. `https://freetsa.org/tsr`); unset = none"))
+    controller_name: str = Field("", description=(
+        "legal name of the controller (the company that collects the consents), shown on "
+        "every proof of consent; required in production"))
+    controller_address: str = Field("", description=(
+        "postal address of the controller, on every proof (`\\n` or `;` between lines); "
+        "required in production"))
+    proof_timezone: str = Field("Europe/Berlin", description=(
+        "time zone the proof of consent shows its dates in (named, with UTC beside)"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], instance_path: Path) -> Settings:
@@ -202,6 +211,12 @@ class Settings(BaseSettings):
     @property
     def development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def controller_address_lines(self) -> list[str]:
+        """OPTIN_CONTROLLER_ADDRESS as lines (a newline, ``\\n`` or ``;`` between them)."""
+        text = self.controller_address.replace("\\n", "\n").replace(";", "\n")
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     @property
     def ac_dry_run(self) -> bool:
@@ -282,6 +297,24 @@ class Settings(BaseSettings):
         if info.data.get("env") != "development" or "instance_path" not in info.data:
             raise invalid("is required in production (it signs the links in mails)")
         return instance_secret(info.data["instance_path"], "secret_key")
+
+    @field_validator("controller_name", "controller_address")
+    @classmethod
+    def _controller(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if not value and info.data.get("env") != "development":
+            raise invalid("is required in production (the proof of consent names the "
+                          "controller: legal name and postal address)")
+        return value
+
+    @field_validator("proof_timezone")
+    @classmethod
+    def _proof_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise invalid(f"must be a time zone name like Europe/Berlin, not {value!r}") from None
+        return value
 
     @field_validator("hash_key")
     @classmethod

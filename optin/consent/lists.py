@@ -189,11 +189,14 @@ class ListSnapshot:
     default_locale: str
     redirect_urls: tuple[str, ...]
     origins: tuple[str, ...]
+    #: The privacy policy in force, recorded with each signup.
+    privacy_policy_url: str | None = None
 
     @classmethod
     def of(cls, row: MailingList) -> ListSnapshot:
         return cls(row.id, row.slug, row.name, row.default_locale,
-                   tuple(row.redirect_urls or ()), tuple(row.origins or ()))
+                   tuple(row.redirect_urls or ()), tuple(row.origins or ()),
+                   row.privacy_policy_url)
 
 
 @dataclass(frozen=True)

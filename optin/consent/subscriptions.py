@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import joinedload
 
 from optin.config import Settings, current_settings
-from optin.consent import ledger, lists, mailcap, signups
+from optin.consent import ledger, lists, mailcap, mailcopies, signups
 from optin.consent.addresses import (
     SMTPUTF8_WHEN_OFFERED,
     InvalidAddress,
@@ -103,6 +103,8 @@ class SignupRequest:
     fields: dict[str, Any] = field(default_factory=dict)
     source_url: str | None = None
     website: str | None = None  # the honeypot: people leave it empty
+    #: ``referer`` when ``source_url`` is the request's Referer (the form sent none).
+    source_url_from: str | None = None
 
 
 class SignupInvalid(Exception):
@@ -241,13 +243,17 @@ def _personal(req: SignupRequest) -> dict[str, Any]:
     }
 
 
-def _evidence(req: SignupRequest, text: TextSnapshot, email: str) -> dict[str, Any]:
+def _evidence(req: SignupRequest, text: TextSnapshot, email: str,
+              mailing_list: ListSnapshot) -> dict[str, Any]:
     """What the form showed and sent. ``email_entered``: the address as typed, when it is
-    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII."""
+    not the stored (mailable) form, e.g. a Unicode domain stored in ASCII. The privacy
+    policy is the list's at the time of the signup (a later change does not rewrite it)."""
     entered = req.email.strip()
     return {
         **({"email_entered": entered} if entered != email else {}),
         "source_url": req.source_url,
+        **({"source_url_from": req.source_url_from} if req.source_url_from else {}),
+        "privacy_policy_url": mailing_list.privacy_policy_url,
         "fields_entered": sorted(
             k for k, v in {**req.fields, "first_name": req.first_name,
                            "last_name": req.last_name}.items() if v
@@ -352,7 +358,7 @@ def _insert_new(
     event = ledger.event_row(
         sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email), "email": email,
+        details={**_evidence(req, text, email, mailing_list), "email": email,
                  "entered_sha256": entered_digest(personal), **capped})
     params = {**ledger.head_params(event), **_prefixed("ev_", event),
               **_prefixed("su_", signups.row(sub_id, event["seq"], now, email, text, personal))}
@@ -430,7 +436,7 @@ def _signup_again(
     event = ledger.append(
         sub, EventKind.SIGNUP_REPEATED, origin="form", at=now, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email), "email": email,
+        details={**_evidence(req, text, email, mailing_list), "email": email,
                  "entered_sha256": entered_digest(personal), "action": action})
     signups.record(sub.id, event.seq, now, email, text, personal)
     if outcome == "repeated":
@@ -622,6 +628,7 @@ def withdraw(
     sub.first_name = sub.last_name = None
     sub.fields = None
     signups.forget_personal([sub.id])
+    mailcopies.forget_names([sub.id])
     sub.retain_until = (
         proof_lapses_at(at, current_settings().proof_retention_years)
         if was_confirmed

@@ -3,10 +3,10 @@
 Each handler runs in the worker's transaction for its outbox row, looks at the
 subscription as it is *now* (a withdrawal since the enqueue cancels the mail),
 sends, and records what was sent in the ledger: Message-ID, subject, template
-version and hashes of the bodies. The body itself is not stored, because it
-contains a live link. A confirmation mail is written from the signup it was
-queued for (its locale, consent text and name, see ``consent.signups``), and
-its link names that signup.
+version and hashes of the bodies. A confirmation mail is kept as it left, its
+link token and the names it quotes marked (``consent.mailcopies``). It is
+written from the signup it was queued for (its locale, consent text and name,
+see ``consent.signups``), and its link names that signup.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from optin.config import current_settings
-from optin.consent import addresses, ledger, signups
+from optin.consent import addresses, ledger, mailcopies, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import intents, outbox
 from optin.delivery.mailer import (
@@ -120,6 +120,9 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
         "html_sha256": hashlib.sha256(rendered.html.encode()).hexdigest(),
         **({"signup_seq": signup.seq} if signup is not None else {}),
     }
+    copy = _copy(rendered, context, entered) if name == "confirm" else None
+    if copy is not None:
+        details["copy"] = copy.evidence()
     # On record before the relay sees it: a worker that dies after the relay took the mail
     # still leaves its Message-ID for the proof (intents.py).
     intent = intents.record(sub.id, kind, details)
@@ -142,8 +145,10 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     if enqueued is not None:
         metrics.mail_time_to_send(name, (utcnow() - enqueued).total_seconds())
     outbox.destination_reached(DESTINATION)
-    outbox.keep_if_rolled_back(partial(_record_sent, sub.id, kind, details, intent))
-    ledger.append_now(sub, kind, origin="worker", details=details)
+    outbox.keep_if_rolled_back(partial(_record_sent, sub.id, kind, details, intent, copy))
+    row = ledger.append_now(sub, kind, origin="worker", details=details)
+    if copy is not None:
+        _keep_copy(sub.id, copy, details, row["at"])
     intents.done(intent)
 
 
@@ -152,6 +157,27 @@ def smtp_error(exc: OSError) -> str:
     as the logs show it: a reply often quotes the address (``<anna@example.org>: Recipient
     address rejected``), and a row's last error is shown by ``optin outbox list``."""
     return logs.scrubber(current_settings())(f"{type(exc).__name__}: {exc}")
+
+
+def _copy(rendered: Any, context: dict[str, Any],
+          entered: Signup | Subscription) -> mailcopies.Copy | None:
+    """The mail's copy for the proof, link token and names marked; None (logged) if it
+    cannot be made, for the mail has left and its record must not fail with it."""
+    token = str(context.get("confirm_url", "")).rpartition("/")[2]
+    try:
+        return mailcopies.take(
+            {"subject": rendered.subject, "text": rendered.text, "html": rendered.html},
+            tokens=[token], names={"first_name": entered.first_name,
+                                   "last_name": entered.last_name})
+    except Exception as exc:
+        log.error("no copy kept of a %s mail: %s", rendered.template, type(exc).__name__)
+        return None
+
+
+def _keep_copy(subscription_id: int, copy: mailcopies.Copy, details: dict[str, Any],
+               at: Any) -> None:
+    mailcopies.keep(copy, subscription_id=subscription_id, message_id=details["message_id"],
+                    template=details["template"], sent_at=at)
 
 
 def _recipient(stored: str, smtputf8: str) -> str:
@@ -168,7 +194,7 @@ def _recipient(stored: str, smtputf8: str) -> str:
 
 
 def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any],
-                 intent: int | None = None) -> None:
+                 intent: int | None = None, copy: mailcopies.Copy | None = None) -> None:
     """The sent mail's ledger event, written after its delivery's transaction failed."""
     intents.done(intent)
     sub = db.session.get(Subscription, subscription_id, with_for_update=True,
@@ -176,8 +202,10 @@ def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any],
     if sub is None:
         log.error("mail %s left for a subscription that is gone", details["message_id"])
         return
-    ledger.append(sub, kind, origin="worker",
-                  details={**details, "recorded": "after its delivery's transaction failed"})
+    event = ledger.append(sub, kind, origin="worker",
+                          details={**details, "recorded": "after its delivery's transaction failed"})
+    if copy is not None:
+        _keep_copy(sub.id, copy, details, event.at)
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import textwrap
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from flask import current_app, has_request_context, render_template
+from flask import current_app
 from jinja2 import TemplateNotFound
 
 from optin.config import current_settings
-from optin.consent import checkpoints, ledger, lists, signups
+from optin.consent import checkpoints, ledger, lists, mailcopies, signups
 from optin.consent.lists import UnknownList
 from optin.extensions import db
 from optin.models import (
@@ -46,8 +45,8 @@ COLLECTION_METHOD = (
 )
 
 
-__all__ = ["NoConsent", "Proof", "Receipt", "UnknownList", "build", "receipt", "render_html",
-           "render_text"]
+__all__ = ["NoConsent", "Proof", "Receipt", "UnknownList", "build", "covering_checkpoint",
+           "receipt", "render_text"]
 
 
 class NoConsent(LookupError):
@@ -64,6 +63,19 @@ class TemplateSource(TypedDict):
     layouts: dict[str, str]  # the bases the mail extends, by template name
 
 
+class MailCopyEvidence(TypedDict):
+    """The kept copy of a mail as the proof shows it, and its check against the ledger."""
+
+    parts: dict[str, str | None]  # subject, text, html as shown
+    with_names: bool  # the names it quoted are still in (not yet withdrawn)
+    sha256: dict[str, str | None]  # of each part as shown
+    recorded_sha256: dict[str, str] | None  # what the ledger recorded for that form
+    matches: bool  # every part shown hashes as recorded
+    token_sha256: list[str]  # of the link token each TOKEN marker stands for
+    names_removed: list[str]  # names replaced by markers (deleted at withdrawal)
+    markers: dict[str, str]
+
+
 class MailEvidence(TypedDict):
     kind: str
     sent_at: datetime
@@ -74,6 +86,7 @@ class MailEvidence(TypedDict):
     text_sha256: str | None
     html_sha256: str | None
     signup_seq: NotRequired[int | None]  # a confirmation mail: the signup it was sent for
+    copy: NotRequired[MailCopyEvidence | None]  # the mail as it left (mails since 0005)
     # A confirmation mail's template, checked against the files of today:
     matches_current_template: NotRequired[bool]
     template_source: NotRequired[TemplateSource | None]
@@ -89,6 +102,8 @@ class SignupEvidence(TypedDict):
     ip: str | None
     user_agent: str | None
     source_url: str | None
+    source_url_from: str | None  # "referer": taken from the request, the form sent none
+    privacy_policy_url: str | None  # the list's privacy policy at the time of the signup
     locale: str | None
     entered: dict[str, Any]
     entered_sha256: str | None
@@ -150,20 +165,29 @@ class ProofList(TypedDict):
     controller: str | None
     privacy_policy_url: str | None
     purpose: str
+    purpose_set: bool  # the list names its purpose (else the sentence above, by default)
     activecampaign_list_id: int | None
+
+
+class Controller(TypedDict):
+    name: str | None  # OPTIN_CONTROLLER_NAME (development: the list's or the brand)
+    address: list[str]  # OPTIN_CONTROLLER_ADDRESS, by line
 
 
 class Proof(TypedDict):
     """The proof of consent for one address on one list (``ProofSchema``)."""
 
     title: str
+    document_id: str  # this document's, also in its ``proof_printed`` ledger events
     generated_at: datetime
     generated_by: str
+    controller: Controller
     address: str
     address_hash: str
     list: ProofList
     consents: list[ConsentCycle]
     ledger_ok: bool
+    checkpoint: dict[str, Any] | None  # covering_checkpoint: the newest covering them
     legal_notes: list[str]
 
 
@@ -257,7 +281,36 @@ def _reconstruct_confirmation(sub: Subscription, template: str, entered: dict[st
         return None
 
 
-def _mail(event: ConsentEvent, records: dict[int, Signup]) -> MailEvidence:
+def _copy(event: ConsentEvent, kept: mailcopies.Kept | None) -> MailCopyEvidence | None:
+    """The kept copy of the mail, checked against the hashes its ledger event recorded.
+
+    While the names are kept the copy is shown with them and compared with
+    ``copy.with_names``; after the withdrawal without them, against
+    ``copy.without_names``. Either hash was recorded when the mail left.
+    """
+    if kept is None:
+        return None
+    recorded = (event.details or {}).get("copy") or {}
+    with_names = kept.names is not None
+    shown = kept.shown()
+    hashes = {p: mailcopies.sha256(t) if t is not None else None for p, t in shown.items()}
+    expected: dict[str, str] | None = recorded.get("with_names" if with_names else "without_names")
+    matches = bool(expected) and all((expected or {}).get(p) == h for p, h in hashes.items())
+    return {
+        "parts": shown,
+        "with_names": with_names,
+        "sha256": hashes,
+        "recorded_sha256": expected,
+        "matches": matches,
+        "token_sha256": recorded.get("token_sha256") or [],
+        "names_removed": [] if with_names else recorded.get("names_marked") or [],
+        "markers": {"token": mailcopies.TOKEN, "bracket": mailcopies.BRACKET,
+                    **mailcopies.NAMES},
+    }
+
+
+def _mail(event: ConsentEvent, records: dict[int, Signup],
+          copies: dict[str, mailcopies.Kept] | None = None) -> MailEvidence:
     details = event.details or {}
     record: MailEvidence = {
         "kind": event.kind,
@@ -272,11 +325,15 @@ def _mail(event: ConsentEvent, records: dict[int, Signup]) -> MailEvidence:
     template = record["template"]
     if event.kind == "confirmation_sent":
         record["signup_seq"] = details.get("signup_seq")
+    if event.kind == "confirmation_sent":
+        record["copy"] = _copy(event, (copies or {}).get(record["message_id"] or ""))
     if event.kind == "confirmation_sent" and template:
         check = _template_source(template, record["template_sha256"])
         record.update(check)
         record["reconstructed_text"] = None
-        if check["matches_current_template"]:
+        if check["matches_current_template"] and record["copy"] is None:
+            # A mail sent before copies were kept: rendered again, which is not the mail
+            # as sent (after a withdrawal without the name it quoted), and says so.
             sub = event.subscription
             signup = records.get(details.get("signup_seq", -1))
             # Names are gone after a withdrawal.
@@ -320,6 +377,9 @@ def _signup(event: ConsentEvent, record: Signup | None, confirmed_seq: int | Non
         "ip": event.ip,
         "user_agent": event.user_agent,
         "source_url": details.get("source_url"),
+        "source_url_from": details.get("source_url_from") or ("form" if details.get("source_url")
+                                                               else None),
+        "privacy_policy_url": details.get("privacy_policy_url"),
         "locale": details.get("locale") or (record.locale if record else None),
         # Names and fields are kept until withdrawal; the ledger keeps their digest.
         # The address as typed, when the stored (mailable) form differs (an IDN domain).
@@ -347,7 +407,8 @@ def _cycle(sub: Subscription) -> ConsentCycle:
     confirmed_seq = _confirmed_seq(confirmed, records)
     shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
     check = ledger.verify(db.session(), [sub.id])
-    mails = [_mail(e, by_seq) for e in events if e.kind in MAIL_SENT]
+    copies = mailcopies.of(sub.id)
+    mails = [_mail(e, by_seq, copies) for e in events if e.kind in MAIL_SENT]
     requests = [_signup(e, by_seq.get(e.seq), confirmed_seq, mails)
                 for e in events if e.kind in SIGNUPS]
     confirmed_details = (confirmed.details or {}) if confirmed else {}
@@ -395,21 +456,45 @@ def _list_info(mailing_list: MailingList) -> ProofList:
         "controller": mailing_list.controller or settings.brand["name"],
         "privacy_policy_url": mailing_list.privacy_policy_url,
         "purpose": mailing_list.purpose or f"Newsletter “{mailing_list.name}” by email",
+        "purpose_set": bool(mailing_list.purpose),
         "activecampaign_list_id": mailing_list.ac_list_id,
     }
 
 
-def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof") -> Proof:
-    """The proof for the address on the list; audited, and noted on each cycle's ledger.
+def covering_checkpoint(cycles: list[ConsentCycle]) -> dict[str, Any] | None:
+    """The newest signed checkpoint among those covering the cycles' events (each cycle
+    shows its own, with the Merkle path from its chain head); None until one is published.
+    The document shows it under "Checkpoint" (``#checkpoint``), the JSON as ``checkpoint``,
+    the audit export's manifest under ``checkpoints``."""
+    anchors = [c["checkpoint"] for c in cycles if c["checkpoint"]]
+    if not anchors:
+        return None
+    newest = max(anchors, key=lambda anchor: anchor["checkpoint"])
+    return {key: newest[key] for key in ("checkpoint", "at", "root", "key_id", "public_key")}
+
+
+def _controller(mailing_list: MailingList) -> Controller:
+    settings = current_settings()
+    return {"name": settings.controller_name or mailing_list.controller or settings.brand["name"],
+            "address": settings.controller_address_lines}
+
+
+def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof",
+          document_id: str | None = None) -> Proof:
+    """The proof for the address on the list; audited, and noted on each cycle's ledger
+    with the document's id (a new one unless given).
 
     Raises :class:`UnknownList`, :class:`NoConsent` or ``rights.InvalidAddress``.
     """
     email, digest = identify(raw_email)
     mailing_list = lists.require_list(list_slug)
+    document_id = document_id or str(uuid.uuid4())
     subs = subscriptions_of(digest, list_id=mailing_list.id, lock=True)
     audit.record(actor, "proof", email_hash=digest,
-                 details={"list": list_slug, "format": purpose, "subscriptions": len(subs)})
-    audit.note_on_ledger(subs, EventKind.PROOF_PRINTED, actor, purpose=purpose)
+                 details={"list": list_slug, "format": purpose, "subscriptions": len(subs),
+                          "document_id": document_id})
+    audit.note_on_ledger(subs, EventKind.PROOF_PRINTED, actor, purpose=purpose,
+                         document_id=document_id)
     db.session.commit()
     if not subs:
         raise NoConsent(f"nothing is recorded for this address on list {list_slug!r}")
@@ -417,13 +502,16 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
     cycles = [_cycle(s) for s in reversed(subs)]
     return {
         "title": "Proof of consent (double opt-in)",
+        "document_id": document_id,
         "generated_at": utcnow(),
         "generated_by": actor,
+        "controller": _controller(mailing_list),
         "address": email,
         "address_hash": digest,
         "list": _list_info(mailing_list),
         "consents": cycles,
         "ledger_ok": all(c["ledger"]["ok"] for c in cycles),
+        "checkpoint": covering_checkpoint(cycles),
         "legal_notes": [
             "BGH, judgment of 10 Feb 2011, I ZR 164/09: the advertiser must document each "
             "consent fully and be able to print it at any time.",
@@ -500,19 +588,6 @@ def receipt(proof: Proof) -> Receipt:
             "ledger": cycle["ledger"],
         },
     }
-
-
-def render_html(record: Proof, *, standalone: bool = False) -> str:
-    """The printable page, from the same JSON the API answers. ``standalone`` inlines
-    the stylesheet (a file saved from the CLI must print without the service); served
-    pages link it (CSP)."""
-    css = (Path(current_app.static_folder or "") / "optin.css").read_text() if standalone else None
-    context = {"proof": ProofSchema().dump(record), "brand": current_app.extensions["optin.brand"],
-               "inline_css": css}
-    if has_request_context():
-        return render_template("pages/proof.html", **context)
-    with current_app.test_request_context(base_url=current_settings().base_url):
-        return render_template("pages/proof.html", **context)
 
 
 def render_text(record: Proof) -> str:

@@ -42,7 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from optin.config import current_settings
-from optin.consent import checkpoints, intake, ledger, signups
+from optin.consent import checkpoints, intake, ledger, mailcopies, signups
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -71,8 +71,9 @@ RULES = (UNCONFIRMED, WITHDRAWN)
 # never a value a person typed or that names them. Anything else is dropped, so
 # a key someone adds later is removed by default.
 KEPT_DETAIL_KEYS = (
-    "action", "actor", "consent_text_sha256", "consent_text_version", "fields_entered",
-    "html_sha256", "locale", "message_id", "purpose", "reason", "rule", "run",
+    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
+    "fields_entered",
+    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
 
@@ -269,6 +270,7 @@ def _minimize_batch(as_of: datetime, run_id: int, batch: int,
     ))
     # 4. What each signup entered goes with the subscription's copy of it.
     signups.minimize(in_batch)
+    mailcopies.minimize(in_batch)
     # 5. Finished outbox rows may quote the address in an error or a payload.
     db.session.execute(
         update(OutboxItem.__table__)

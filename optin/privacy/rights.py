@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
-from optin.consent import intake, ledger, signups, subscriptions
+from optin.consent import intake, ledger, mailcopies, signups, subscriptions
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -313,6 +313,7 @@ def erase(raw_email: str, actor: str) -> Erasure:
             "retention": retention_note(sub),
         })
     signups.forget_personal([sub.id for sub in subs])  # every signup's names and fields too
+    mailcopies.forget_names([sub.id for sub in subs])  # and the names in its mail copies
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
                           "queued_signups_dropped": dropped})

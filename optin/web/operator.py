@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
+import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Response, g, jsonify, request
@@ -33,7 +37,7 @@ from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.ops.requestjson import Blueprint
-from optin.privacy import audit, proof, retention, rights
+from optin.privacy import audit, document, export, proof, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
@@ -238,26 +242,50 @@ def _proof_format(query: Query) -> str:
     chosen: str | None = query.get("format")
     if chosen:
         return chosen
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return "html" if best == "text/html" else "json"
+    best = request.accept_mimetypes.best_match(["application/json", "text/html", "application/pdf"])
+    return {"text/html": "html", "application/pdf": "pdf"}.get(best or "", "json")
+
+
+def _document(record: proof.Proof, fmt: str, query: Query) -> Response:
+    """The proof as a document: a page whose inline style the CSP allows by its hash, or
+    the PDF."""
+    locale = document.choose_locale(query.get("locale"), lists.get_list(query["list"]))
+    name = f"proof-{record['list']['slug']}-{record['document_id']}"
+    if fmt == "pdf":
+        response = Response(document.render_pdf(record, locale), mimetype="application/pdf")
+        response.headers["Content-Disposition"] = f'inline; filename="{name}.pdf"'
+    else:
+        html, css = document.render_html(record, locale)
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src {document.style_source(css)}; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    response.headers["Content-Language"] = locale
+    response.vary.add("Accept-Language")
+    return response
 
 
 @bp.route("/v1/contacts/proof", methods=["GET"], endpoint="proof")
 @documented(ProofSchema, query=ProofFormatQuerySchema, errors=(404, 422), description=(
-    "`?format=json` (default), `html` (printable page; also chosen by `Accept: text/html`) "
-    "or `receipt` (Kantara Consent Receipt v1.1 with the double-opt-in evidence)."),
-    responses={200: {"description": "The proof: JSON, a printable page, or a receipt",
+    "`?format=json` (default), `html` (the document, printable, its style inlined; also "
+    "chosen by `Accept: text/html`), `pdf` (the same document as an A4 PDF; also "
+    "`Accept: application/pdf`) or `receipt` (Kantara Consent Receipt v1.1 with the "
+    "double-opt-in evidence). The document is German or English: `?locale=`, else "
+    "Accept-Language, else the list's language."),
+    responses={200: {"description": "The proof: JSON, a printable page, a PDF, or a receipt",
                      "content": {"application/json": {"schema": {"anyOf": [ProofSchema,
                                                                            ReceiptSchema]}},
-                                 **page_responses(_200="")[200]["content"]}}})
+                                 **page_responses(_200="")[200]["content"],
+                                 "application/pdf": {"schema": {"type": "string",
+                                                                "format": "binary"}}}}})
 def proof_of_consent(query: Query) -> proof.Proof | Response:
-    """The proof of consent for an address on a list (JSON, printable HTML, or receipt)."""
+    """The proof of consent for an address on a list (JSON, document, PDF, or receipt)."""
     fmt = _proof_format(query)
     record = proof.build(query["email"], query["list"], _actor(), purpose=fmt)
     if fmt == "receipt":  # not the route's default answer: dumped here
         return jsonify(ReceiptSchema().dump(proof.receipt(record)))
-    if fmt == "html":
-        return Response(proof.render_html(record), mimetype="text/html")
+    if fmt in ("html", "pdf"):
+        return _document(record, fmt, query)
     return record
 
 
@@ -296,6 +324,37 @@ def one_list(slug: str) -> MailingList:
 def consent_texts(slug: str) -> MailingList:
     """Every version of a list's consent texts, as shown to signups."""
     return _known_list(slug)
+
+
+@bp.route("/v1/lists/<slug>/proofs", methods=["GET"], endpoint="proof_export")
+@bp.doc(security=SECURITY, parameters=[{"in": "query", "name": "locale", "schema": {
+    "type": "string", "enum": ["de", "en"]}}], responses={
+    200: {"description": "Every proof of the list as PDF and JSON, with manifest.json and "
+                         "SHA256SUMS, in one ZIP (for large lists: `optin proof --all`)",
+          "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+    401: {"description": PROBLEMS[401], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}},
+    404: {"description": PROBLEMS[404], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}},
+    422: {"description": PROBLEMS[422], "content": {"application/problem+json": {
+        "schema": ProblemSchema}}}})
+def proof_export(slug: str) -> Response:
+    """Audit export: every proof of a list (PDF and JSON) and a manifest with hashes, as ZIP."""
+    _known_list(slug)
+    locale = request.args.get("locale") or None
+    if locale not in (None, "de", "en"):
+        return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
+                       errors={"locale": ["Must be one of: de, en."]})
+    with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
+        manifest = export.export_list(slug, Path(folder), _actor(), locale=locale, workers=1)
+        _detail(proofs=manifest["proofs"])
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(folder).iterdir()):
+                archive.write(path, f"proofs-{slug}/{path.name}")
+    response = Response(buffer.getvalue(), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="proofs-{slug}.zip"'
+    return response
 
 
 # --- outbox, retention, stats ---------------------------------------------------------

@@ -121,6 +121,11 @@ def create_subscription() -> Response:
     except ValidationError as exc:
         return _invalid(exc.normalized_messages())
     redirect_url = data.pop("redirect_url", None)
+    referer = request.referrer
+    if not data.get("source_url") and referer and _page_url(referer):
+        # A form without JavaScript sends no source URL; the browser's Referer names the
+        # page (often only its origin: most pages send no more to another site).
+        data["source_url"], data["source_url_from"] = referer[:2000], "referer"
     mailing_list = lists.list_snapshot(data["list"])
     settings = current_settings()
     if mailing_list is not None and not lists.may_post_from(
@@ -140,6 +145,11 @@ def create_subscription() -> Response:
     target = lists.allowed_redirect(mailing_list, redirect_url) if mailing_list else None
     return redirect(target or url_for("subscribe.thanks", list=data["list"],  # type: ignore[return-value]
                                       locale=data.get("locale")), 303)
+
+
+def _page_url(value: str) -> bool:
+    """An http(s) URL without control characters: a Referer worth recording."""
+    return value.startswith(("http://", "https://")) and value.isprintable()
 
 
 def _invalid(errors: dict[str, Any]) -> Response:

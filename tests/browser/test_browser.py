@@ -445,7 +445,11 @@ def test_signup_without_javascript(browser, live, locale):
     settle_intake(live.app)  # the worker takes the signup at once
     sub = live.subscription(address)
     assert sub is not None and (sub.status, sub.locale) == ("pending", locale)
-    assert sub.source_url is None  # only the script fills it in
+    # Without the script the form sends no source URL: the Referer names the page, which a
+    # browser cuts to the landing page's origin when it posts to another site.
+    assert sub.source_url == f"{live.landing.origin}/"
+    [signup_event] = [e for e in live.events(address) if e.kind == "signup_requested"]
+    assert signup_event.details["source_url_from"] == "referer"
     context.close()
 
     # The same pages with JavaScript on, for axe (they have no script of their own).
@@ -516,3 +520,57 @@ def test_demo_page_end_to_end(browser, live_dev, locale):
     assert live.subscription("demo@example.org").status == "unsubscribed"
     context.close()
     assert live.problems == []
+
+
+# --- the proof of consent, printed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_proof_of_consent_printed_to_pdf(browser, live, locale, tmp_path):
+    """The operator's proof page in Chromium: accessible under its own CSP (the inline
+    style allowed by its hash), printed to A4 with the running header and "page x of y"."""
+    from ..conftest import ADMIN_TOKEN
+
+    client = live.app.test_client()
+    address = f"proof-{locale}@example.org"
+    assert client.post("/v1/subscriptions", json={
+        "email": address, "list": "newsletter", "consent_text_version": 1, "locale": locale,
+        "first_name": "Anna"}, environ_base={"REMOTE_ADDR": "192.0.2.10"}).status_code == 202
+    deliver(live.app)
+    confirm = live.link(address, "confirm").removeprefix(live.base_url)
+    assert client.post(confirm, environ_base={"REMOTE_ADDR": "198.51.100.20"}).status_code == 200
+    deliver(live.app)
+
+    context = browser.new_context(locale="de-DE" if locale == "de" else "en-GB",
+                                  extra_http_headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    page = _watch(context.new_page(), live)
+    page.goto(f"{live.base_url}/v1/contacts/proof?email={address}&list=newsletter&format=html")
+    title = {"de": "Nachweis der Einwilligung (Double-Opt-In)",
+             "en": "Proof of consent (double opt-in)"}[locale]
+    assert heading(page) == title
+    assert page.evaluate("() => document.documentElement.lang") == locale
+    # The inline style applied (the CSP let it through): hashes are set in monospace.
+    font = page.evaluate("() => getComputedStyle(document.querySelector('code.hash')).fontFamily")
+    assert "Mono" in font or "monospace" in font
+    check(page, f"proof-{locale}")
+    pdf = tmp_path / f"proof-{locale}.pdf"
+    page.pdf(path=str(pdf), format="A4", prefer_css_page_size=True, print_background=True)
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    assert live.problems == []
+    context.close()
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("poppler-utils not installed (.ci/proof-deps.sh): printed, not read back")
+    import subprocess
+
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+    assert "(A4)" in info
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    word = {"de": ("Seite", "von"), "en": ("Page", "of")}[locale]
+    assert f"{word[0]} 1 {word[1]} {pages}" in text and f"{word[0]} {pages} {word[1]} {pages}" in text
+    assert "Example Newsletter GmbH" in text and title in text
+    subprocess.run(["pdftoppm", "-r", "60", "-png", "-f", "1", "-l", "2", str(pdf),
+                    str(SCREENSHOTS / f"proof-{locale}-printed")], check=True, timeout=120)
+    assert list(SCREENSHOTS.glob(f"proof-{locale}-printed-*1.png"))

@@ -136,7 +136,8 @@ def test_a_later_signup_cannot_rewrite_what_the_mailed_link_confirms(
     assert confirmation["signup_seq"] == first["seq"]
     assert confirmation["ip"] == "198.51.100.20"
     assert confirmation["entered_sha256"] == first["entered_sha256"]
-    page = client.get(PROOF, headers={**AUTH, "Accept": "text/html"}).get_data(as_text=True)
+    page = client.get(PROOF + "&locale=en", headers={**AUTH, "Accept": "text/html"}).get_data(
+        as_text=True)
     tables = dict(re.findall(r'<table class="facts signup" id="signup-\d+-(\d+)">(.*?)</table>',
                              page, re.S))
     victims, attackers = tables[str(first["seq"])], tables[str(again["seq"])]

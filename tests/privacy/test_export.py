@@ -1,0 +1,74 @@
+"""The audit export: every proof of a list as PDF and JSON, a manifest whose hashes match the
+files, from the CLI (with a progress bar) and the operator route."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from ..conftest import ADMIN_TOKEN, deliver, links, signup
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _three_addresses(app, client, mailbox) -> None:
+    for name in ("anna", "ben", "cem"):
+        assert signup(client, f"{name}@example.org", first_name=name.title()).status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 200
+    deliver(app)
+
+
+def _check(folder: Path, manifest: dict) -> None:
+    assert manifest["proofs"] == 3 and manifest["ledger_ok"] is True
+    assert manifest["checkpoints"] == []  # filled by the anchor's checkpoints (issue 16, part 3)
+    for entry in manifest["files"]:
+        for kind in ("json", "pdf"):
+            data = (folder / entry[kind]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry[f"{kind}_sha256"]
+        assert (folder / entry["pdf"]).read_bytes().startswith(b"%PDF-")
+        record = json.loads((folder / entry["json"]).read_text())
+        assert record["document_id"] == entry["document_id"]
+        assert entry["json"] == f"proof-{record['address_hash'][:16]}.json"
+        assert "@" not in entry["json"] + entry["pdf"]  # files are named by the hash
+    sums = (folder / "SHA256SUMS").read_text().splitlines()
+    assert len(sums) == 7 and sums[-1].endswith("  manifest.json")
+    for line in sums:
+        digest, name = line.split("  ")
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+
+
+def test_export_every_proof_of_a_list_from_the_cli(app, client, runner, newsletter, mailbox,
+                                                   tmp_path):
+    _three_addresses(app, client, mailbox)
+    out = tmp_path / "export"
+    result = runner.invoke(args=["proof", "--list", "newsletter", "--all", "--out", str(out),
+                                 "--workers", "2", "--locale", "en"])
+    assert result.exit_code == 0, result.output
+    assert "3 proofs written to" in result.output and "ledger intact" in result.output
+    assert "proofs of newsletter" in result.output  # the progress bar (stderr, mixed in)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["locale"] == "en"
+    _check(out, manifest)
+    statuses = sorted(json.loads((out / e["json"]).read_text())["consents"][0]["status"]
+                      for e in manifest["files"])
+    assert statuses == ["confirmed", "pending", "pending"]
+    refused = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter", "--all",
+                                  "--out", str(out)])
+    assert refused.exit_code == 2 and "no EMAIL" in refused.output
+
+
+def test_export_from_the_operator_route(app, client, newsletter, mailbox, tmp_path):
+    _three_addresses(app, client, mailbox)
+    response = client.get("/v1/lists/newsletter/proofs?locale=de", headers=AUTH)
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+        archive.extractall(tmp_path)
+    folder = tmp_path / "proofs-newsletter"
+    _check(folder, json.loads((folder / "manifest.json").read_text()))
+    assert client.get("/v1/lists/nope/proofs", headers=AUTH).status_code == 404
+    assert client.get("/v1/lists/newsletter/proofs?locale=fr", headers=AUTH).status_code == 422
+    assert client.get("/v1/lists/newsletter/proofs").status_code == 401
