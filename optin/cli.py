@@ -31,6 +31,7 @@ from optin.activecampaign import imports as ac_imports
 from optin.activecampaign.client import ActiveCampaignError
 from optin.config import DEVELOPMENT_OPERATOR, Settings, current_settings
 from optin.consent import ledger, lists
+from optin.consent import stats as consent_stats
 from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED
 from optin.delivery import mailbox, outbox
 from optin.delivery.worker import Worker
@@ -224,12 +225,16 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
             raise click.ClickException(str(exc)) from None
         return
     info = ListDetailSchema().dump(mailing_list)  # the same as GET /v1/lists/<slug>
+    info["consents"] = consent_stats.consents_by_origin(slug)[slug]
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     for key, value in info.items():
-        if key not in ("consent_texts", "current_consent_texts"):
+        if key not in ("consent_texts", "current_consent_texts", "consents"):
             click.echo(f"{key}: {value}")
+    for origin, by_status in info["consents"].items():
+        click.echo(f"consents {origin}: " + (", ".join(f"{status} {n}" for status, n in
+                                                       sorted(by_status.items())) or "none"))
     for t in info["consent_texts"]:
         click.echo(f"consent text {t['locale']} v{t['version']} ({t['sha256'][:12]}…): {t['text']}")
 

@@ -470,6 +470,9 @@ class ConsentCycleSchema(Answer):
     later_events = ma.List(ma.Nested(EventSchema))
     events = ma.List(ma.Nested(EventSchema))
     ledger = ma.Nested(LedgerCheckSchema)
+    imported = ma.Dict(allow_none=True, metadata={
+        "description": "evidence imported from another system (optin import), as the source "
+                       "gave it; null for a consent recorded here"})
 
 
 class ProofSchema(Answer):
@@ -615,6 +618,10 @@ class StatsSchema(Answer):
     subscriptions = ma.Dict(keys=ma.String(), values=ma.Dict(keys=ma.String(), values=ma.Integer()),
                             metadata={"example": {"newsletter": {"confirmed": 12, "pending": 3}}})
     suppressions = ma.Integer()
+    consents = ma.Dict(keys=ma.String(), values=ma.Dict(), metadata={
+        "description": "per list: subscriptions per status recorded here (native) and brought "
+                       "in by optin import (imported)",
+        "example": {"newsletter": {"native": {"confirmed": 12}, "imported": {"confirmed": 800}}}})
     outbox = ma.Nested(BacklogSchema)
     last_retention_run = ma.Nested(RetentionRunSchema, allow_none=True, metadata={
         "description": "The last run that minimized; dry runs change nothing and are not counted"})

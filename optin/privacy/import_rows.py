@@ -146,3 +146,36 @@ def describe(row: ImportRow) -> dict[str, Any]:
             "missing": row.missing, **({"extra": dict(row.extra)} if row.extra else {}),
             **({"email_given": row.email_given} if row.email_given else {}),
             **({"ac_contact_id": row.ac_contact_id} if row.ac_contact_id else {})}
+
+
+SOURCE_NAMES = {"mailchimp": "Mailchimp", "csv": "a CSV file", "activecampaign": "ActiveCampaign"}
+
+
+def imported_evidence(events: list[Any]) -> dict[str, Any] | None:
+    """A consent cycle's imported evidence, for its proof: None unless it was imported.
+
+    Says where it came from and shows the evidence exactly as the source gave it,
+    each missing piece named, so it is never read as a double opt-in recorded here.
+    """
+    event = next((e for e in events if e.kind == "consent_imported"), None)
+    if event is None:
+        return None
+    d = event.details or {}
+    evidence = d.get("evidence") or {}
+    name = SOURCE_NAMES.get(str(d.get("source")), d.get("source"))
+    parts = [f"opt-in {evidence.get('signup_time') or 'not given'}"
+             f"{' from ' + evidence['signup_ip'] if evidence.get('signup_ip') else ''}",
+             f"confirmed {evidence.get('confirm_time') or 'not given'}"
+             f"{' from ' + evidence['confirm_ip'] if evidence.get('confirm_ip') else ''}"]
+    return {
+        "source": d.get("source"),
+        "summary": f"Evidence imported from {name} on {event.at:%Y-%m-%d %H:%M} UTC: "
+                   + ", ".join(parts) + ". This consent was not recorded by this service "
+                   "(no double opt-in made here); the evidence is as the source gave it.",
+        "imported_at": event.at.isoformat(), "operator": d.get("operator"), "file": d.get("file"),
+        "file_sha256": d.get("file_sha256"), "member": d.get("member"), "row": d.get("row"),
+        "line": d.get("line"), "status_in_source": d.get("status_in_source"),
+        "evidence": evidence, "columns": d.get("columns") or {},
+        "interpreted": d.get("interpreted") or {}, "missing": d.get("missing") or [],
+        "extra": d.get("extra") or {}, "redacted": event.redacted_at is not None,
+    }

@@ -34,6 +34,7 @@ from optin.models import (
     utcnow,
 )
 from optin.privacy import audit
+from optin.privacy.import_rows import imported_evidence
 from optin.privacy.rights import identify, retention_note, subscriptions_of
 from optin.schemas import ProofSchema
 
@@ -141,6 +142,7 @@ class ConsentCycle(TypedDict):
     later_events: list[ConsentEvent]
     events: list[ConsentEvent]
     ledger: LedgerCheck
+    imported: dict[str, Any] | None  # evidence brought from another system (optin import)
 
 
 class ProofList(TypedDict):
@@ -376,6 +378,7 @@ def _cycle(sub: Subscription) -> ConsentCycle:
         "minimized_at": sub.minimized_at,
         "later_events": [e for e in events if confirmed is not None and e.seq > confirmed.seq],
         "events": events,
+        "imported": imported_evidence(events),
         "ledger": {
             "ok": check.ok,
             "events": check.events,
@@ -530,6 +533,12 @@ def render_text(record: Proof) -> str:
     for n, c in enumerate(proof["consents"], 1):
         out.append(f"Consent cycle {n} (subscription {c['subscription_id']}, status {c['status']})")
         line("retention", c["retention"])
+        if c.get("imported"):
+            out.extend(textwrap.wrap(c["imported"]["summary"], 76, initial_indent="  ",
+                                     subsequent_indent="  "))
+            line("imported by", f"{c['imported']['operator']} from {c['imported']['file']} "
+                 f"(SHA-256 {c['imported']['file_sha256']}), row {c['imported']['row']}")
+            line("missing in the source", ", ".join(c["imported"]["missing"]))
         text = c["consent_text"]
         if text:
             line("consent text", f"v{text['version']} {text['locale']} sha256 {text['sha256']}"

@@ -18,6 +18,8 @@ from optin.models import AuditEntry, ConsentEvent, JobState, Subscription, Suppr
 from optin.privacy.import_rows import ImportRow
 from optin.privacy.imports import IMPORTED, KNOWN, SUPPRESSED, WITHDRAWN, Known, decide
 
+from ..conftest import ADMIN_TOKEN
+
 MC_HEADER = ["Email Address", "First Name", "Last Name", "Company", "MEMBER_RATING", "OPTIN_TIME",
              "OPTIN_IP", "CONFIRM_TIME", "CONFIRM_IP", "LATITUDE", "LONGITUDE", "GMTOFF",
              "DSTOFF", "TIMEZONE", "CC", "REGION", "LAST_CHANGED", "LEID", "EUID", "NOTES"]
@@ -303,3 +305,29 @@ def test_an_interrupted_import_resumes_where_it_stopped(app, runner, newsletter,
     assert counts(app)[0] == 20 and verified(app)
     with app.app_context():
         assert all(s.value["finished"] for s in db.session.scalars(select(JobState)))
+
+
+def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
+        app, runner, newsletter, client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org", CONFIRM_IP="")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter")
+    assert text.exit_code == 0, text.output
+    flat = " ".join(text.output.split())
+    assert "Evidence imported from Mailchimp on" in flat
+    assert "opt-in 2021-03-04 10:11:12 from 198.51.100.4" in flat
+    assert "confirmed 2021-03-04 10:15:00. This consent" in flat  # no IP: none is invented
+    assert "not recorded by this service (no double opt-in made here)" in flat
+    assert "missing in the source" in flat and "confirm_ip" in flat
+    answer = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    cycle = answer.get_json()["consents"][0]
+    assert cycle["imported"]["source"] == "mailchimp" and cycle["confirmation"] is None
+    assert cycle["imported"]["evidence"]["confirm_ip"] is None
+    page = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                               "Accept": "text/html"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Imported consent: evidence from Mailchimp" in html
+    assert "OPTIN_TIME" in html and "missing in the source" in html
