@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [SCENARIO …]``: run the benchmarks, print the table.
 
-Scenarios: signups, confirmations, mails, backfill, retention, memory (default: all).
+Scenarios: signups, confirmations, mails, backfill, retention, memory, imports (default: all).
 Writes ``bench/results.json`` and ``bench/results.png`` (``--out`` to put them elsewhere).
 """
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from sqlalchemy import JSON, bindparam, insert, select
+from sqlalchemy import JSON, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -65,6 +66,8 @@ from optin.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
+    storable_json,
+    storable_text,
     utcnow,
 )
 from optin.privacy import audit
@@ -258,6 +261,28 @@ def _insert_subscriptions() -> Any:
             .returning(_SUB.c.id, sort_by_parameter_order=True))
 
 
+_EVENTS = ConsentEvent.__table__
+_COPY_SUB = ("id", *(c for c in _SUB_COLUMNS), "fields", "ledger_head")
+_COPY_EVENTS = ("subscription_id", "seq", "kind", "at", "ip", "user_agent", "consent_text_id",
+                "origin", "details", "content_hash", "chain_hash")
+_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('subscription', 'id')) "
+                 "FROM generate_series(1, :n)")
+
+
+def _storable(table: Any, name: str, value: Any) -> Any:
+    """A value as its column's type would bind it, for COPY (which bypasses the types):
+    text made storable and cut to the column, JSON as its text."""
+    if isinstance(value, str):
+        return storable_text(value, _LENGTHS[table.name].get(name))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+_LENGTHS = {table.name: {c.name: getattr(c.type, "length", None) for c in table.c}
+            for table in (_SUB, _EVENTS)}
+
+
 @functools.cache
 def _insert_suppressions(dialect: str) -> Any:
     statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(_SUP)
@@ -384,55 +409,104 @@ class _Writer:
                 "imported_at": now.isoformat(), **describe(row)}
 
     def _insert(self, rows: list[tuple[ImportRow, str]]) -> None:
-        """New subscriptions, their ledger chains and suppressions, in four statements."""
+        """New subscriptions with their ledger chains and suppressions, set-based: on
+        PostgreSQL by COPY (ids drawn from the sequence first, so each chain is complete
+        before its rows are written), elsewhere as multi-row INSERTs."""
         now = utcnow()
-        params: list[dict[str, Any]] = []
-        for row, digest in rows:
-            withdrawn_at = min(row.withdrawn_at or now, now) if row.withdrawn else None
-            keeps = not row.withdrawn  # a withdrawal deletes names and fields
-            params.append({
-                "list_id": self.list_id, "status": S.UNSUBSCRIBED if row.withdrawn else S.CONFIRMED,
-                "email": row.email, "email_hash": digest, "locale": row.locale,
-                "first_name": row.first_name if keeps else None,
-                "last_name": row.last_name if keeps else None,
-                "fields_json": row.fields if keeps else None,
-                "source_url": row.evidence.get("source_url"),
-                "consent_text_id": row.consent_text_id,
-                "nonce": subscriptions.new_nonce(), "created_at": now, "updated_at": now,
-                "confirmed_at": row.consent_at or now, "withdrawn_at": withdrawn_at,
-                "withdrawal_origin": "import" if row.withdrawn else None,
-                "retain_until": proof_lapses_at(withdrawn_at, self.years) if withdrawn_at else None,
-                "ledger_seq": 0, "imported_from": self.source.source,
-                "ac_contact_id": row.ac_contact_id,
-            })
+        if self.dialect == "postgresql":
+            self._copy(rows, now)
+        else:
+            self._insert_rows(rows, now)
+
+    def _values(self, row: ImportRow, digest: str, now: datetime) -> dict[str, Any]:
+        withdrawn_at = min(row.withdrawn_at or now, now) if row.withdrawn else None
+        keeps = not row.withdrawn  # a withdrawal deletes names and fields
+        return {
+            "list_id": self.list_id, "status": S.UNSUBSCRIBED if row.withdrawn else S.CONFIRMED,
+            "email": row.email, "email_hash": digest, "locale": row.locale,
+            "first_name": row.first_name if keeps else None,
+            "last_name": row.last_name if keeps else None,
+            "fields_json": row.fields if keeps else None,
+            "source_url": row.evidence.get("source_url"),
+            "consent_text_id": row.consent_text_id,
+            "nonce": subscriptions.new_nonce(), "created_at": now, "updated_at": now,
+            "confirmed_at": row.consent_at or now, "withdrawn_at": withdrawn_at,
+            "withdrawal_origin": "import" if row.withdrawn else None,
+            "retain_until": proof_lapses_at(withdrawn_at, self.years) if withdrawn_at else None,
+            "ledger_seq": 0, "imported_from": self.source.source,
+            "ac_contact_id": row.ac_contact_id,
+        }
+
+    def _chain(self, row: ImportRow, sub_id: int, now: datetime) -> list[dict[str, Any]]:
+        """The new subscription's ledger events, hash-chained from the genesis."""
+        personal = {"first_name": row.first_name, "last_name": row.last_name,
+                    "fields": row.fields}
+        event = ledger.event_row(
+            sub_id, 0, None, EventKind.CONSENT_IMPORTED, origin="import", at=now,
+            consent_text_id=row.consent_text_id,
+            details={**self._origin(row, now),
+                     "consent_at": row.consent_at.isoformat() if row.consent_at else None,
+                     "entered_sha256": subscriptions.entered_digest(personal)})
+        if not row.withdrawn:
+            return [event]
+        return [event, ledger.event_row(
+            sub_id, event["seq"], event["chain_hash"],
+            EventKind.BOUNCED if row.status == CLEANED else EventKind.UNSUBSCRIBED,
+            origin="import", at=now, details={
+                "was": "confirmed", "source": self.source.source,
+                "status_in_source": row.status,
+                "reported_at": row.evidence.get("withdrawn_time")})]
+
+    def _suppression(self, digest: str, now: datetime) -> dict[str, Any]:
+        return {"list_id": self.list_id, "email_hash": digest, "reason": "import",
+                "created_at": now}
+
+    def _insert_rows(self, rows: list[tuple[ImportRow, str]], now: datetime) -> None:
+        """INSERT … RETURNING the ids, then the events and the chain heads."""
+        params = [self._values(row, digest, now) for row, digest in rows]
         ids = list(db.session.execute(_insert_subscriptions(), params).scalars())
         events: list[dict[str, Any]] = []
         heads: list[dict[str, Any]] = []
-        suppress: list[dict[str, Any]] = []
-        for (row, digest), sub_id in zip(rows, ids, strict=True):
-            personal = {"first_name": row.first_name, "last_name": row.last_name,
-                        "fields": row.fields}
-            event = ledger.event_row(
-                sub_id, 0, None, EventKind.CONSENT_IMPORTED, origin="import", at=now,
-                consent_text_id=row.consent_text_id,
-                details={**self._origin(row, now),
-                         "consent_at": row.consent_at.isoformat() if row.consent_at else None,
-                         "entered_sha256": subscriptions.entered_digest(personal)})
-            events.append(event)
-            if row.withdrawn:
-                event = ledger.event_row(
-                    sub_id, event["seq"], event["chain_hash"],
-                    EventKind.BOUNCED if row.status == CLEANED else EventKind.UNSUBSCRIBED,
-                    origin="import", at=now, details={
-                        "was": "confirmed", "source": self.source.source,
-                        "status_in_source": row.status,
-                        "reported_at": row.evidence.get("withdrawn_time")})
-                events.append(event)
-                suppress.append({"list_id": self.list_id, "email_hash": digest,
-                                 "reason": "import", "created_at": now})
-            heads.append(ledger.head_params(event))
+        for (row, _), sub_id in zip(rows, ids, strict=True):
+            chain = self._chain(row, sub_id, now)
+            events.extend(chain)
+            heads.append(ledger.head_params(chain[-1]))
         db.session.execute(insert(ConsentEvent.__table__), events)
         db.session.execute(ledger.MOVE_HEAD, heads)
+        suppress = [self._suppression(digest, now) for row, digest in rows if row.withdrawn]
+        if suppress:
+            db.session.execute(_insert_suppressions(self.dialect), suppress)
+
+    def _copy(self, rows: list[tuple[ImportRow, str]], now: datetime) -> None:
+        """PostgreSQL: COPY the subscriptions (heads included) and their events."""
+        import psycopg
+
+        ids = list(db.session.scalars(_NEXT_IDS, {"n": len(rows)}))
+        subs: list[list[Any]] = []
+        events: list[list[Any]] = []
+        for (row, digest), sub_id in zip(rows, ids, strict=True):
+            values = self._values(row, digest, now)
+            chain = self._chain(row, sub_id, now)
+            values.update(id=sub_id, ledger_seq=chain[-1]["seq"],
+                          ledger_head=chain[-1]["chain_hash"])
+            fields = values.pop("fields_json")
+            values["fields"] = None if fields is None else json.dumps(storable_json(fields))
+            subs.append([_storable(_SUB, name, values[name]) for name in _COPY_SUB])
+            events.extend([_storable(_EVENTS, name, e[name]) for name in _COPY_EVENTS]
+                          for e in chain)
+        raw = db.session.connection().connection.dbapi_connection
+        assert raw is not None
+        try:
+            with raw.cursor() as cur:  # type: ignore[attr-defined]
+                with cur.copy(f"COPY subscription ({', '.join(_COPY_SUB)}) FROM STDIN") as copy:
+                    for record in subs:
+                        copy.write_row(record)
+                with cur.copy(f"COPY consent_event ({', '.join(_COPY_EVENTS)}) FROM STDIN") as copy:
+                    for record in events:
+                        copy.write_row(record)
+        except psycopg.errors.IntegrityError as exc:  # a concurrent signup of one address
+            raise IntegrityError("COPY subscription", None, exc) from exc
+        suppress = [self._suppression(digest, now) for row, digest in rows if row.withdrawn]
         if suppress:
             db.session.execute(_insert_suppressions(self.dialect), suppress)
 

@@ -331,3 +331,47 @@ def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Imported consent: evidence from Mailchimp" in html
     assert "OPTIN_TIME" in html and "missing in the source" in html
+
+
+def test_ctrl_c_in_a_real_import_process_then_the_same_command_resumes(
+        app, app_config, newsletter, tmp_path):
+    """``optin import`` as a subprocess, sent SIGINT mid-run (as Ctrl-C does), run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ..conftest import wait_for
+
+    total = 1500
+    path = tmp_path / "subscribed_members_export.csv"
+    path.write_text(mc_csv([mc_member(f"reader{i:05}@example.org") for i in range(total)]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config, PYTHONPATH=os.getcwd())
+    command = [sys.executable, "-m", "optin", "import", "mailchimp", str(path), "--list",
+               "newsletter", "--batch", "20"]
+
+    def committed() -> int:
+        with app.app_context():
+            state = db.session.scalar(select(JobState).where(JobState.name.like("import:%")))
+            db.session.rollback()
+            return 0 if state is None else int(state.value["done"])
+
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: committed() >= 200, timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err
+    stopped = committed()
+    assert 200 <= stopped < total and counts(app)[0] == stopped  # what committed, nothing more
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming after row {stopped}" in again.stdout
+    assert f"imported (consent with its evidence, marked as imported): {total}" in again.stdout
+    assert counts(app)[0] == total and verified(app)
