@@ -555,6 +555,9 @@ def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_ru
         total = source.count()
     except (import_files.ImportFileError, ac_imports.NotMapped, ActiveCampaignError) as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before the import began: nothing changed", err=True)
+        sys.exit(130)
     actor = actor or f"cli:{getpass.getuser()}"
     report = report or Path(f"optin-import-{mailing_list.slug}-rejected.csv")
     state = None if restart or dry_run else imports.cursor(mailing_list, source)

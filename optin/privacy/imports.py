@@ -518,7 +518,7 @@ class _Writer:
             return False
         now = utcnow()
         subscriptions.withdraw(
-            sub, origin="import", at=now,
+            sub, origin="import", at=now, goodbye=False,
             kind=EventKind.BOUNCED if row.status == CLEANED else EventKind.UNSUBSCRIBED,
             details={**self._origin(row, now),
                      "reported_at": row.evidence.get("withdrawn_time")})

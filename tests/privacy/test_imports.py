@@ -203,6 +203,9 @@ def test_a_newer_withdrawal_in_the_import_wins_over_a_consent_here(
         app, runner, newsletter, confirmed, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     confirmed("anna@example.org")
+    # The list says goodbye after an unsubscribe here; a withdrawal made elsewhere is not
+    # answered with a mail.
+    assert invoke(runner, "lists", "update", "newsletter", "--goodbye").exit_code == 0
     path = tmp_path / "unsubscribed_members.csv"
     path.write_text(mc_csv([mc_member("anna@example.org", UNSUB_TIME="2099-01-01 00:00:00")],
                            MC_UNSUB))
@@ -217,6 +220,8 @@ def test_a_newer_withdrawal_in_the_import_wins_over_a_consent_here(
         from optin.models import OutboxItem
         assert db.session.scalar(select(func.count()).select_from(OutboxItem)
                                  .where(OutboxItem.kind == "ac_unsubscribe")) == 1
+        assert db.session.scalar(select(func.count()).select_from(OutboxItem)
+                                 .where(OutboxItem.kind == "goodbye_mail")) == 0
     assert verified(app)
 
 
