@@ -78,7 +78,8 @@ class ImportRow:
     @property
     def missing(self) -> list[str]:
         """The evidence roles the source gave no value for."""
-        return [role for role in EVIDENCE_ROLES if not self.evidence.get(role)]
+        return [role for role in EVIDENCE_ROLES if not self.evidence.get(role)
+                and (role != "withdrawn_time" or self.withdrawn)]
 
     @property
     def consent_at(self) -> datetime | None:

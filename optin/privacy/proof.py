@@ -417,7 +417,9 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof")
     subs = subscriptions_of(digest, list_id=mailing_list.id)
     cycles = [_cycle(s) for s in reversed(subs)]
     return {
-        "title": "Proof of consent (double opt-in)",
+        "title": ("Proof of consent (evidence imported from another system)"
+                  if cycles and all(c["imported"] for c in cycles)
+                  else "Proof of consent (double opt-in)"),
         "generated_at": utcnow(),
         "generated_by": actor,
         "address": email,

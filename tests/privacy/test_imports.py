@@ -120,6 +120,7 @@ def test_mailchimp_zip_imports_consents_withdrawals_and_bounces_with_their_evide
     assert d["extra"]["MEMBER_RATING"] == "3" and "LATITUDE" not in json.dumps(d)
     assert "confirm_time" in events_of(app, bob.id)[0].details["missing"]
     assert "confirm_time" not in d["missing"] and "consent_text" in d["missing"]
+    assert "withdrawn_time" not in d["missing"]  # a subscribed row has no withdrawal to miss
     assert [e.kind for e in events_of(app, carol.id)] == ["consent_imported", "unsubscribed"]
     assert [e.kind for e in events_of(app, dave.id)] == ["consent_imported", "bounced"]
     with app.app_context():
@@ -320,6 +321,7 @@ def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
     text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter")
     assert text.exit_code == 0, text.output
     flat = " ".join(text.output.split())
+    assert flat.startswith("Proof of consent (evidence imported from another system)")
     assert "Evidence imported from Mailchimp on" in flat
     assert "opt-in 2021-03-04 10:11:12 from 198.51.100.4" in flat
     assert "confirmed 2021-03-04 10:15:00. This consent" in flat  # no IP: none is invented
