@@ -88,7 +88,8 @@ def records(opener: Callable[[], IO[bytes]], member: str,
         with _text(opener, encoding) as handle:
             dialect = _dialect(handle.read(SNIFF_BYTES))
         with _text(opener, encoding) as handle:
-            reader = csv.reader(handle, dialect)
+            # NUL is no text (the csv module refuses it, no database can hold it): dropped.
+            reader = csv.reader((line.replace("\0", "") for line in handle), dialect)
             header = next(reader, None)
             if header is None:
                 return
@@ -108,6 +109,18 @@ def records(opener: Callable[[], IO[bytes]], member: str,
                               "(or pass --encoding)") from None
     except csv.Error as exc:
         raise ImportFileError(f"{member}: not a readable CSV ({exc})") from None
+
+
+def _header_of(opener: Callable[[], IO[bytes]], member: str, encoding: str) -> set[str]:
+    """The column names of a CSV's header line."""
+    try:
+        with _text(opener, encoding) as handle:
+            sample = handle.read(SNIFF_BYTES)
+    except UnicodeDecodeError:
+        raise ImportFileError(f"{member} is not {encoding} text; save it as UTF-8 "
+                              "(or pass --encoding)") from None
+    header = next(csv.reader(io.StringIO(sample.replace("\0", "")), _dialect(sample)), [])
+    return {h.strip() for h in header}
 
 
 def _first(values: Mapping[str, str], *names: str) -> tuple[str | None, str | None]:
@@ -182,6 +195,8 @@ class MailchimpExport:
                     found.append((name, status, self._zip_opener(name)))
             if not found:
                 raise ImportFileError(f"{self.label}: no Mailchimp audience CSVs in the zip")
+            for name, _, opener in found:
+                self._check_header(name, opener)
             return sorted(found, key=lambda m: (_MC_ORDER[m[1]], m[0]))
         status = mailchimp_status(self.path.name)
         if status not in _MC_ORDER:
@@ -189,7 +204,14 @@ class MailchimpExport:
                                   "unsubscribed or cleaned (as Mailchimp names its export's "
                                   "CSVs); rename it, e.g. subscribed_members.csv")
         assert status is not None
+        self._check_header(self.path.name, lambda: self.path.open("rb"))
         return [(self.path.name, status, lambda: self.path.open("rb"))]
+
+    def _check_header(self, name: str, opener: Callable[[], IO[bytes]]) -> None:
+        """Refuse a CSV without an address column at once, rather than reject every row."""
+        names = _header_of(opener, name, self.encoding)
+        if names and not names & set(MC_EMAIL):
+            raise ImportFileError(f"{name}: no address column ({' or '.join(MC_EMAIL[:2])})")
 
     def _zip_opener(self, name: str) -> Callable[[], IO[bytes]]:
         def opener() -> IO[bytes]:
@@ -274,14 +296,7 @@ class GenericCSV:
         return self.path.open("rb")
 
     def _check_header(self) -> None:
-        try:
-            with _text(self._opener, self.encoding) as handle:
-                sample = handle.read(SNIFF_BYTES)
-        except UnicodeDecodeError:
-            raise ImportFileError(f"{self.label} is not {self.encoding} text; save it as "
-                                  "UTF-8 (or pass --encoding)") from None
-        header = next(csv.reader(io.StringIO(sample), _dialect(sample)), [])
-        names = {h.strip() for h in header}
+        names = _header_of(self._opener, self.label, self.encoding)
         if "email" not in names or "status" not in names:
             raise ImportFileError(f"{self.label}: the generic CSV needs the columns email and "
                                   f"status (found: {', '.join(sorted(names)) or 'none'})")

@@ -157,7 +157,7 @@ def cursor_key(mailing_list: MailingList, source: Source) -> str:
 def cursor(mailing_list: MailingList, source: Source) -> dict[str, Any] | None:
     """Where an interrupted import of this source stopped (None: none is unfinished)."""
     state = db.session.get(JobState, cursor_key(mailing_list, source))
-    if state is None or state.value.get("finished"):
+    if state is None or state.value.get("finished") or not state.value.get("done"):
         return None
     return dict(state.value)
 
@@ -203,6 +203,11 @@ def run(source: Source, mailing_list: MailingList, *, operator: str, dry_run: bo
     audit.record(operator, "import_dry_run" if dry_run else "import", details={
         "list": mailing_list.slug, "source": source.source, "file": source.label,
         "file_sha256": source.sha256, "resumed_after": summary.resumed_after})
+    if not dry_run and state is None:  # the row each batch locks (see _Writer._write)
+        key = cursor_key(mailing_list, source)
+        if db.session.get(JobState, key) is None:
+            db.session.add(JobState(name=key, value={"done": 0, "finished": False,
+                                                     "counts": {}, "at": utcnow().isoformat()}))
     db.session.commit()
     writer = _Writer(mailing_list, source, operator, dry_run)
     rejects = _Report(report)
@@ -354,6 +359,9 @@ class _Writer:
                 self.simulated[digest] = Known(None, S.UNSUBSCRIBED, None)
 
     def _write(self, pending: list[tuple[ImportRow, str]], summary: Summary) -> None:
+        # Two runs of one import at once take turns per batch: whichever decides second
+        # sees what the first wrote (else both would write a withdrawn record of one row).
+        db.session.get(JobState, self.cursor_key, with_for_update=True, populate_existing=True)
         digests = [d for _, d in pending]
         known = self._known(digests)
         suppressed = self._suppressed(digests)

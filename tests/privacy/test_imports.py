@@ -382,3 +382,26 @@ def test_ctrl_c_in_a_real_import_process_then_the_same_command_resumes(
     assert f"resuming after row {stopped}" in again.stdout
     assert f"imported (consent with its evidence, marked as imported): {total}" in again.stdout
     assert counts(app)[0] == total and verified(app)
+
+
+def test_a_file_without_an_address_column_is_refused_whole(app, runner, newsletter, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "subscribed_members.csv"
+    path.write_text("Mail,OPTIN_TIME\nada@example.org,2021-01-01\n")
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter"])
+    assert result.exit_code == 1 and "no address column" in result.output
+    latin = tmp_path / "consents.csv"
+    latin.write_bytes("email,status,first_name\nj@example.org,subscribed,J\xf6rg\n".encode("latin-1"))
+    result = runner.invoke(args=["import", "csv", str(latin), "--list", "newsletter"])
+    assert result.exit_code == 1 and "not utf-8-sig text" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_a_nul_byte_is_dropped_not_fatal(app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_bytes(b"email,status,first_name\nnul@example.org,subscribed,Gr\x00ace\n")
+    result = invoke(runner, "import", "csv", str(path), "--list", "newsletter")
+    assert "imported (consent with its evidence, marked as imported): 1" in result.output
+    assert subs(app)["nul@example.org"].first_name == "Grace" and verified(app)
