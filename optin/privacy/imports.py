@@ -274,18 +274,10 @@ _NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('subscription', 'id')) "
                  "FROM generate_series(1, :n)")
 
 
-def _storable(table: Any, name: str, value: Any) -> Any:
-    """A value as its column's type would bind it, for COPY (which bypasses the types):
-    text made storable and cut to the column, JSON as its text."""
-    if isinstance(value, str):
-        return storable_text(value, _LENGTHS[table.name].get(name))
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return value
-
-
 _LENGTHS = {table.name: {c.name: getattr(c.type, "length", None) for c in table.c}
             for table in (_SUB, _EVENTS)}
+#: The subscription columns COPY gets from the source: made storable as StorableText would.
+_FREE_TEXT = ("email", "locale", "first_name", "last_name", "source_url", "ac_contact_id")
 
 
 @functools.cache
@@ -499,9 +491,14 @@ class _Writer:
                           ledger_head=chain[-1]["chain_hash"])
             fields = values.pop("fields_json")
             values["fields"] = None if fields is None else json.dumps(storable_json(fields))
-            subs.append([_storable(_SUB, name, values[name]) for name in _COPY_SUB])
-            events.extend([_storable(_EVENTS, name, e[name]) for name in _COPY_EVENTS]
-                          for e in chain)
+            for name in _FREE_TEXT:  # what a source gave; the rest is ours, storable already
+                if values[name] is not None:
+                    values[name] = storable_text(values[name], _LENGTHS["subscription"][name])
+            subs.append([values[name] for name in _COPY_SUB])
+            # event_row made every value storable (and cut to its column) before hashing it.
+            events.extend([*(e[name] for name in _COPY_EVENTS[:8]),
+                           json.dumps(e["details"], ensure_ascii=False),
+                           e["content_hash"], e["chain_hash"]] for e in chain)
         raw = db.session.connection().connection.dbapi_connection
         assert raw is not None
         try:
