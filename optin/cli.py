@@ -225,14 +225,15 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
             raise click.ClickException(str(exc)) from None
         return
     info = ListDetailSchema().dump(mailing_list)  # the same as GET /v1/lists/<slug>
-    info["consents"] = consent_stats.consents_by_origin(slug)[slug]
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     for key, value in info.items():
-        if key not in ("consent_texts", "current_consent_texts", "consents"):
+        if key not in ("consent_texts", "current_consent_texts"):
             click.echo(f"{key}: {value}")
-    for origin, by_status in info["consents"].items():
+    # Counted apart: consents recorded here, and those brought in by `optin import`
+    # (GET /v1/stats has the same under "consents").
+    for origin, by_status in consent_stats.consents_by_origin(slug)[slug].items():
         click.echo(f"consents {origin}: " + (", ".join(f"{status} {n}" for status, n in
                                                        sorted(by_status.items())) or "none"))
     for t in info["consent_texts"]:

@@ -405,3 +405,18 @@ def test_a_nul_byte_is_dropped_not_fatal(app, runner, newsletter, tmp_path, monk
     result = invoke(runner, "import", "csv", str(path), "--list", "newsletter")
     assert "imported (consent with its evidence, marked as imported): 1" in result.output
     assert subs(app)["nul@example.org"].first_name == "Grace" and verified(app)
+
+
+def test_lists_show_and_stats_count_imported_consents_apart(app, runner, newsletter, client,
+                                                            confirmed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    confirmed("native@example.org")
+    path = mc_zip(tmp_path / "e.zip", [mc_member("a@example.org"), mc_member("b@example.org")],
+                  unsubscribed=[mc_member("c@example.org", UNSUB_TIME="2023-01-01 00:00:00")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    shown = invoke(runner, "lists", "show", "newsletter").output
+    assert "consents native: confirmed 1" in shown
+    assert "consents imported: confirmed 2, unsubscribed 1" in shown
+    stats = client.get("/v1/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    assert stats["consents"]["newsletter"] == {"native": {"confirmed": 1},
+                                               "imported": {"confirmed": 2, "unsubscribed": 1}}
