@@ -430,6 +430,37 @@ def memory(size: Size) -> list[Row]:
 
 
 from .timing import mail_latency, timing  # noqa: E402  (it builds on the helpers above)
+# --- imports ------------------------------------------------------------------------------
+
+
+def _import_run(rows: int) -> dict[str, object]:
+    url = fresh_database("optin_bench_imports")
+    proc = subprocess.run(
+        [sys.executable, "bench/imports_bench.py", "--database-url", url, "--rows", str(rows),
+         "--json"], cwd=ROOT, check=True, capture_output=True, text=True, env=service_env(url))
+    (LOGS / f"imports-{rows}.log").write_text(proc.stdout + proc.stderr)
+    return next(__import__("json").loads(ln[5:]) for ln in proc.stdout.splitlines()
+                if ln.startswith("JSON "))
+
+
+def imports(size: Size) -> list[Row]:
+    """``optin import mailchimp`` of a generated export against COPY of its rows, and its
+    peak memory at a tenth of the size (each run its own process)."""
+    rows, small = size.pick(100_000, 5_000), size.pick(10_000, 500)
+    big, little = _import_run(rows), _import_run(small)
+    ratio = big["optin_seconds"] / big["copy_seconds"]
+    growth = big["max_rss_mb"] / little["max_rss_mb"]
+    say(f"imports: optin {big['optin_seconds']:.1f} s, COPY {big['copy_seconds']:.2f} s, "
+        f"ratio {ratio:.1f}; peak RSS {little['max_rss_mb']:.0f} -> {big['max_rss_mb']:.0f} MB")
+    return [
+        Row("imports", f"import {rows:,} Mailchimp rows (s)", round(big["optin_seconds"], 1),
+            round(big["copy_seconds"], 2), "COPY of the same rows into a plain table", "≤ 10×",
+            ratio <= 10, round(ratio, 1), big),
+        Row("imports", f"peak RSS importing {rows:,} rows (MB)", round(big["max_rss_mb"], 1),
+            round(little["max_rss_mb"], 1), f"importing {small:,} rows", "≤ 1.2×",
+            growth <= 1.2, round(growth, 2), little),
+    ]
+
 
 SCENARIOS: dict[str, Callable[[Size], list[Row]]] = {
     "signups": signups,
@@ -440,4 +471,5 @@ SCENARIOS: dict[str, Callable[[Size], list[Row]]] = {
     "memory": memory,
     "timing": timing,
     "mail_latency": mail_latency,
+    "imports": imports,
 }

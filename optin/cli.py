@@ -10,6 +10,7 @@ import getpass
 import json
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -28,15 +29,18 @@ from optin.activecampaign import (
     backfill,
     reconcile,
 )
+from optin.activecampaign import imports as ac_imports
 from optin.activecampaign.client import ActiveCampaignError
 from optin.config import DEVELOPMENT_OPERATOR, Settings, current_settings
 from optin.consent import checkpoint_file, checkpoints, ledger, lists
+from optin.consent import stats as consent_stats
+from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED
 from optin.delivery import breaker, mailbox, outbox
 from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
 from optin.models import LOCALES, MailingList, utcnow
 from optin.ops import metrics
-from optin.privacy import document, export, proof, retention, rights
+from optin.privacy import document, export, exports, import_files, imports, proof, retention, rights
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
@@ -229,6 +233,11 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
     for key, value in info.items():
         if key not in ("consent_texts", "current_consent_texts"):
             click.echo(f"{key}: {value}")
+    # Counted apart: consents recorded here, and those brought in by `optin import`
+    # (GET /v1/stats has the same under "consents").
+    for origin, by_status in consent_stats.consents_by_origin(slug)[slug].items():
+        click.echo(f"consents {origin}: " + (", ".join(f"{status} {n}" for status, n in
+                                                       sorted(by_status.items())) or "none"))
     for t in info["consent_texts"]:
         click.echo(f"consent text {t['locale']} v{t['version']} ({t['sha256'][:12]}…): {t['text']}")
 
@@ -638,6 +647,128 @@ def check_command(send_to: str | None) -> None:
 
 
 commands.append(check_command)
+
+
+# --- import and export of consents ------------------------------------------------------
+
+import_group = AppGroup("import", help="Bring existing consents in, with their evidence.")
+commands.append(import_group)
+
+
+def _import_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed([
+        click.option("--list", "slug", required=True, help="List slug."),
+        click.option("--dry-run", is_flag=True, help="Count what would happen; change nothing."),
+        click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path),
+                     help="File for the rejected rows (line and reason; default: "
+                          "./optin-import-<list>-rejected.csv)."),
+        click.option("--batch", default=imports.BATCH, show_default=True,
+                     type=click.IntRange(1, 50_000), help="Rows per transaction."),
+        click.option("--restart", is_flag=True, help="Ignore where an interrupted run stopped."),
+        click.option("--actor", default=None,
+                     help="Operator recorded in the ledger and audit (default: cli:$USER)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_run: bool,
+                report: Path | None, batch: int, restart: bool, actor: str | None) -> None:
+    mailing_list = _list_or_exit(slug)
+    try:
+        source = make(mailing_list)
+        total = source.count()
+    except (import_files.ImportFileError, ac_imports.NotMapped, ActiveCampaignError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before the import began: nothing changed", err=True)
+        sys.exit(130)
+    actor = actor or f"cli:{getpass.getuser()}"
+    report = report or Path(f"optin-import-{mailing_list.slug}-rejected.csv")
+    state = None if restart or dry_run else imports.cursor(mailing_list, source)
+    if state:
+        click.echo(f"resuming after row {state['done']} of {total} (interrupted run of "
+                   f"{state.get('at', '?')})")
+    try:
+        with click.progressbar(length=total, label=f"{source.label} -> {mailing_list.slug}",
+                               file=sys.stderr) as bar:
+            summary = imports.run(source, mailing_list, operator=actor, dry_run=dry_run,
+                                  batch=batch, report=report, restart=restart,
+                                  progress=bar.update)
+    except KeyboardInterrupt:
+        done = imports.cursor(mailing_list, source)
+        click.echo(f"\ninterrupted: {done['done'] if done else 0} rows committed; run the "
+                   "same command again to resume", err=True)
+        sys.exit(130)
+    except (import_files.ImportFileError, ActiveCampaignError) as exc:
+        raise click.ClickException(str(exc)) from None
+    heading = "dry run, nothing changed: would be" if dry_run else "done"
+    click.echo(f"{summary.source} {summary.label} -> list {summary.list_slug} ({heading}), "
+               f"{summary.rows} rows" + (f", file SHA-256 {summary.sha256}" if summary.sha256 else ""))
+    for category, meaning in imports.CATEGORIES.items():
+        click.echo(f"  {meaning}: {summary.counts[category]}")
+    if summary.report is not None:
+        click.echo(f"rejected rows (line and reason): {summary.report}")
+
+
+@import_group.command("mailchimp")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_import_options
+@click.option("--field", "fields", multiple=True, metavar="COLUMN=NAME",
+              help="Keep a merge field column as a field (repeatable), e.g. 'Company=company'.")
+@click.option("--encoding", default="utf-8-sig", show_default=True)
+def import_mailchimp(path: Path, slug: str, dry_run: bool, report: Path | None, batch: int,
+                     restart: bool, actor: str | None, fields: tuple[str, ...],
+                     encoding: str) -> None:
+    """A Mailchimp audience export: the zip, or its subscribed/unsubscribed/cleaned CSVs."""
+    try:
+        field_map = import_files.parse_field_map(fields)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--field") from None
+    smtputf8 = current_settings().smtputf8 == SMTPUTF8_WHEN_OFFERED
+    _run_import(lambda _: import_files.MailchimpExport(path, field_map=field_map,
+                                                       smtputf8=smtputf8, encoding=encoding),
+                slug, dry_run, report, batch, restart, actor)
+
+
+@import_group.command("csv")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_import_options
+@click.option("--encoding", default="utf-8-sig", show_default=True)
+def import_csv(path: Path, slug: str, dry_run: bool, report: Path | None, batch: int,
+               restart: bool, actor: str | None, encoding: str) -> None:
+    """The generic CSV (columns in the README; `optin export` writes the same)."""
+    smtputf8 = current_settings().smtputf8 == SMTPUTF8_WHEN_OFFERED
+    _run_import(lambda _: import_files.GenericCSV(path, smtputf8=smtputf8, encoding=encoding),
+                slug, dry_run, report, batch, restart, actor)
+
+
+@import_group.command("activecampaign")
+@_import_options
+def import_activecampaign(slug: str, dry_run: bool, report: Path | None, batch: int,
+                          restart: bool, actor: str | None) -> None:
+    """The members of the list's ActiveCampaign list (its --ac-list-id) optin does not know."""
+    smtputf8 = current_settings().smtputf8 == SMTPUTF8_WHEN_OFFERED
+    _run_import(lambda m: ac_imports.ActiveCampaignList(m, smtputf8=smtputf8),
+                slug, dry_run, report, batch, restart, actor)
+
+
+@click.command("export")
+@with_appcontext
+@click.option("--list", "slug", required=True, help="List slug.")
+@click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv"]))
+@click.option("--output", "output", default="-", type=click.File("w", encoding="utf-8"),
+              help="File to write (default: standard output).")
+@click.option("--actor", default=None, help="Name recorded in the audit trail (default: cli:$USER).")
+def export_command(slug: str, fmt: str, output: TextIO, actor: str | None) -> None:
+    """The list in the generic import's columns, plus optin's own evidence (audited)."""
+    mailing_list = _list_or_exit(slug)
+    summary = exports.export_csv(mailing_list, output, actor=actor or f"cli:{getpass.getuser()}")
+    click.echo(f"exported {summary.rows} subscriptions of list {slug} "
+               f"({summary.skipped} pending or minimized left out)", err=True)
+
+
+commands.append(export_command)
 
 
 def init_app(app: Flask) -> None:

@@ -181,6 +181,7 @@ class EventKind(StrEnum):
     SYNCED = "synced"
     SYNC_SKIPPED = "sync_skipped"
     MINIMIZED = "minimized"
+    CONSENT_IMPORTED = "consent_imported"  # evidence from another system (optin import)
 
 
 class MailingList(Model):
@@ -291,6 +292,9 @@ class Subscription(Model):
     # Head of this subscription's hash chain (see ledger.py).
     ledger_seq: Mapped[int] = mapped_column(Integer, default=0)
     ledger_head: Mapped[str | None] = mapped_column(StorableText(64))
+    # Where an imported consent came from (mailchimp, csv, activecampaign); NULL when the
+    # consent was recorded here. Its evidence is the ``consent_imported`` ledger event.
+    imported_from: Mapped[str | None] = mapped_column(StorableText(32))
 
     mailing_list: Mapped[MailingList] = relationship()
     consent_text: Mapped[ConsentText | None] = relationship()

@@ -526,6 +526,9 @@ class ConsentCycleSchema(Answer):
     events = ma.List(ma.Nested(EventSchema))
     ledger = ma.Nested(LedgerCheckSchema)
     checkpoint = ma.Nested(CheckpointCoverageSchema, allow_none=True)
+    imported = ma.Dict(allow_none=True, metadata={
+        "description": "evidence imported from another system (optin import), as the source "
+                       "gave it; null for a consent recorded here"})
 
 
 class ControllerSchema(Answer):
@@ -681,6 +684,10 @@ class StatsSchema(Answer):
     subscriptions = ma.Dict(keys=ma.String(), values=ma.Dict(keys=ma.String(), values=ma.Integer()),
                             metadata={"example": {"newsletter": {"confirmed": 12, "pending": 3}}})
     suppressions = ma.Integer()
+    consents = ma.Dict(keys=ma.String(), values=ma.Dict(), metadata={
+        "description": "per list: subscriptions per status recorded here (native) and brought "
+                       "in by optin import (imported)",
+        "example": {"newsletter": {"native": {"confirmed": 12}, "imported": {"confirmed": 800}}}})
     outbox = ma.Nested(BacklogSchema)
     last_retention_run = ma.Nested(RetentionRunSchema, allow_none=True, metadata={
         "description": "The last run that minimized; dry runs change nothing and are not counted"})

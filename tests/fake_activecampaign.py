@@ -174,13 +174,25 @@ class FakeActiveCampaign:
 
     def add_contact(
         self, email: str, list_id: int | str | None = None, status: int = 1,
-        first_name: str = "", last_name: str = "",
+        first_name: str = "", last_name: str = "", *, subscribed_at: str | None = None,
+        ip4_sub: str | None = None, unsubscribed_at: str | None = None,
+        ip4_unsub: str | None = None, unsubreason: str | None = None,
     ) -> str:
-        """Create (or find) a contact and set its list status, as if done inside ActiveCampaign."""
+        """Create (or find) a contact and set its list status, as if done inside ActiveCampaign.
+
+        The membership's evidence can be given as ActiveCampaign reports it: ``sdate`` and
+        ``udate`` as ``2016-08-15T12:04:26-05:00``, ``ip4Sub``/``ip4Unsub`` as the IPv4
+        address in a number's digits (``"3325256711"``; ``"0"`` for none).
+        """
         with self._lock:
             contact = self._upsert(email, {"firstName": first_name, "lastName": last_name})
             if list_id is not None:
-                self._set_status(contact["id"], str(list_id), status)
+                record = self._set_status(contact["id"], str(list_id), status)
+                for key, value in (("sdate", subscribed_at), ("ip4Sub", ip4_sub),
+                                   ("udate", unsubscribed_at), ("ip4Unsub", ip4_unsub),
+                                   ("unsubreason", unsubreason)):
+                    if value is not None:
+                        record[key] = value
             return contact["id"]
 
     def contact(self, email: str) -> dict[str, Any] | None:
@@ -465,8 +477,14 @@ class FakeActiveCampaign:
     def _set_status(self, contact_id: str, list_id: str, status: int) -> dict[str, Any]:
         record = self._members.get((contact_id, list_id))
         if record is None:
+            # The membership record as the docs show it (contactLists of GET /contacts/{id}):
+            # sdate/udate ISO 8601 with offset, IPv4s as numbers in strings, "0" for none.
             record = {"id": str(next(self._ids["member"])), "contact": contact_id,
-                      "list": list_id, "sdate": _now(), "unsubreason": "", "sourceid": "0"}
+                      "list": list_id, "form": None, "seriesid": "0", "sdate": _now(),
+                      "udate": None, "responder": "1", "sync": "0", "unsubreason": "",
+                      "campaign": None, "message": None, "first_name": "", "last_name": "",
+                      "ip4Sub": "0", "sourceid": "0", "autosyncLog": None, "ip4_last": "0",
+                      "ip4Unsub": "0", "unsubscribeAutomation": None}
             self._members[(contact_id, list_id)] = record
         record.update(status=str(status), udate=_now())
         return record

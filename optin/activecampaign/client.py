@@ -260,6 +260,12 @@ class ActiveCampaignClient:
                 )
                 yield contact
 
+    def member_count(self, list_id: str | int) -> int:
+        """How many contacts the list has (all statuses): ``meta.total`` of a one-item page."""
+        data = self._call("GET", "contacts", "GET contacts",
+                          params={"listid": str(list_id), "limit": 1, "offset": 0})
+        return _int_or_none((data.get("meta") or {}).get("total")) or 0
+
     # -- bulk import ----------------------------------------------------------
 
     def bulk_import(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

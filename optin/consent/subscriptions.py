@@ -611,8 +611,12 @@ def withdraw(
     at: datetime | None = None,
     details: dict[str, Any] | None = None,
     kind: EventKind = EventKind.UNSUBSCRIBED,
+    goodbye: bool = True,
 ) -> None:
     """Withdraw consent in the caller's transaction (the caller holds the row lock).
+
+    ``goodbye=False`` sends no goodbye mail whatever the list says (a withdrawal found in
+    an import was made elsewhere, maybe long ago: nobody is mailed after it).
 
     Deletes the personal fields proof does not need, starts the proof's
     retention clock, suppresses the address, and queues the withdrawal for
@@ -641,7 +645,7 @@ def withdraw(
     metrics.unsubscribed(origin, kind)
     log.info("subscription %s withdrawn: %s via %s", sub.id, kind, origin)
     db.session.add(OutboxItem.pending(OutboxKind.AC_UNSUBSCRIBE, subscription_id=sub.id))
-    if was_confirmed and sub.mailing_list.send_goodbye:
+    if goodbye and was_confirmed and sub.mailing_list.send_goodbye:
         db.session.add(OutboxItem.pending(OutboxKind.GOODBYE_MAIL, subscription_id=sub.id))
 
 

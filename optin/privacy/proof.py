@@ -33,6 +33,7 @@ from optin.models import (
     utcnow,
 )
 from optin.privacy import audit
+from optin.privacy.import_rows import imported_evidence
 from optin.privacy.rights import identify, retention_note, subscriptions_of
 from optin.schemas import ProofSchema
 
@@ -157,6 +158,7 @@ class ConsentCycle(TypedDict):
     events: list[ConsentEvent]
     ledger: LedgerCheck
     checkpoint: dict[str, Any] | None  # checkpoints.covering: the signed anchor of its events
+    imported: dict[str, Any] | None  # evidence brought from another system (optin import)
 
 
 class ProofList(TypedDict):
@@ -438,6 +440,7 @@ def _cycle(sub: Subscription) -> ConsentCycle:
         "minimized_at": sub.minimized_at,
         "later_events": [e for e in events if confirmed is not None and e.seq > confirmed.seq],
         "events": events,
+        "imported": imported_evidence(events),
         "ledger": {
             "ok": check.ok,
             "events": check.events,
@@ -501,7 +504,9 @@ def build(raw_email: str, list_slug: str, actor: str, *, purpose: str = "proof",
     subs = subscriptions_of(digest, list_id=mailing_list.id)
     cycles = [_cycle(s) for s in reversed(subs)]
     return {
-        "title": "Proof of consent (double opt-in)",
+        "title": ("Proof of consent (evidence imported from another system)"
+                  if cycles and all(c["imported"] for c in cycles)
+                  else "Proof of consent (double opt-in)"),
         "document_id": document_id,
         "generated_at": utcnow(),
         "generated_by": actor,
@@ -607,6 +612,12 @@ def render_text(record: Proof) -> str:
     for n, c in enumerate(proof["consents"], 1):
         out.append(f"Consent cycle {n} (subscription {c['subscription_id']}, status {c['status']})")
         line("retention", c["retention"])
+        if c.get("imported"):
+            out.extend(textwrap.wrap(c["imported"]["summary"], 76, initial_indent="  ",
+                                     subsequent_indent="  "))
+            line("imported by", f"{c['imported']['operator']} from {c['imported']['file']} "
+                 f"(SHA-256 {c['imported']['file_sha256']}), row {c['imported']['row']}")
+            line("missing in the source", ", ".join(c["imported"]["missing"]))
         text = c["consent_text"]
         if text:
             line("consent text", f"v{text['version']} {text['locale']} sha256 {text['sha256']}"

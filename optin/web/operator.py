@@ -405,6 +405,7 @@ def stats() -> dict[str, Any]:
     return {
         "subscriptions": consent_stats.subscriptions_per_list(),
         "suppressions": consent_stats.suppressions(),
+        "consents": consent_stats.consents_by_origin(),
         "outbox": outbox.backlog(),
         "last_retention_run": retention.last_run(),
     }

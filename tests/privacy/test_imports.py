@@ -1,0 +1,422 @@
+"""``optin import mailchimp|csv`` and ``optin export``, driven through the CLI from files the
+tests generate (a Mailchimp-shaped zip among them)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from optin.consent import ledger
+from optin.extensions import db
+from optin.models import AuditEntry, ConsentEvent, JobState, Subscription, Suppression
+from optin.privacy.import_rows import ImportRow
+from optin.privacy.imports import IMPORTED, KNOWN, SUPPRESSED, WITHDRAWN, Known, decide
+
+from ..conftest import ADMIN_TOKEN
+
+MC_HEADER = ["Email Address", "First Name", "Last Name", "Company", "MEMBER_RATING", "OPTIN_TIME",
+             "OPTIN_IP", "CONFIRM_TIME", "CONFIRM_IP", "LATITUDE", "LONGITUDE", "GMTOFF",
+             "DSTOFF", "TIMEZONE", "CC", "REGION", "LAST_CHANGED", "LEID", "EUID", "NOTES"]
+MC_UNSUB = ["UNSUB_TIME", "UNSUB_CAMPAIGN_TITLE", "UNSUB_CAMPAIGN_ID", "UNSUB_REASON",
+            "UNSUB_REASON_OTHER"]
+MC_CLEAN = ["CLEAN_TIME", "CLEAN_CAMPAIGN_TITLE", "CLEAN_CAMPAIGN_ID"]
+
+
+def mc_csv(rows: list[dict[str, str]], extra: list[str] = (), delimiter: str = ",") -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*MC_HEADER, *extra], delimiter=delimiter,
+                            restval="", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def mc_member(email: str, **values: str) -> dict[str, str]:
+    return {"Email Address": email, "First Name": "Ada", "Last Name": "Lovelace",
+            "Company": "Analytical", "MEMBER_RATING": "3",
+            "OPTIN_TIME": "2021-03-04 10:11:12", "OPTIN_IP": "198.51.100.4",
+            "CONFIRM_TIME": "2021-03-04 10:15:00", "CONFIRM_IP": "198.51.100.5",
+            "LATITUDE": "52.5", "LONGITUDE": "13.4", "CC": "DE",
+            "LAST_CHANGED": "2022-01-01 00:00:00", "LEID": "123", "EUID": "abc", **values}
+
+
+def mc_zip(path: Path, subscribed: list[dict], unsubscribed: list[dict] = (),
+           cleaned: list[dict] = ()) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("subscribed_members_export_4f2a.csv", mc_csv(subscribed))
+        archive.writestr("unsubscribed_members_export_4f2a.csv", mc_csv(list(unsubscribed), MC_UNSUB))
+        archive.writestr("cleaned_members_export_4f2a.csv", mc_csv(list(cleaned), MC_CLEAN))
+    return path
+
+
+def invoke(runner, *args: str):
+    return runner.invoke(args=list(args), catch_exceptions=False)
+
+
+def subs(app) -> dict[str, Subscription]:
+    with app.app_context():
+        rows = db.session.scalars(select(Subscription).order_by(Subscription.id)).all()
+        db.session.expunge_all()
+        return {s.email: s for s in rows}
+
+
+def events_of(app, sub_id: int) -> list[ConsentEvent]:
+    with app.app_context():
+        rows = db.session.scalars(select(ConsentEvent).where(ConsentEvent.subscription_id == sub_id)
+                                  .order_by(ConsentEvent.seq)).all()
+        db.session.expunge_all()
+        return rows
+
+
+def verified(app) -> bool:
+    with app.app_context():
+        return ledger.verify(db.session()).ok
+
+
+def counts(app) -> tuple[int, int, int]:
+    with app.app_context():
+        return (db.session.scalar(select(func.count()).select_from(Subscription)),
+                db.session.scalar(select(func.count()).select_from(ConsentEvent)),
+                db.session.scalar(select(func.count()).select_from(Suppression)))
+
+
+def test_mailchimp_zip_imports_consents_withdrawals_and_bounces_with_their_evidence(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "members_export_4f2a.zip",
+                  [mc_member("ada@example.org"),
+                   mc_member("bob@example.org", CONFIRM_TIME="", CONFIRM_IP="")],
+                  unsubscribed=[mc_member("carol@example.org", UNSUB_TIME="2023-05-06 07:08:09",
+                                          UNSUB_REASON="too many mails")],
+                  cleaned=[mc_member("dave@example.org", CLEAN_TIME="2023-06-01 00:00:00")])
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter",
+                    "--field", "Company=company", "--actor", "ops-anna")
+    assert result.exit_code == 0, result.output
+    assert "imported (consent with its evidence, marked as imported): 2" in result.output
+    assert "withdrawn (withdrawal recorded, address suppressed): 2" in result.output
+    found = subs(app)
+    ada, bob, carol, dave = (found[f"{n}@example.org"] for n in ("ada", "bob", "carol", "dave"))
+    assert (ada.status, ada.imported_from, ada.first_name, ada.fields) == (
+        "confirmed", "mailchimp", "Ada", {"company": "Analytical"})
+    assert ada.confirmed_at.isoformat() == "2021-03-04T10:15:00+00:00"
+    assert carol.status == dave.status == "unsubscribed"
+    assert carol.first_name is None and carol.fields is None  # a withdrawal keeps no names
+    assert carol.withdrawn_at.isoformat() == "2023-05-06T07:08:09+00:00"
+    imported = events_of(app, ada.id)[0]
+    assert (imported.kind, imported.origin) == ("consent_imported", "import")
+    d = imported.details
+    assert d["source"] == "mailchimp" and d["operator"] == "ops-anna"
+    assert d["file_sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert d["member"] == "subscribed_members_export_4f2a.csv" and d["row"] == 1 and d["line"] == 2
+    assert d["evidence"]["signup_time"] == "2021-03-04 10:11:12"  # exactly as given
+    assert d["evidence"]["confirm_ip"] == "198.51.100.5"
+    assert d["columns"]["signup_time"] == "OPTIN_TIME"
+    assert d["extra"]["MEMBER_RATING"] == "3" and "LATITUDE" not in json.dumps(d)
+    assert "confirm_time" in events_of(app, bob.id)[0].details["missing"]
+    assert "confirm_time" not in d["missing"] and "consent_text" in d["missing"]
+    assert "withdrawn_time" not in d["missing"]  # a subscribed row has no withdrawal to miss
+    assert [e.kind for e in events_of(app, carol.id)] == ["consent_imported", "unsubscribed"]
+    assert [e.kind for e in events_of(app, dave.id)] == ["consent_imported", "bounced"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 2
+        assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "import")).actor == "ops-anna"
+    assert verified(app)
+
+
+def test_the_same_file_twice_changes_nothing(app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "export.zip", [mc_member(f"r{i}@example.org") for i in range(30)],
+                  unsubscribed=[mc_member("gone@example.org", UNSUB_TIME="2023-01-01 00:00:00")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter",
+                  "--batch", "7").exit_code == 0
+    before = counts(app)
+    second = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert second.exit_code == 0
+    assert "already known (nothing changed): 31" in second.output
+    assert counts(app) == before == (31, 32, 1)
+    assert verified(app)
+
+
+def test_dry_run_counts_and_changes_nothing(app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "subscribed_members_export.csv"
+    path.write_text(mc_csv([mc_member("a@example.org"), mc_member("a@example.org"),
+                            mc_member("b@example.org")]))
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "dry run, nothing changed" in result.output
+    assert "imported (consent with its evidence, marked as imported): 2" in result.output
+    assert "already known (nothing changed): 1" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_every_bad_row_class_is_reported_with_its_line_and_nothing_stored(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    # A BOM, ';' as separator, a quoted newline in a field; lines counted as the file has them.
+    path.write_bytes(("\ufeffemail;status;signup_time;signup_ip;consent_text_version;first_name\r\n"
+                      "good@example.org;subscribed;2024-01-02 03:04:05;192.0.2.1;1;Grace\r\n"
+                      "not-an-address;subscribed;;;;\r\n"
+                      "time@example.org;subscribed;yesterday;;;\r\n"
+                      "status@example.org;maybe;;;;\r\n"
+                      "version@example.org;subscribed;;;9;\r\n"
+                      "multi@example.org;subscribed;;;;\"Line one\r\nline two\"\r\n"
+                      "extra@example.org;subscribed;;;;x;too;many\r\n").encode())
+    report = tmp_path / "rejected.csv"
+    result = invoke(runner, "import", "csv", str(path), "--list", "newsletter",
+                    "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert "imported (consent with its evidence, marked as imported): 2" in result.output
+    assert "rejected (see the report file): 5" in result.output
+    rows = list(csv.DictReader(report.open(encoding="utf-8")))
+    assert [(r["line"], r["reason"].split(":")[0].split(" ")[0]) for r in rows] == [
+        ("3", "invalid"), ("4", "unparseable"), ("5", "unknown"), ("6", "unknown"),
+        ("9", "malformed")]
+    assert "time@example.org" not in report.read_text() and "not-an-address" not in report.read_text()
+    found = subs(app)
+    assert set(found) == {"good@example.org", "multi@example.org"}
+    assert found["multi@example.org"].first_name == "Line one\r\nline two"
+    assert found["good@example.org"].consent_text_id is not None
+    assert verified(app)
+
+
+def test_an_import_never_overrides_a_withdrawal_recorded_here(
+        app, runner, newsletter, confirmed, client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    unsubscribe = confirmed("anna@example.org")
+    assert client.post(unsubscribe).status_code == 200
+    path = tmp_path / "subscribed_members.csv"
+    path.write_text(mc_csv([mc_member("anna@example.org", OPTIN_TIME="2030-01-01 00:00:00",
+                                      CONFIRM_TIME="2030-01-01 00:00:00")]))
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert "suppressed (withdrew here: not re-added): 1" in result.output
+    assert [s.status for s in subs(app).values()] == ["unsubscribed"]
+
+
+def test_a_newer_withdrawal_in_the_import_wins_over_a_consent_here(
+        app, runner, newsletter, confirmed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    confirmed("anna@example.org")
+    # The list says goodbye after an unsubscribe here; a withdrawal made elsewhere is not
+    # answered with a mail.
+    assert invoke(runner, "lists", "update", "newsletter", "--goodbye").exit_code == 0
+    path = tmp_path / "unsubscribed_members.csv"
+    path.write_text(mc_csv([mc_member("anna@example.org", UNSUB_TIME="2099-01-01 00:00:00")],
+                           MC_UNSUB))
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert "withdrawn (withdrawal recorded, address suppressed): 1" in result.output
+    anna = subs(app)["anna@example.org"]
+    assert anna.status == "unsubscribed" and anna.withdrawal_origin == "import"
+    last = events_of(app, anna.id)[-1]
+    assert (last.kind, last.origin, last.details["reported_at"]) == (
+        "unsubscribed", "import", "2099-01-01 00:00:00")
+    with app.app_context():
+        from optin.models import OutboxItem
+        assert db.session.scalar(select(func.count()).select_from(OutboxItem)
+                                 .where(OutboxItem.kind == "ac_unsubscribe")) == 1
+        assert db.session.scalar(select(func.count()).select_from(OutboxItem)
+                                 .where(OutboxItem.kind == "goodbye_mail")) == 0
+    assert verified(app)
+
+
+def test_an_older_withdrawal_in_the_import_leaves_a_newer_consent_here(
+        app, runner, newsletter, confirmed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    confirmed("anna@example.org")
+    path = tmp_path / "unsubscribed_members.csv"
+    path.write_text(mc_csv([mc_member("anna@example.org", UNSUB_TIME="2015-01-01 00:00:00")],
+                           MC_UNSUB))
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert "already known (nothing changed): 1" in result.output
+    assert subs(app)["anna@example.org"].status == "confirmed"
+
+
+def _row(status: str, withdrawn: str | None = None) -> ImportRow:
+    return ImportRow(member="f.csv", line=2, row=1, email="a@example.org", status=status,
+                     evidence={"withdrawn_time": withdrawn}, columns={})
+
+
+@pytest.mark.parametrize(("row", "known", "suppressed", "expected"), [
+    (_row("subscribed"), [], False, IMPORTED),
+    (_row("subscribed"), [], True, SUPPRESSED),
+    (_row("subscribed"), [Known(1, "unsubscribed", None)], False, SUPPRESSED),
+    (_row("subscribed"), [Known(1, "confirmed", None)], False, KNOWN),
+    (_row("unsubscribed"), [], False, WITHDRAWN),
+    (_row("unsubscribed"), [Known(1, "confirmed", None)], False, WITHDRAWN),  # age unknown: wins
+    (_row("unsubscribed", "2020-01-01"), [Known(1, "pending", None)], False, WITHDRAWN),
+    (_row("cleaned"), [], True, KNOWN),
+])
+def test_precedence(row, known, suppressed, expected):
+    assert decide(row, known, suppressed)[0] == expected
+
+
+def test_export_writes_the_generic_columns_and_reimports(
+        app, runner, newsletter, confirmed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    confirmed("native@example.org")
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    out = tmp_path / "export.csv"
+    result = invoke(runner, "export", "--list", "newsletter", "--output", str(out),
+                    "--actor", "ops-bob")
+    assert result.exit_code == 0, result.output
+    rows = {r["email"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert rows["native@example.org"]["optin_recorded_by"] == "optin"
+    assert rows["native@example.org"]["confirm_ip"] == "203.0.113.7"
+    assert rows["native@example.org"]["optin_confirm_user_agent"]
+    assert rows["ada@example.org"]["optin_recorded_by"] == "import:mailchimp"
+    assert rows["ada@example.org"]["signup_time"] == "2021-03-04 10:11:12"
+    with app.app_context():
+        entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "export"))
+        assert entry.actor == "ops-bob" and entry.details["rows"] == 2
+    # The export is an import file: into another list, every row comes in.
+    assert invoke(runner, "lists", "create", "other", "--name", "Other").exit_code == 0
+    assert invoke(runner, "consent-texts", "add", "other", "--locale", "de",
+                  "--text", "Ja, bitte.").exit_code == 0
+    again = invoke(runner, "import", "csv", str(out), "--list", "other")
+    assert "imported (consent with its evidence, marked as imported): 2" in again.output, again.output
+
+
+def test_an_interrupted_import_resumes_where_it_stopped(app, runner, newsletter, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member(f"r{i}@example.org") for i in range(20)])
+    from optin.privacy import imports
+
+    calls = {"n": 0}
+    original = imports._Writer._save_cursor
+
+    def interrupt(self, summary, done, finished):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, summary, done, finished)
+
+    monkeypatch.setattr(imports._Writer, "_save_cursor", interrupt)
+    first = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter",
+                                "--batch", "5"])
+    assert first.exit_code == 130
+    assert counts(app)[0] == 10  # two batches committed, the third rolled back
+    monkeypatch.setattr(imports._Writer, "_save_cursor", original)
+    second = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert "resuming after row 10" in second.output
+    assert "imported (consent with its evidence, marked as imported): 20" in second.output
+    assert counts(app)[0] == 20 and verified(app)
+    with app.app_context():
+        assert all(s.value["finished"] for s in db.session.scalars(select(JobState)))
+
+
+def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
+        app, runner, newsletter, client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org", CONFIRM_IP="")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter")
+    assert text.exit_code == 0, text.output
+    flat = " ".join(text.output.split())
+    assert flat.startswith("Proof of consent (evidence imported from another system)")
+    assert "Evidence imported from Mailchimp on" in flat
+    assert "opt-in 2021-03-04 10:11:12 from 198.51.100.4" in flat
+    assert "confirmed 2021-03-04 10:15:00. This consent" in flat  # no IP: none is invented
+    assert "not recorded by this service (no double opt-in made here)" in flat
+    assert "missing in the source" in flat and "confirm_ip" in flat
+    answer = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    cycle = answer.get_json()["consents"][0]
+    assert cycle["imported"]["source"] == "mailchimp" and cycle["confirmation"] is None
+    assert cycle["imported"]["evidence"]["confirm_ip"] is None
+    page = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                               "Accept": "text/html"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Imported consent: evidence from Mailchimp" in html
+    assert "OPTIN_TIME" in html and "missing in the source" in html
+
+
+def test_ctrl_c_in_a_real_import_process_then_the_same_command_resumes(
+        app, app_config, newsletter, tmp_path):
+    """``optin import`` as a subprocess, sent SIGINT mid-run (as Ctrl-C does), run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ..conftest import wait_for
+
+    total = 1500
+    path = tmp_path / "subscribed_members_export.csv"
+    path.write_text(mc_csv([mc_member(f"reader{i:05}@example.org") for i in range(total)]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config, PYTHONPATH=os.getcwd())
+    command = [sys.executable, "-m", "optin", "import", "mailchimp", str(path), "--list",
+               "newsletter", "--batch", "20"]
+
+    def committed() -> int:
+        with app.app_context():
+            state = db.session.scalar(select(JobState).where(JobState.name.like("import:%")))
+            db.session.rollback()
+            return 0 if state is None else int(state.value["done"])
+
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: committed() >= 200, timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err
+    stopped = committed()
+    assert 200 <= stopped < total and counts(app)[0] == stopped  # what committed, nothing more
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming after row {stopped}" in again.stdout
+    assert f"imported (consent with its evidence, marked as imported): {total}" in again.stdout
+    assert counts(app)[0] == total and verified(app)
+
+
+def test_a_file_without_an_address_column_is_refused_whole(app, runner, newsletter, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "subscribed_members.csv"
+    path.write_text("Mail,OPTIN_TIME\nada@example.org,2021-01-01\n")
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter"])
+    assert result.exit_code == 1 and "no address column" in result.output
+    latin = tmp_path / "consents.csv"
+    latin.write_bytes("email,status,first_name\nj@example.org,subscribed,J\xf6rg\n".encode("latin-1"))
+    result = runner.invoke(args=["import", "csv", str(latin), "--list", "newsletter"])
+    assert result.exit_code == 1 and "not utf-8-sig text" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_a_nul_byte_is_dropped_not_fatal(app, runner, newsletter, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_bytes(b"email,status,first_name\nnul@example.org,subscribed,Gr\x00ace\n")
+    result = invoke(runner, "import", "csv", str(path), "--list", "newsletter")
+    assert "imported (consent with its evidence, marked as imported): 1" in result.output
+    assert subs(app)["nul@example.org"].first_name == "Grace" and verified(app)
+
+
+def test_lists_show_and_stats_count_imported_consents_apart(app, runner, newsletter, client,
+                                                            confirmed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    confirmed("native@example.org")
+    path = mc_zip(tmp_path / "e.zip", [mc_member("a@example.org"), mc_member("b@example.org")],
+                  unsubscribed=[mc_member("c@example.org", UNSUB_TIME="2023-01-01 00:00:00")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    shown = invoke(runner, "lists", "show", "newsletter").output
+    assert "consents native: confirmed 1" in shown
+    assert "consents imported: confirmed 2, unsubscribed 1" in shown
+    stats = client.get("/v1/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    assert stats["consents"]["newsletter"] == {"native": {"confirmed": 1},
+                                               "imported": {"confirmed": 2, "unsubscribed": 1}}
