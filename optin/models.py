@@ -153,6 +153,7 @@ class OutboxKind(StrEnum):
     GOODBYE_MAIL = "goodbye_mail"
     AC_SUBSCRIBE = "ac_subscribe"
     AC_UNSUBSCRIBE = "ac_unsubscribe"
+    UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
 
 
 class OutboxStatus(StrEnum):
@@ -171,6 +172,8 @@ class EventKind(StrEnum):
     CONFIRMED = "confirmed"
     WELCOME_SENT = "welcome_sent"
     GOODBYE_SENT = "goodbye_sent"
+    UNSUBSCRIBE_LINK_REQUESTED = "unsubscribe_link_requested"
+    UNSUBSCRIBE_LINK_SENT = "unsubscribe_link_sent"
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINT = "complaint"
     BOUNCED = "bounced"
@@ -199,6 +202,11 @@ class MailingList(Model):
     controller: Mapped[str | None] = mapped_column(StorableText(500))
     privacy_policy_url: Mapped[str | None] = mapped_column(StorableText(2000))
     purpose: Mapped[str | None] = mapped_column(StorableText(500))
+    # Shown in page and mail footers (ops.identity); unset = the global settings.
+    website_url: Mapped[str | None] = mapped_column(StorableText(2000))
+    imprint_url: Mapped[str | None] = mapped_column(StorableText(2000))
+    postal_address: Mapped[str | None] = mapped_column(StorableText(500))
+    sender_name: Mapped[str | None] = mapped_column(StorableText(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     consent_texts: Mapped[list[ConsentText]] = relationship(

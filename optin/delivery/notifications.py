@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from email.errors import MessageError
+from email.utils import formataddr, parseaddr
 from functools import partial
 from typing import Any
 
@@ -22,13 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from optin.config import current_settings
-from optin.consent import addresses, ledger, signups
+from optin.consent import addresses, ledger, lists, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import outbox
 from optin.delivery.mailer import Backend, MailTemplates, Unsendable, build_message
 from optin.extensions import db
 from optin.models import EventKind, OutboxItem, Signup, Subscription, SubscriptionStatus
 from optin.ops import metrics
+from optin.ops.identity import identity, local_datetime
 
 S = SubscriptionStatus
 
@@ -56,7 +58,7 @@ def _brand() -> dict[str, Any]:
 
 #: The ledger event each mail template leaves when the relay took the mail.
 SENT = {"confirm": EventKind.CONFIRMATION_SENT, "welcome": EventKind.WELCOME_SENT,
-        "goodbye": EventKind.GOODBYE_SENT}
+        "goodbye": EventKind.GOODBYE_SENT, "unsubscribe_link": EventKind.UNSUBSCRIBE_LINK_SENT}
 
 
 def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str],
@@ -73,11 +75,13 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     backend: Backend = current_app.extensions["optin.mail_backend"]
     mailing_list = sub.mailing_list
     consent = entered.consent_text
+    site = identity(mailing_list, settings)
     rendered = templates.render(name, entered.locale, {
-        "list_name": mailing_list.name,
+        "list_name": site["list_name"],
         "first_name": entered.first_name,
         "consent_text": consent.text if consent else None,
         "brand": _brand(),
+        "site": site,
         "locale": entered.locale,
         **context,
     })
@@ -86,7 +90,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
             rendered,
             to_email=to_email,
             to_name=" ".join(filter(None, (entered.first_name, entered.last_name))) or None,
-            sender=mailing_list.sender or settings.mail_from,
+            sender=_sender(mailing_list.sender or settings.mail_from, site["sender_name"]),
             reply_to=mailing_list.reply_to,
             headers=headers,
         )
@@ -114,6 +118,20 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     }
     outbox.keep_if_rolled_back(partial(_record_sent, sub.id, SENT[name], details))
     ledger.append_now(sub, SENT[name], origin="worker", details=details)
+
+
+def _sender(address: str, display_name: str) -> str:
+    """``address`` with ``display_name`` when it names none: the list's sender name, else the
+    brand's, so inboxes show who writes rather than ``newsletter@…``."""
+    name, addr = parseaddr(address)
+    return address if name or not addr else formataddr((display_name, addr))
+
+
+def _signup_page(sub: Subscription) -> str | None:
+    """Where to sign up again: the form the signup came from (if it is one of the list's
+    pages), else the list's website."""
+    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
+            or sub.mailing_list.website_url)
 
 
 def _recipient(stored: str, smtputf8: str) -> str:
@@ -179,8 +197,8 @@ def send_welcome(item: OutboxItem) -> None:
     sub = _subscription(item)
     if sub is None or sub.status != S.CONFIRMED:
         return
-    confirmed_at = sub.confirmed_at.strftime("%Y-%m-%d %H:%M UTC") if sub.confirmed_at else ""
-    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub), "confirmed_at": confirmed_at},
+    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub),
+                           "confirmed_at": local_datetime(sub.confirmed_at, sub.locale)},
           headers=_list_unsubscribe_headers(sub))
 
 
@@ -188,4 +206,13 @@ def send_goodbye(item: OutboxItem) -> None:
     sub = _subscription(item)
     if sub is None or sub.status != S.UNSUBSCRIBED:
         return
-    _send(sub, "goodbye", {}, headers={})
+    _send(sub, "goodbye", {"signup_url": _signup_page(sub)}, headers={})
+
+
+def send_unsubscribe_link(item: OutboxItem) -> None:
+    """The fresh unsubscribe link someone asked for on a broken link's page (consent.relink)."""
+    sub = _subscription(item)
+    if sub is None or sub.status != S.CONFIRMED:
+        return  # withdrawn meanwhile: nothing left to leave
+    _send(sub, "unsubscribe_link", {"unsubscribe_url": unsubscribe_url(sub)},
+          headers=_list_unsubscribe_headers(sub))
