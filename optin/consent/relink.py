@@ -5,15 +5,13 @@ page behind a broken unsubscribe link offers a small form: the address, and a
 mail with a fresh unsubscribe link goes to it for each list it is subscribed to.
 The answer is the same whatever the address (known, unknown, withdrawn,
 invalid): only the mailbox's owner learns anything, by reading their mail.
-Each subscription gets at most one such mail per OPTIN_RESEND_INTERVAL_MINUTES
-and the address at most OPTIN_MAILS_PER_ADDRESS_PER_DAY (shared with the
-confirmation mails), so the form cannot be used to flood a mailbox.
+A request counts against the address's OPTIN_MAILS_PER_ADDRESS_PER_DAY (shared
+with the confirmation mails), so the form cannot be used to flood a mailbox.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -43,20 +41,17 @@ def request_unsubscribe_link(raw_address: str, settings: Settings) -> None:
         return
     digest = address_hash(email, settings.hash_key)
     now = utcnow()
-    interval = timedelta(minutes=settings.resend_interval_minutes)
     subs = list(db.session.scalars(
         select(Subscription)
-        .where(Subscription.email_hash == digest, Subscription.status == SubscriptionStatus.CONFIRMED)
+        .where(Subscription.email_hash == digest,
+               Subscription.status == SubscriptionStatus.CONFIRMED)
         .order_by(Subscription.id).with_for_update()))
-    due = [sub for sub in subs
-           if not (sub.last_mail_requested_at and now - sub.last_mail_requested_at < interval)]
-    if not due or not mailcap.take_address_mail(digest, settings):
+    if not subs or not mailcap.take_address_mail(digest, settings):
         db.session.rollback()
         return
-    for sub in due:
-        sub.last_mail_requested_at = now
+    for sub in subs:
         ledger.append(sub, EventKind.UNSUBSCRIBE_LINK_REQUESTED, origin="link", at=now)
         db.session.add(OutboxItem.pending(OutboxKind.UNSUBSCRIBE_LINK_MAIL,
                                           subscription_id=sub.id, now=now))
     db.session.commit()
-    log.info("fresh unsubscribe link queued for %d subscription(s)", len(due))
+    log.info("fresh unsubscribe link queued for %d subscription(s)", len(subs))
