@@ -26,7 +26,7 @@ from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
-from optin.ops import logs, metrics, problems, ratelimits, requestjson, signuplimit
+from optin.ops import logs, metrics, pages, problems, ratelimits, requestjson, signuplimit
 from optin.privacy import retention
 
 __all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
@@ -37,6 +37,7 @@ OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
     OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
     OutboxKind.WELCOME_MAIL: notifications.send_welcome,
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,
+    OutboxKind.UNSUBSCRIBE_LINK_MAIL: notifications.send_unsubscribe_link,
     OutboxKind.AC_SUBSCRIBE: sync.push_subscribe,
     OutboxKind.AC_UNSUBSCRIBE: sync.push_unsubscribe,
 }
@@ -47,6 +48,7 @@ OUTBOX_DESTINATIONS: Mapping[OutboxKind, str] = {
     OutboxKind.CONFIRM_MAIL: notifications.DESTINATION,
     OutboxKind.WELCOME_MAIL: notifications.DESTINATION,
     OutboxKind.GOODBYE_MAIL: notifications.DESTINATION,
+    OutboxKind.UNSUBSCRIBE_LINK_MAIL: notifications.DESTINATION,
     OutboxKind.AC_SUBSCRIBE: sync.DESTINATION,
     OutboxKind.AC_UNSUBSCRIBE: sync.DESTINATION,
 }
@@ -88,6 +90,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
 
     app.config.from_mapping(settings.flask_config())
     requestjson.init_app(app)
+    pages.init_app(app)
     app.extensions["optin.settings"] = settings
     app.extensions["optin.brand"] = settings.brand
     app.extensions["optin.mail_templates"] = MailTemplates(settings.template_dir)

@@ -133,7 +133,7 @@ def _list_or_exit(slug: str) -> MailingList:
 
 @lists_group.command("create")
 @click.argument("slug")
-@click.option("--name", required=True, help="Name shown to subscribers.")
+@click.option("--name", help="Name shown to subscribers (default: OPTIN_BRAND_NAME).")
 @click.option("--ac-list-id", type=int, help="ActiveCampaign list id.")
 @click.option("--redirect-url", multiple=True, help="Allowed thank-you URL (repeatable).")
 @click.option("--origin", multiple=True, help="Origin of a landing page (repeatable).")
@@ -145,13 +145,14 @@ def _list_or_exit(slug: str) -> MailingList:
 @click.option("--sender", help="From of this list's mails, e.g. 'Example News <news@example.com>' "
               "(default: OPTIN_MAIL_FROM).")
 @click.option("--reply-to", help="Reply-To of this list's mails (default: none).")
-def lists_create(slug: str, name: str, ac_list_id: int | None, redirect_url: tuple[str, ...],
+def lists_create(slug: str, name: str | None, ac_list_id: int | None, redirect_url: tuple[str, ...],
                  origin: tuple[str, ...], locale: str, welcome: bool, goodbye: bool,
                  sender: str | None, reply_to: str | None) -> None:
     """Create a list."""
     try:
         mailing_list = lists.create_list(
-            slug, name, ac_list_id=ac_list_id, redirect_urls=redirect_url, origins=origin,
+            slug, name or current_settings().brand_name, ac_list_id=ac_list_id,
+            redirect_urls=redirect_url, origins=origin,
             default_locale=locale, send_welcome=welcome, send_goodbye=goodbye,
             sender=sender, reply_to=reply_to,
         )
@@ -185,18 +186,27 @@ def lists_list() -> None:
 @click.option("--controller", help="Controller named in consent receipts, e.g. 'Example GmbH, "
               "Berlin'; '' = the brand name.")
 @click.option("--purpose", help="Purpose named in consent receipts; '' = 'Newsletter … by email'.")
+@click.option("--website-url", help="The list's website: the confirmed page and the welcome "
+              "mail lead there; '' = none.")
+@click.option("--imprint-url", help="Imprint linked in page and mail footers; '' = none.")
+@click.option("--postal-address", help="The controller's postal address in page and mail "
+              "footers (\\n between lines); '' = OPTIN_CONTROLLER_ADDRESS.")
+@click.option("--sender-name", help="Display name in From: when --sender names none; "
+              "'' = OPTIN_BRAND_NAME.")
 def lists_update(slug: str, name: str | None, ac_list_id: int | None,
                  redirect_url: tuple[str, ...], origin: tuple[str, ...], locale: str | None,
                  welcome: bool | None, goodbye: bool | None, sender: str | None,
                  reply_to: str | None, privacy_policy_url: str | None, controller: str | None,
-                 purpose: str | None) -> None:
+                 purpose: str | None, website_url: str | None, imprint_url: str | None,
+                 postal_address: str | None, sender_name: str | None) -> None:
     """Change a list's settings (only the options given)."""
     mailing_list = _list_or_exit(slug)
     given = {
         "name": name, "ac_list_id": ac_list_id, "default_locale": locale,
         "send_welcome": welcome, "send_goodbye": goodbye, "sender": sender,
         "reply_to": reply_to, "privacy_policy_url": privacy_policy_url,
-        "controller": controller, "purpose": purpose,
+        "controller": controller, "purpose": purpose, "website_url": website_url,
+        "imprint_url": imprint_url, "postal_address": postal_address, "sender_name": sender_name,
         "redirect_urls": list(redirect_url) or None, "origins": list(origin) or None,
     }
     changes = {key: value for key, value in given.items() if value is not None}
@@ -220,6 +230,11 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
     """One list with its consent texts, or (--embed) its signup form."""
     mailing_list = _list_or_exit(slug)
     if as_embed:
+        if not mailing_list.origins:
+            click.echo(f"warning: list {slug!r} has no landing-page origin, so the form can "
+                       "only post without JavaScript (embed.js falls back to a plain post); "
+                       f"add yours with `optin lists update {slug} --origin "
+                       "https://www.example.com`", err=True)
         try:
             click.echo(embed.snippet(mailing_list, locale or mailing_list.default_locale,
                                      current_settings().base_url), nl=False)

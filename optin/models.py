@@ -154,6 +154,7 @@ class OutboxKind(StrEnum):
     AC_SUBSCRIBE = "ac_subscribe"
     AC_UNSUBSCRIBE = "ac_unsubscribe"
     SIGNUP_INTAKE = "signup_intake"  # a signup request's evidence, for the state machine
+    UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
 
 
 class OutboxStatus(StrEnum):
@@ -172,6 +173,8 @@ class EventKind(StrEnum):
     CONFIRMED = "confirmed"
     WELCOME_SENT = "welcome_sent"
     GOODBYE_SENT = "goodbye_sent"
+    UNSUBSCRIBE_LINK_REQUESTED = "unsubscribe_link_requested"
+    UNSUBSCRIBE_LINK_SENT = "unsubscribe_link_sent"
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINT = "complaint"
     BOUNCED = "bounced"
@@ -201,6 +204,11 @@ class MailingList(Model):
     controller: Mapped[str | None] = mapped_column(StorableText(500))
     privacy_policy_url: Mapped[str | None] = mapped_column(StorableText(2000))
     purpose: Mapped[str | None] = mapped_column(StorableText(500))
+    # Shown in page and mail footers (ops.identity); unset = the global settings.
+    website_url: Mapped[str | None] = mapped_column(StorableText(2000))
+    imprint_url: Mapped[str | None] = mapped_column(StorableText(2000))
+    postal_address: Mapped[str | None] = mapped_column(StorableText(500))
+    sender_name: Mapped[str | None] = mapped_column(StorableText(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     consent_texts: Mapped[list[ConsentText]] = relationship(

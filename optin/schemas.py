@@ -619,6 +619,10 @@ class ListSchema(Answer):
     controller = ma.String(allow_none=True)
     privacy_policy_url = ma.String(allow_none=True)
     purpose = ma.String(allow_none=True)
+    website_url = ma.String(allow_none=True)
+    imprint_url = ma.String(allow_none=True)
+    postal_address = ma.String(allow_none=True)
+    sender_name = ma.String(allow_none=True)
     created_at = _when()
 
 

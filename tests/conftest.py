@@ -413,7 +413,7 @@ def confirmed(app: Flask, client: FlaskClient, signed_up, mailbox: Mailbox):
 
     def _confirmed(address: str = "anna@example.org", **extra: Any) -> str:
         path = signed_up(address, **extra)
-        assert client.post(path, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 200
+        assert client.post(path, environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 303
         deliver(app)
         return links(mailbox.to(address)[-1])["unsubscribe"]
 

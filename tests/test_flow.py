@@ -37,7 +37,8 @@ def test_signup_confirm_unsubscribe_end_to_end(app, client, runner, newsletter, 
 
     done = client.post(confirm_path, environ_base={"REMOTE_ADDR": "198.51.100.23"},
                        headers={"User-Agent": "Firefox/140 (test)"})
-    assert done.status_code == 200
+    assert done.status_code == 303  # POST-redirect-GET: to the page that says so
+    assert client.get(done.headers["Location"]).status_code == 200
     with app.app_context():
         sub = db.session.scalar(select(Subscription))
         confirmed = [e for e in sub.events if e.kind == "confirmed"][0]
@@ -47,7 +48,7 @@ def test_signup_confirm_unsubscribe_end_to_end(app, client, runner, newsletter, 
         assert confirmed.consent_text_id == sub.consent_text_id
 
     again = client.post(confirm_path)
-    assert again.status_code == 200
+    assert again.status_code == 303
     assert _events(app, "Anna@example.org").count("confirmed") == 1
 
     deliver(app)  # welcome mail + (dry-run) sync
@@ -73,6 +74,10 @@ def test_signup_confirm_unsubscribe_end_to_end(app, client, runner, newsletter, 
         assert sub.first_name is None
         assert sub.withdrawal_origin == "one_click"
 
-    # The old confirmation link cannot bring the subscription back.
-    assert client.post(confirm_path).status_code == 404
+    # The old confirmation link cannot bring the subscription back; it says so honestly.
+    old = client.post(confirm_path)
+    assert "Diese Anmeldung ist beendet" in old.get_data(as_text=True)
+    assert _events(app, "Anna@example.org").count("confirmed") == 1
+    with app.app_context():
+        assert db.session.scalar(select(Subscription)).status == "unsubscribed"
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     brand_text_color: str = Field("#1f2937", description="text colour of pages and mails")
     brand_background_color: str = Field("#ffffff", description=(
         "background colour of the page's card and mails"))
+    controller_name: str = Field("", description=(
+        "who is responsible for the data (the imprint's company name), shown in page and "
+        "mail footers of lists without their own (`lists update --controller`); default: "
+        "the brand name"))
+    controller_address: str = Field("", description=(
+        "the controller's postal address, shown in page and mail footers of lists without "
+        "their own (`lists update --postal-address`); German commercial mail needs it"))
     template_dir: Path | None = Field(None, description=(
         "folder of your own templates (`pages/`, `email/`, `embed/`), each found there "
         "before the built-in one of the same name; default: built-in only"))
@@ -494,6 +501,21 @@ class Settings(BaseSettings):
         if not _COLOR.fullmatch(value):
             raise invalid(f"must be a hex colour like #1d4ed8, got {value!r}")
         return value
+
+    @field_validator("brand_logo_url")
+    @classmethod
+    def _logo_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The pages' CSP loads images from https: only; in production an ``http:`` logo
+        would be a broken image on every page, so it is refused at start-up."""
+        if value and info.data.get("env") == "production" and urlsplit(value).scheme == "http":
+            raise invalid("must be an https:// URL in production (the pages' "
+                          "Content-Security-Policy blocks http: images)")
+        return value
+
+    @field_validator("controller_name", "controller_address")
+    @classmethod
+    def _footer_text(cls, value: str) -> str:
+        return value.strip()
 
     @field_validator("template_dir")
     @classmethod

@@ -120,7 +120,24 @@ _UPDATABLE = {
     "privacy_policy_url": lambda v: _check_url(v, "privacy policy URL") if v else None,
     "controller": lambda v: v.strip() or None,  # who is responsible, for the consent receipt
     "purpose": lambda v: v.strip() or None,
+    "website_url": lambda v: _check_url(v, "website URL") if v else None,
+    "imprint_url": lambda v: _check_url(v, "imprint URL") if v else None,
+    "postal_address": lambda v: _footer_text(v, "postal address", 500),
+    "sender_name": lambda v: _footer_text(v, "sender name", 200),
 }
+
+
+def _footer_text(value: str, what: str, limit: int) -> str | None:
+    """Text for a footer or a From: name: no control characters but line breaks (an
+    address spans lines; ``\\n`` typed on a command line counts as one)."""
+    value = value.replace("\\n", "\n").replace("\r\n", "\n").strip()
+    if any(ord(c) < 32 and c != "\n" or ord(c) == 127 for c in value):
+        raise ListError(f"{what} must not contain control characters")
+    if what == "sender name" and "\n" in value:
+        raise ListError("sender name must be one line")
+    if len(value) > limit:
+        raise ListError(f"{what} must be at most {limit} characters")
+    return value or None
 
 
 def _locale(value: str) -> str:
@@ -350,6 +367,16 @@ def form_origins(mailing_list: MailingList | ListSnapshot, base_url: str) -> set
     """
     return {origin_of(base_url), *mailing_list.origins,
             *(origin_of(u) for u in mailing_list.redirect_urls)}
+
+
+def form_page(mailing_list: MailingList | ListSnapshot, url: str | None,
+              base_url: str) -> str | None:
+    """``url`` (a signup's ``source_url``, a form's page) if it is a page of one of the
+    list's form origins, else None: only such a page may be linked as "Back" or "sign up
+    again", since anyone can put any URL in a form post."""
+    if not url or urlsplit(url).scheme not in {"http", "https"}:
+        return None
+    return url if origin_of(url) in form_origins(mailing_list, base_url) else None
 
 
 # In development the demo page may be opened as localhost or 127.0.0.1 on any port, and a

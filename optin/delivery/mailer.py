@@ -39,6 +39,7 @@ from jinja2 import (
 )
 
 from optin.config import TEMPLATE_DIR, MailFolder, MailTransport, parse_mail_url
+from optin.ops.identity import consent_html, local_datetime, mask_address
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class MailTemplates:
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
+        self.env.filters["local_datetime"] = local_datetime
+        self.env.filters["masked"] = mask_address
+        self.env.filters["consent_html"] = consent_html
 
         # (name, locale) -> (locale found, its version). Listing the folders and hashing
         # the sources on every mail was a fifth of a mail's cost; the loader's own

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from email.errors import MessageError
+from email.utils import formataddr, parseaddr
 from functools import partial
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from optin.config import current_settings
-from optin.consent import addresses, ledger, mailcopies, signups
+from optin.consent import addresses, ledger, lists, mailcopies, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.delivery import intents, outbox
 from optin.delivery.mailer import (
@@ -42,6 +43,7 @@ from optin.models import (
     utcnow,
 )
 from optin.ops import logs, metrics
+from optin.ops.identity import identity, local_datetime
 
 S = SubscriptionStatus
 
@@ -72,7 +74,7 @@ def _brand() -> dict[str, Any]:
 
 #: The ledger event each mail template leaves when the relay took the mail.
 SENT = {"confirm": EventKind.CONFIRMATION_SENT, "welcome": EventKind.WELCOME_SENT,
-        "goodbye": EventKind.GOODBYE_SENT}
+        "goodbye": EventKind.GOODBYE_SENT, "unsubscribe_link": EventKind.UNSUBSCRIBE_LINK_SENT}
 
 
 def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[str, str],
@@ -89,11 +91,13 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     backend: Backend = current_app.extensions["optin.mail_backend"]
     mailing_list = sub.mailing_list
     consent = entered.consent_text
+    site = identity(mailing_list, settings)
     rendered = templates.render(name, entered.locale, {
-        "list_name": mailing_list.name,
+        "list_name": site["list_name"],
         "first_name": entered.first_name,
         "consent_text": consent.text if consent else None,
         "brand": _brand(),
+        "site": site,
         "locale": entered.locale,
         **context,
     })
@@ -102,7 +106,7 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
             rendered,
             to_email=to_email,
             to_name=" ".join(filter(None, (entered.first_name, entered.last_name))) or None,
-            sender=mailing_list.sender or settings.mail_from,
+            sender=_sender(mailing_list.sender or settings.mail_from, site["sender_name"]),
             reply_to=mailing_list.reply_to,
             headers=headers,
         )
@@ -180,6 +184,20 @@ def _keep_copy(subscription_id: int, copy: mailcopies.Copy, details: dict[str, A
                     template=details["template"], sent_at=at)
 
 
+def _sender(address: str, display_name: str) -> str:
+    """``address`` with ``display_name`` when it names none: the list's sender name, else the
+    brand's, so inboxes show who writes rather than ``newsletter@…``."""
+    name, addr = parseaddr(address)
+    return address if name or not addr else formataddr((display_name, addr))
+
+
+def _signup_page(sub: Subscription) -> str | None:
+    """Where to sign up again: the form the signup came from (if it is one of the list's
+    pages), else the list's website."""
+    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
+            or sub.mailing_list.website_url)
+
+
 def _recipient(stored: str, smtputf8: str) -> str:
     """The stored address as the relay gets it (domain in ASCII), or a dead letter: an
     address no relay can take, or one that needs SMTPUTF8 under ``OPTIN_SMTPUTF8=refuse``
@@ -247,8 +265,8 @@ def send_welcome(item: OutboxItem) -> None:
     sub = _subscription(item)
     if sub is None or sub.status != S.CONFIRMED:
         return
-    confirmed_at = sub.confirmed_at.strftime("%Y-%m-%d %H:%M UTC") if sub.confirmed_at else ""
-    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub), "confirmed_at": confirmed_at},
+    _send(sub, "welcome", {"unsubscribe_url": unsubscribe_url(sub),
+                           "confirmed_at": local_datetime(sub.confirmed_at, sub.locale)},
           headers=_list_unsubscribe_headers(sub))
 
 
@@ -256,4 +274,13 @@ def send_goodbye(item: OutboxItem) -> None:
     sub = _subscription(item)
     if sub is None or sub.status != S.UNSUBSCRIBED:
         return
-    _send(sub, "goodbye", {}, headers={})
+    _send(sub, "goodbye", {"signup_url": _signup_page(sub)}, headers={})
+
+
+def send_unsubscribe_link(item: OutboxItem) -> None:
+    """The fresh unsubscribe link someone asked for on a broken link's page (consent.relink)."""
+    sub = _subscription(item)
+    if sub is None or sub.status != S.CONFIRMED:
+        return  # withdrawn meanwhile: nothing left to leave
+    _send(sub, "unsubscribe_link", {"unsubscribe_url": unsubscribe_url(sub)},
+          headers=_list_unsubscribe_headers(sub))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from flask import Response, current_app, has_request_context, make_response, render_template
+from flask import Flask, Response, current_app, has_request_context, make_response, render_template
 from flask import request as flask_request
 from werkzeug.exceptions import HTTPException
 
+from optin.config import current_settings
 from optin.models import LOCALES, Locale
+from optin.ops.identity import consent_html, identity, local_datetime, mask_address
 
 _KNOWN: dict[str | None, Locale] = {locale: locale for locale in LOCALES}
 
@@ -54,6 +56,7 @@ def render_page(name: str, *, status: int = 200, locale: str | None = None,
         locale=locale,
         brand=current_app.extensions["optin.brand"],
         list=mailing_list,
+        site=identity(mailing_list, current_settings()),
         status=status,
         **context,
     )
@@ -61,3 +64,11 @@ def render_page(name: str, *, status: int = 200, locale: str | None = None,
     response.headers["Content-Language"] = locale
     response.vary.add("Accept-Language")
     return response
+
+
+def init_app(app: Flask) -> None:
+    """The filters pages share with mails: dates in the reader's language, masked addresses."""
+    app.context_processor(lambda: {"site": identity(None, current_settings())})
+    app.jinja_env.filters["local_datetime"] = local_datetime
+    app.jinja_env.filters["masked"] = mask_address
+    app.jinja_env.filters["consent_html"] = consent_html

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, g, json, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -58,16 +58,25 @@ def error_response(status: int, title: str, detail: str | None = None,
         extra: dict[str, Any] = {"errors": errors} if errors else {}
         return problem(status, title, detail, headers=headers, **extra)
     response = render_page("error", status=status, title=title, detail=detail,
-                           errors=errors or {}, back_url=_back_url(request.referrer))
+                           errors=errors or {}, back_url=_back_url(request.referrer,
+                                                                   g.get("optin_back_url")))
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
 
 
-def _back_url(referrer: str | None) -> str | None:
+def set_back_url(url: str | None) -> None:
+    """The form's own page, for this request's error page, when the view knows it and may
+    trust it (a signup's ``source_url`` on one of the list's origins): browsers send only
+    the origin as Referer across origins, so "Back" would lead to the site's home page."""
+    g.optin_back_url = url
+
+
+def _back_url(referrer: str | None, source: str | None = None) -> str | None:
     """The page to go back to, if it is a web page (a ``javascript:`` Referer is not)."""
-    if referrer and urlsplit(referrer).scheme in {"http", "https"}:
-        return referrer
+    for candidate in (source, referrer):
+        if candidate and urlsplit(candidate).scheme in {"http", "https"}:
+            return candidate
     return None
 
 

@@ -3,7 +3,15 @@
    error next to the field. Without this script, or without fetch(), the form is
    a plain form post and the visitor sees the service's thank-you page instead.
    All wording comes from the form's data-optin-* attributes, so this file knows
-   no language. No cookies are sent, nothing is stored in the browser. */
+   no language. No cookies are sent, nothing is stored in the browser.
+
+   When fetch() fails the visitor is never sent to a browser or proxy error page:
+   the service's /healthz (readable from any origin) tells a CORS refusal (the
+   service is up but does not list this page's origin: post the form the plain
+   way, and warn in the console how to fix it) from an outage (the inline
+   failure message). A Content-Security-Policy of the landing page that blocks the
+   fetch (connect-src) or the post (form-action) is caught by its
+   securitypolicyviolation event and said in place too. */
 (function () {
   "use strict";
   if (!window.fetch || !window.FormData || !window.URLSearchParams) {
@@ -86,6 +94,73 @@
     setStatus(form, form.getAttribute("data-optin-failed"), "error");
   }
 
+  function originOf(url) {
+    var a = document.createElement("a");
+    a.href = url;
+    return a.protocol + "//" + a.host;
+  }
+
+  function slugOf(form) {
+    return (form.elements.list && form.elements.list.value) || "SLUG";
+  }
+
+  // This page's CSP refused a request to the service: say so in place, and in the
+  // console what the policy needs.
+  function blocked(form, directive) {
+    var service = originOf(form.action);
+    form.setAttribute("data-optin-csp", directive);
+    if (directive === "form-action") {
+      busy(form, false);
+      setStatus(form, form.getAttribute("data-optin-blocked") ||
+                form.getAttribute("data-optin-failed"), "error");
+    }
+    if (window.console && console.warn) {
+      console.warn("optin: this page's Content-Security-Policy (" + directive + ") blocks " +
+                   service + ". The signup form needs script-src " + service +
+                   "; connect-src " + service + "; form-action " + service + ".");
+    }
+  }
+
+  function watchPolicy() {
+    document.addEventListener("securitypolicyviolation", function (event) {
+      var directive = (event.effectiveDirective || event.violatedDirective || "").split(" ")[0];
+      if (directive !== "form-action" && directive !== "connect-src") {
+        return;
+      }
+      var forms = document.querySelectorAll("form[data-optin-ready]");
+      for (var i = 0; i < forms.length; i++) {
+        if (event.blockedURI && event.blockedURI.indexOf(originOf(forms[i].action)) === 0) {
+          blocked(forms[i], directive);
+        }
+      }
+    });
+  }
+
+  // After a failed fetch(): is the service up (then this page's origin is not allowed:
+  // CORS), or down (or a proxy in front of it answers errors without CORS headers)?
+  function diagnose(form) {
+    return new Promise(function (resolve) {
+      // A CSP refusal's event may come after the fetch failed: give it a moment.
+      setTimeout(function () {
+        if (form.getAttribute("data-optin-csp") === "connect-src") {
+          resolve("csp");
+          return;
+        }
+        fetch(originOf(form.action) + "/healthz", {
+          method: "GET", mode: "cors", credentials: "omit", cache: "no-store"
+        }).then(function (response) {
+          resolve(response.ok ? "cors" : "down");
+        }, function () {
+          resolve(form.getAttribute("data-optin-csp") === "connect-src" ? "csp" : "down");
+        });
+      }, 50);
+    });
+  }
+
+  function plainPost(form) {
+    HTMLFormElement.prototype.submit.call(form);
+  }
+
   function busy(form, on) {
     var button = form.querySelector('[type="submit"]');
     form.toggleAttribute("data-optin-busy", on);
@@ -123,10 +198,25 @@
         fail(form);
       }
     }, function () {
-      // No answer we may read: the network failed, or the service does not allow
-      // this page's origin (CORS). The plain form post still works: send it that way.
-      busy(form, false);
-      HTMLFormElement.prototype.submit.call(form);
+      // No answer we may read: the network failed, a proxy answered without CORS
+      // headers, this page's CSP refused the request, or the service does not allow
+      // this page's origin (CORS). Only the last two leave the plain post working.
+      diagnose(form).then(function (cause) {
+        busy(form, false);
+        if (cause === "cors") {
+          if (window.console && console.warn) {
+            console.warn("optin: the service does not accept fetch() from " + location.origin +
+                         "; the form was posted without JavaScript instead. Fix: " +
+                         "optin lists update " + slugOf(form) + " --origin " + location.origin +
+                         " (keep the list's other origins: --origin is repeatable).");
+          }
+          plainPost(form);
+        } else if (cause === "csp") {
+          plainPost(form); // form-action may still allow it; if not, blocked() says so
+        } else {
+          fail(form);
+        }
+      });
     });
   }
 
@@ -143,6 +233,7 @@
   }
 
   function init() {
+    watchPolicy();
     var forms = document.querySelectorAll("form[data-optin]");
     for (var i = 0; i < forms.length; i++) {
       enhance(forms[i]);

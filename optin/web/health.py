@@ -30,8 +30,15 @@ def migration_heads() -> frozenset[str]:
 @bp.route("/healthz", methods=["GET"])
 @bp.response(200, StatusSchema, example={"status": "ok"})
 def healthz() -> Response:
-    """The process is alive (no dependencies checked)."""
-    return jsonify(status="ok")
+    """The process is alive (no dependencies checked).
+
+    Readable from any origin (it says nothing but "ok"): after a failed ``fetch()``,
+    embed.js asks it whether the service is up, to tell a CORS refusal (fall back to a
+    plain form post) from an outage (say so in place, never navigate to an error page)."""
+    response = jsonify(status="ok")
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.cache_control.no_store = True
+    return response
 
 
 @bp.route("/readyz", methods=["GET"])

@@ -3,19 +3,22 @@
 GET never changes anything (mail security scanners open every link); the
 button on the page POSTs. ``POST /unsubscribe/<token>`` is also the RFC 8058
 one-click target: it accepts ``List-Unsubscribe=One-Click`` from a mail
-client with no cookies, and answers without redirecting.
+client with no cookies, and answers without redirecting. Every other POST
+answers with a redirect to the GET page that shows the result
+(POST-redirect-GET), so reloading a result page asks nothing.
 """
 
 from __future__ import annotations
 
-from flask import Response, request, url_for
+from flask import Response, redirect, request, url_for
 
 from optin.config import current_settings
-from optin.consent import signups, subscriptions
+from optin.consent import lists, relink, signups, subscriptions
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
 from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
+from optin.ops.identity import local_datetime, mask_address
 from optin.ops.pages import render_page
 from optin.ops.requestjson import Blueprint
 from optin.schemas import OneClickSchema
@@ -37,6 +40,37 @@ LIMITED = negotiated_responses(_429="Too many requests from this IP (OPTIN_RATEL
 
 def _invalid(locale: str | None = None) -> Response:
     return render_page("link_invalid", status=404, locale=locale, reason="invalid", resend_url=None)
+
+
+def _invalid_unsubscribe(locale: str | None = None) -> Response:
+    """A broken unsubscribe link: the page offers a fresh link by mail (consent.relink)."""
+    return render_page("link_invalid", status=404, locale=locale, reason="invalid",
+                       resend_url=None, relink_url=url_for("links.request_unsubscribe_link"))
+
+
+def _signup_page(sub: Subscription) -> str | None:
+    """Where to sign up again: the signup's form page, if it is one of the list's, else
+    the list's website."""
+    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
+            or sub.mailing_list.website_url)
+
+
+def _ended(sub: Subscription) -> Response:
+    """An old confirmation link of a subscription that was withdrawn: the honest answer.
+    The link is signed, so whoever holds it received the mail it came in."""
+    return render_page("ended", locale=sub.locale, mailing_list=sub.mailing_list,
+                       ended_on=local_datetime(sub.withdrawn_at, sub.locale, with_time=False),
+                       signup_url=_signup_page(sub))
+
+
+def _goodbye_follows(sub: Subscription) -> bool:
+    """Whether a withdrawal of ``sub`` is (or was) followed by the goodbye mail."""
+    return bool(sub.mailing_list.send_goodbye and sub.confirmed_at is not None)
+
+
+def _unsubscribed(sub: Subscription) -> Response:
+    return render_page("unsubscribed", locale=sub.locale, mailing_list=sub.mailing_list,
+                       goodbye=_goodbye_follows(sub), signup_url=_signup_page(sub))
 
 
 def _expired(token: str, sub: Subscription | None) -> Response:
@@ -62,6 +96,8 @@ def _confirm_token(token: str) -> tuple[Subscription | None, Signup | None, Resp
     except TokenInvalid:
         return None, None, _invalid()
     sub = db.session.get(Subscription, data.subscription_id)
+    if sub is not None and sub.status not in ACTIVE_STATUSES and sub.withdrawn_at is not None:
+        return None, None, _ended(sub)
     if sub is None or sub.nonce != data.nonce:
         return None, None, _invalid(sub.locale if sub else None)
     signup = signups.find(sub.id, data.signup_seq)
@@ -81,18 +117,22 @@ def confirm_page(token: str) -> Response:
         return problem
     assert sub is not None
     if sub.status == S.CONFIRMED:
-        return render_page("already_confirmed", locale=sub.locale, mailing_list=sub.mailing_list)
+        # ?done=1 is where the Confirm button's POST redirects to (POST-redirect-GET).
+        page = "confirmed" if request.args.get("done") else "already_confirmed"
+        return render_page(page, locale=sub.locale, mailing_list=sub.mailing_list,
+                           next_url=sub.mailing_list.website_url or _signup_page(sub))
     shown: Signup | Subscription = signup if signup is not None else sub
     consent = shown.consent_text
     return render_page("confirm", locale=shown.locale, mailing_list=sub.mailing_list,
                        action_url=url_for("links.confirm_action", token=token),
+                       address=mask_address(shown.email or sub.email),
                        consent_text=consent.text if consent else None)
 
 
 @bp.route("/confirm/<token>", methods=["POST"])
 @bp.doc(responses=LIMITED | page_responses(
-    _200="Consent recorded (or already recorded): a page saying so",
-    _404=INVALID, _410=EXPIRED))
+    _404=INVALID, _410=EXPIRED) | {303: {
+        "description": "Consent recorded (or already recorded): see the page saying so"}})
 def confirm_action(token: str) -> Response:
     """Record consent with this request's IP, time and user agent (idempotent)."""
     settings = current_settings()
@@ -106,13 +146,16 @@ def confirm_action(token: str) -> Response:
     # One locked read of the subscription and its list; the page needs nothing more.
     done = subscriptions.confirm(data.subscription_id, data.nonce, client(), data.signup_seq)
     if done.outcome == "invalid":
+        sub = db.session.get(Subscription, data.subscription_id)
+        if sub is not None and sub.status not in ACTIVE_STATUSES and sub.withdrawn_at is not None:
+            return _ended(sub)
         return _invalid(done.locale)
-    return render_page(done.outcome, locale=done.locale, mailing_list=done.mailing_list)
+    return redirect(url_for("links.confirm_page", token=token, done=1), 303)  # type: ignore[return-value]
 
 
 @bp.route("/confirm/<token>/resend", methods=["POST"])
-@bp.doc(responses=LIMITED | page_responses(
-    _200="The same page whether or not a new mail goes out", _404=INVALID))
+@bp.doc(responses=LIMITED | page_responses(_404=INVALID) | {303: {
+    "description": "The same answer whether or not a new mail goes out: see the page"}})
 def resend(token: str) -> Response:
     """Send a fresh confirmation mail for an expired link (if still pending)."""
     settings = current_settings()
@@ -124,7 +167,18 @@ def resend(token: str) -> Response:
                                       data.signup_seq)
     shown: Signup | Subscription | None = (signups.find(data.subscription_id, data.signup_seq)
                                            or db.session.get(Subscription, data.subscription_id))
-    return render_page("resent", locale=shown.locale if shown else None)
+    # No token in the target: the answer stays the same whatever the state.
+    return redirect(url_for("links.resent",  # type: ignore[return-value]
+                            locale=shown.locale if shown else None), 303)
+
+
+@bp.route("/confirm/resent", methods=["GET"])
+@bp.doc(responses=LIMITED | page_responses(
+    _200="Check your inbox: the same page whether or not a new mail went out"))
+def resent() -> Response:
+    """Where the resend button redirects to; sends nothing itself."""
+    locale = request.args.get("locale")
+    return render_page("resent", locale=locale if locale in ("de", "en") else None)
 
 
 def _unsubscribe_token(token: str) -> tuple[Subscription | None, str | None]:
@@ -143,12 +197,13 @@ def unsubscribe_page(token: str) -> Response:
     """The page behind the unsubscribe link in every mail."""
     sub, nonce = _unsubscribe_token(token)
     if sub is None:
-        return _invalid()
+        return _invalid_unsubscribe()
     if sub.status not in ACTIVE_STATUSES:
-        return render_page("unsubscribed", locale=sub.locale, mailing_list=sub.mailing_list)
+        return _unsubscribed(sub)
     if sub.nonce != nonce:
-        return _invalid(sub.locale)
+        return _invalid_unsubscribe(sub.locale)
     return render_page("unsubscribe", locale=sub.locale, mailing_list=sub.mailing_list,
+                       address=mask_address(sub.email), goodbye=_goodbye_follows(sub),
                        action_url=url_for("links.unsubscribe_action", token=token))
 
 
@@ -160,16 +215,46 @@ def unsubscribe_page(token: str) -> Response:
     requestBody={"required": False, "content": {
         ct: {"schema": OneClickSchema, "example": {"List-Unsubscribe": "One-Click"}}
         for ct in ("application/x-www-form-urlencoded", "multipart/form-data")}},
-    responses=LIMITED | page_responses(_200="Unsubscribed (or already): a page saying so", _404=INVALID))
+    responses=LIMITED | page_responses(
+        _200="One-click: unsubscribed (or already), a page saying so", _404=INVALID) | {
+        303: {"description": "The page's button: unsubscribed (or already), see the page "
+              "saying so"}})
 def unsubscribe_action(token: str) -> Response:
     """Withdraw at once: from our page's button or a mail client's one-click POST."""
     sub, nonce = _unsubscribe_token(token)
     if sub is None or nonce is None:
-        return _invalid()
-    locale, mailing_list = sub.locale, sub.mailing_list
+        return _invalid_unsubscribe()
+    locale, sub_id = sub.locale, sub.id
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     outcome = subscriptions.unsubscribe(sub.id, nonce, client(),
                                         origin="one_click" if one_click else "link")
     if outcome == "invalid":
-        return _invalid(locale)
-    return render_page("unsubscribed", locale=locale, mailing_list=mailing_list)
+        return _invalid_unsubscribe(locale)
+    if not one_click:  # a person's button: POST-redirect-GET
+        return redirect(url_for("links.unsubscribe_page", token=token), 303)  # type: ignore[return-value]
+    withdrawn = db.session.get(Subscription, sub_id)
+    assert withdrawn is not None
+    return _unsubscribed(withdrawn)
+
+
+@bp.route("/unsubscribe/link", methods=["POST"])
+@bp.doc(requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {
+    "schema": {"type": "object", "properties": {"email": {"type": "string"},
+                                                "locale": {"type": "string"}}},
+    "example": {"email": "anna@example.org", "locale": "de"}}}},
+        responses=LIMITED | {303: {"description": "The same page for every address: check "
+                                   "your inbox"}})
+def request_unsubscribe_link() -> Response:
+    """Mail a fresh unsubscribe link (for a broken one); the answer never says whether
+    the address is subscribed (consent.relink)."""
+    relink.request_unsubscribe_link(request.form.get("email", ""), current_settings())
+    locale = request.form.get("locale")
+    return redirect(url_for("links.unsubscribe_link_requested",  # type: ignore[return-value]
+                            locale=locale if locale in ("de", "en") else None), 303)
+
+
+@bp.route("/unsubscribe/link", methods=["GET"])
+@bp.doc(responses=LIMITED | page_responses(_200="Check your inbox (the same for every address)"))
+def unsubscribe_link_requested() -> Response:
+    """Where the fresh-link form redirects to."""
+    return render_page("relinked", locale=request.args.get("locale"))

@@ -32,7 +32,7 @@ from optin.consent import intake, lists, subscriptions
 from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED, InvalidAddress, signup_address
 from optin.ops import ratelimits, signuplimit
 from optin.ops.pages import render_page
-from optin.ops.problems import error_response, wants_json
+from optin.ops.problems import error_response, set_back_url, wants_json
 from optin.ops.requestjson import Blueprint
 from optin.schemas import ProblemSchema, SignupAcceptedSchema, SignupSchema, ThanksQuerySchema
 from optin.web.pages import negotiated_responses, page_responses
@@ -113,6 +113,7 @@ def create_subscription() -> Response:
             return error_response(400, "Bad Request", "The body must be a JSON object.")
     elif request.mimetype in FORM_TYPES:
         raw = _form_data(request.form)
+        _remember_form_page(raw)
     else:
         return error_response(415, "Unsupported Media Type",
                               "Send JSON or an HTML form (application/x-www-form-urlencoded).")
@@ -150,6 +151,17 @@ def create_subscription() -> Response:
 def _page_url(value: str) -> bool:
     """An http(s) URL without control characters: a Referer worth recording."""
     return value.startswith(("http://", "https://")) and value.isprintable()
+
+
+def _remember_form_page(raw: Mapping[str, Any]) -> None:
+    """The form's page (``source_url``, which embed.js fills in) as the error page's "Back",
+    if it is a page of the named list's origins."""
+    slug, source = raw.get("list"), raw.get("source_url")
+    if isinstance(slug, str) and isinstance(source, str) and source:
+        with contextlib.suppress(SQLAlchemyError):
+            mailing_list = lists.list_snapshot(slug)
+            if mailing_list is not None:
+                set_back_url(lists.form_page(mailing_list, source, current_settings().base_url))
 
 
 def _invalid(errors: dict[str, Any]) -> Response:

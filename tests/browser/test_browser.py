@@ -24,6 +24,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,8 +76,8 @@ TEXT = {
         "invalid": "Bitte prüfen Sie Ihre Angaben.",
         "invalid_email": "Bitte geben Sie eine gültige E-Mail-Adresse ein",
         "success": "Fast geschafft!",
-        "subject": "Bitte bestätigen Sie Ihre Anmeldung: Example Newsletter",
-        "confirm_heading": "Bitte bestätigen Sie Ihre Anmeldung",
+        "subject": "Bitte bestätigen Sie Ihre Anmeldung zu „Example Newsletter“",
+        "confirm_heading": "Anmeldung zu „Example Newsletter“ bestätigen",
         "confirm": "Anmeldung bestätigen",
         "confirmed": "Vielen Dank – Ihre Anmeldung ist bestätigt",
         "already": "Ihre Anmeldung ist bereits bestätigt",
@@ -95,8 +96,8 @@ TEXT = {
         "invalid": "Please check your entries.",
         "invalid_email": "Please enter a valid email address",
         "success": "Almost done!",
-        "subject": "Please confirm your subscription: Example Newsletter",
-        "confirm_heading": "Please confirm your subscription",
+        "subject": "Please confirm your subscription to “Example Newsletter”",
+        "confirm_heading": "Confirm your subscription to “Example Newsletter”",
         "confirm": "Confirm subscription",
         "confirmed": "Thank you – your subscription is confirmed",
         "already": "Your subscription is already confirmed",
@@ -122,6 +123,7 @@ class LandingPages(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.pages: dict[str, str] = {}
+        self.headers: dict[str, dict[str, str]] = {}  # per path, e.g. a Content-Security-Policy
         super().__init__(("127.0.0.1", 0), _LandingHandler)
 
     @property
@@ -133,9 +135,12 @@ class _LandingHandler(BaseHTTPRequestHandler):
     server: LandingPages
 
     def do_GET(self) -> None:  # noqa: N802
-        body = self.server.pages.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        body = self.server.pages.get(path)
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "text/html; charset=utf-8")
+        for key, value in self.server.headers.get(path, {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write((body or "not found").encode())
 
@@ -189,6 +194,13 @@ class Live:
 @pytest.fixture
 def live(app_config: dict[str, str], mailbox: Mailbox) -> Iterator[Live]:
     """The real app on a loopback port, and the landing pages on another."""
+    with serve(app_config, mailbox) as running:
+        yield running
+
+
+@contextmanager
+def serve(app_config: dict[str, str], mailbox: Mailbox) -> Iterator[Live]:
+    """``live`` for any settings: the app, its list "newsletter" and the landing pages."""
     holder: dict[str, Any] = {}
     server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
     base_url = f"http://127.0.0.1:{server.server_port}"

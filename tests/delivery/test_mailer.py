@@ -30,7 +30,7 @@ def test_confirmation_mail_is_multipart_utf8_and_ad_free(app, client, newsletter
     assert mail.get_content_type() == "multipart/alternative"
     assert mail.get_body(("plain",)) is not None and mail.get_body(("html",)) is not None
     assert "Jürgen" in str(mail["To"])
-    assert str(mail["From"]) == "news@example.com"
+    assert str(mail["From"]) == "Newsletter <news@example.com>"  # the brand names the sender
     assert mail["Message-ID"].endswith("@example.com>")
     assert mail["Auto-Submitted"] == "auto-generated"
     assert "List-Unsubscribe" not in mail  # nothing to leave before consent
@@ -110,7 +110,7 @@ def test_the_template_version_covers_the_bases_a_mail_extends(tmp_path):
     templates = MailTemplates(override_dir=tmp_path)
     framed = templates.render("confirm", "de", MAIL)
     assert "<p>Impressum</p>" in framed.html and "<p>Impressum</p>" not in plain.html
-    assert framed.text.endswith("Viele Grüße\nB\n-- \nImpressum\n")
+    assert framed.text.endswith("keinen Newsletter von uns.\n-- \nImpressum\n")
     assert framed.template == plain.template == "confirm.de"
     assert framed.template_sha256 != plain.template_sha256
 

@@ -167,7 +167,7 @@ def test_the_expired_link_resend_counts_against_the_address_cap(app, client, new
     deliver(app)
     path = links(mailbox.to("anna@example.org")[-1])["confirm"]
     for i in range(3):  # the resend button: one mail left today, then nothing
-        assert client.post(f"{path}/resend", headers=_from(f"192.0.2.{i + 10}")).status_code == 200
+        assert client.post(f"{path}/resend", headers=_from(f"192.0.2.{i + 10}")).status_code == 303
     deliver(app)
     assert len(mailbox.to("anna@example.org")) == 2
 
@@ -199,7 +199,7 @@ def test_a_scanner_opening_links_gets_429_and_changes_nothing(app, client, newsl
         assert _count(app, ConsentEvent, ConsentEvent.kind == "confirmed") == 0
 
     # The person, from their own IP, confirms with the same link.
-    assert client.post(path, headers=_from("198.51.100.20")).status_code == 200
+    assert client.post(path, headers=_from("198.51.100.20")).status_code == 303
     assert _count(app, ConsentEvent, ConsentEvent.kind == "confirmed") == 1
 
 

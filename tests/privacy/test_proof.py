@@ -172,11 +172,11 @@ def test_tampering_shows_on_the_proof(app, client, runner, anna):
 
 def test_every_consent_cycle_is_listed_newest_first(app, client, anna, mailbox):
     welcome = mailbox.to("anna@example.org")[-1]
-    assert client.post(links(welcome)["unsubscribe"]).status_code == 200
+    assert client.post(links(welcome)["unsubscribe"]).status_code == 303
     mailbox.clear()
     assert signup(client, "anna@example.org").status_code == 202
     deliver(app)
-    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 200
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 303
     proof = client.get(PROOF, headers=AUTH).json
     assert [c["status"] for c in proof["consents"]] == ["confirmed", "unsubscribed"]
     assert proof["consents"][1]["withdrawal"]["channel"] == "link"
@@ -186,7 +186,7 @@ def test_every_consent_cycle_is_listed_newest_first(app, client, anna, mailbox):
 
 def test_proof_of_a_minimized_record(app, client, runner, anna, mailbox):
     welcome = mailbox.to("anna@example.org")[-1]
-    assert client.post(links(welcome)["unsubscribe"]).status_code == 200
+    assert client.post(links(welcome)["unsubscribe"]).status_code == 303
     later = (utcnow() + timedelta(days=366 * 5)).isoformat()
     assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
     proof = client.get(PROOF, headers=AUTH).json

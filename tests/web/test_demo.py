@@ -58,7 +58,7 @@ def test_mail_folder_lists_mails_with_their_links(dev_app):
     deliver(dev_app)
 
     index = client.get("/dev/mail?lang=en").get_data(as_text=True)
-    assert "Please confirm your subscription: Newsletter" in index
+    assert "Please confirm your subscription to “Newsletter”" in index
     confirm = re.search(r'<a class="button" href="(http://localhost/confirm/[^"]+)">'
                         r"Open the confirmation link</a>", index)
     assert confirm is not None
@@ -72,7 +72,7 @@ def test_mail_folder_lists_mails_with_their_links(dev_app):
 
     text_part = client.get(f"/dev/mail/{name}/text")
     assert text_part.mimetype == "text/plain"
-    assert "Subject: Please confirm your subscription: Newsletter" in text_part.get_data(as_text=True)
+    assert "Subject: Please confirm your subscription to “Newsletter”" in text_part.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("name", ["..%2Fdev.db", "missing.eml", "..%2F..%2Fsecret_key"])

@@ -158,9 +158,9 @@ def fresh_subscription(app: Flask, client: FlaskClient, status: str) -> tuple[st
                                 for purpose in (CONFIRM, UNSUBSCRIBE))
         db.session.rollback()
     if status in {"confirmed", "unsubscribed"}:
-        assert client.post(f"/confirm/{confirm}").status_code == 200
+        assert client.post(f"/confirm/{confirm}").status_code == 303
     if status == "unsubscribed":
-        assert client.post(f"/unsubscribe/{unsubscribe}").status_code == 200
+        assert client.post(f"/unsubscribe/{unsubscribe}").status_code == 303
     return address, confirm, unsubscribe
 
 

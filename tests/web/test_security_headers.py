@@ -63,13 +63,14 @@ def test_every_page_of_the_flow_carries_the_headers(app, client, newsletter, mai
     deliver(app)
     confirm = links(mailbox.to("anna@example.org")[-1])["confirm"]
     pages["confirm"] = client.get(confirm, headers=BROWSER)
-    pages["confirmed"] = client.post(confirm, headers=BROWSER)
+    pages["confirmed"] = client.post(confirm, headers=BROWSER, follow_redirects=True)
     pages["already_confirmed"] = client.get(confirm, headers=BROWSER)
     deliver(app)
     unsubscribe = links(mailbox.to("anna@example.org")[-1])["unsubscribe"]
     pages["unsubscribe"] = client.get(unsubscribe, headers=BROWSER)
-    pages["unsubscribed"] = client.post(unsubscribe, headers=BROWSER)
-    pages["link_invalid"] = client.get(confirm, headers=BROWSER)  # withdrawn: a new nonce
+    pages["unsubscribed"] = client.post(unsubscribe, headers=BROWSER, follow_redirects=True)
+    pages["ended"] = client.get(confirm, headers=BROWSER)  # withdrawn: the honest page
+    pages["link_invalid"] = client.get("/unsubscribe/cut-short", headers=BROWSER)
     statuses = {name: response.status_code for name, response in pages.items()}
     assert statuses == {**dict.fromkeys(pages, 200), "link_invalid": 404}
     for response in pages.values():

@@ -1,0 +1,103 @@
+"""Who speaks on a page or in a mail: the list's name, website, imprint, privacy
+policy, the controller and postal address, and the sender's display name.
+
+Each value is the list's own, else the global setting, else the brand: so a
+marketing team with one brand sets it once (OPTIN_BRAND_NAME,
+OPTIN_CONTROLLER_NAME, OPTIN_CONTROLLER_ADDRESS) and a list with its own site
+overrides only what differs. German commercial mail needs the imprint and the
+address, which is why both sit in every page and mail footer. Below the web
+and delivery layers, so pages and mails read the same values.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup, escape
+
+from optin.config import Settings
+
+#: Dates shown to people are in the controller's legal time (as the lapse dates are).
+SHOWN_TZ = ZoneInfo("Europe/Berlin")
+
+MONTHS = {
+    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
+           "September", "Oktober", "November", "Dezember"),
+    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"),
+}
+
+
+def local_datetime(moment: datetime | None, locale: str, *, with_time: bool = True) -> str:
+    """``1. Dezember 2026, 09:41 Uhr`` / ``1 December 2026, 09:41 (Berlin time)``.
+
+    Written out by hand for the two languages the service speaks: Babel is not a
+    dependency, and one date pattern per language does not justify one.
+    """
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone(SHOWN_TZ)
+    month = MONTHS.get(locale, MONTHS["en"])[local.month - 1]
+    if locale == "de":
+        day = f"{local.day}. {month} {local.year}"
+        return f"{day}, {local:%H:%M} Uhr" if with_time else day
+    day = f"{local.day} {month} {local.year}"
+    return f"{day}, {local:%H:%M} (Berlin time)" if with_time else day
+
+
+def mask_address(address: str | None) -> str:
+    """``anna@example.org`` -> ``a••••@example.org``: enough to recognise one's own
+    address, not enough to learn someone else's from a forwarded link."""
+    if not address or "@" not in address:
+        return ""
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}••••@{domain}"
+
+
+#: Where a consent text names the privacy policy; the link goes on these words.
+POLICY_WORDS = re.compile(r"Datenschutzerklärung|Datenschutzhinweise[n]?|privacy policy|"
+                          r"privacy notice", re.IGNORECASE)
+POLICY_LABEL = {"de": "Datenschutzerklärung", "en": "Privacy policy"}
+
+
+def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) -> Markup:
+    """The consent text, escaped, with its mention of the privacy policy as the link to
+    it (or, when the text names none, the link after its last word), and its line breaks.
+
+    The words stay the stored ones, so what is shown is still the recorded text."""
+    text = (text or "").replace("\r\n", "\n")
+    if not privacy_policy_url:
+        return escape(text)
+    link = Markup('<a href="{}">{}</a>')  # Markup.format escapes every value it is given
+    found = POLICY_WORDS.search(text)
+    if found is None:
+        label = POLICY_LABEL.get(locale, POLICY_LABEL["en"])
+        return Markup("{} ({})").format(text, link.format(privacy_policy_url, label))
+    return Markup("{}{}{}").format(text[:found.start()],
+                                   link.format(privacy_policy_url, found.group(0)),
+                                   text[found.end():])
+
+
+def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
+    """The footer and signature values of ``mailing_list`` (a row, a snapshot or None)."""
+    brand = settings.brand_name
+
+    def own(name: str) -> Any:
+        return getattr(mailing_list, name, None) if mailing_list is not None else None
+
+    return {
+        "brand_name": brand,
+        "list_name": own("name") or brand,
+        "website_url": own("website_url"),
+        "imprint_url": own("imprint_url"),
+        "privacy_policy_url": own("privacy_policy_url"),
+        "controller": own("controller") or settings.controller_name or brand,
+        "postal_address": own("postal_address") or settings.controller_address or None,
+        "sender_name": own("sender_name") or brand,
+        "send_goodbye": bool(own("send_goodbye")),
+    }

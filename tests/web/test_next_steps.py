@@ -1,0 +1,154 @@
+"""Issue 18 through HTTP and the CLI: a fresh unsubscribe link answered alike for every
+address, POST-redirect-GET, the honest page for an old link, "Back" to the form's page,
+the list's footer settings, and the embed warning."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from optin.consent import lists
+from optin.extensions import db
+from optin.models import ConsentEvent
+
+from ..conftest import deliver, links, signup
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml"}
+
+
+def _shape(response):
+    return response.status_code, response.headers.get("Location"), response.get_data()
+
+
+def test_a_fresh_unsubscribe_link_is_mailed_and_the_answer_tells_nothing(
+        app, client, confirmed, signed_up, mailbox):
+    confirmed("anna@example.org")
+    signed_up("pending@example.org")
+    gone = confirmed("gone@example.org")
+    assert client.post(gone).status_code == 303
+    deliver(app)
+    before = {a: len(mailbox.to(a)) for a in ("anna@example.org", "pending@example.org",
+                                             "gone@example.org")}
+    page = client.get("/unsubscribe/cut-short", headers=BROWSER)
+    assert page.status_code == 404 and 'action="/unsubscribe/link"' in page.get_data(as_text=True)
+
+    answers = {address: client.post("/unsubscribe/link", data={"email": address, "locale": "de"})
+               for address in ("anna@example.org", "pending@example.org", "gone@example.org",
+                               "nobody@example.org", "not an address", "")}
+    assert len({_shape(a) for a in answers.values()}) == 1  # the same for everyone
+    landing = client.get(answers["anna@example.org"].headers["Location"])
+    assert "Bitte sehen Sie in Ihrem Posteingang nach" in landing.get_data(as_text=True)
+    deliver(app)
+    assert len(mailbox.to("pending@example.org")) == before["pending@example.org"]
+    assert len(mailbox.to("gone@example.org")) == before["gone@example.org"]
+    assert mailbox.to("nobody@example.org") == []
+    [fresh] = mailbox.to("anna@example.org")[before["anna@example.org"]:]
+    assert fresh["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = links(fresh)["unsubscribe"]
+    assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    with app.app_context():
+        kinds = list(db.session.scalars(select(ConsentEvent.kind)))
+    assert "unsubscribe_link_requested" in kinds and "unsubscribe_link_sent" in kinds
+
+
+@pytest.fixture
+def cap_config(app_config):
+    app_config["OPTIN_MAILS_PER_ADDRESS_PER_DAY"] = "3"
+
+
+def test_the_fresh_link_form_cannot_flood_a_mailbox(cap_config, app, client, confirmed, mailbox):
+    confirmed("anna@example.org")  # one confirmation mail counted of the day's 3
+    before = len(mailbox.to("anna@example.org"))
+    for _ in range(5):
+        client.post("/unsubscribe/link", data={"email": "anna@example.org"})
+    deliver(app)
+    assert len(mailbox.to("anna@example.org")) - before == 2  # OPTIN_MAILS_PER_ADDRESS_PER_DAY
+
+
+def test_buttons_redirect_to_their_result_and_one_click_does_not(app, client, signed_up):
+    path = signed_up("anna@example.org", source_url="https://www.example.com/aktion")
+    done = client.post(path, headers=BROWSER)
+    assert done.status_code == 303 and done.headers["Location"] == f"{path}?done=1"
+    result = client.get(done.headers["Location"], headers=BROWSER)
+    assert "Ihre Anmeldung ist bestätigt" in result.get_data(as_text=True)
+    assert client.get(path).get_data(as_text=True).count("bereits bestätigt") >= 1
+    deliver(app)
+
+
+def test_an_old_confirm_link_after_unsubscribing_says_so(app, client, signed_up, mailbox):
+    path = signed_up("anna@example.org", source_url="https://www.example.com/aktion")
+    client.post(path)
+    deliver(app)
+    unsubscribe = links(mailbox.to("anna@example.org")[-1])["unsubscribe"]
+    after = client.post(unsubscribe, headers=BROWSER)
+    assert after.status_code == 303 and after.headers["Location"] == unsubscribe
+    page = client.get(unsubscribe, headers=BROWSER).get_data(as_text=True)
+    assert 'href="https://www.example.com/aktion"' in page  # sign up again, on the form
+    old = client.get(path, headers=BROWSER)
+    html = old.get_data(as_text=True)
+    assert old.status_code == 200 and "Diese Anmeldung ist beendet" in html
+    assert re.search(r"am \d{1,2}\. \w+ 20\d\d beendet", html)
+    assert "nicht vollständig übernommen" not in html
+
+
+def test_a_foreign_source_url_is_never_linked(app, client, signed_up, mailbox):
+    path = signed_up("anna@example.org", source_url="https://evil.example/phish")
+    client.post(path)
+    deliver(app)
+    unsubscribe = links(mailbox.to("anna@example.org")[-1])["unsubscribe"]
+    client.post(unsubscribe)
+    assert "evil.example" not in client.get(unsubscribe).get_data(as_text=True)
+    assert "evil.example" not in client.get(path).get_data(as_text=True)
+
+
+def test_back_leads_to_the_forms_page_not_the_sites_root(client, newsletter):
+    form = {"email": "anna@invalid", "list": "newsletter", "consent_text_version": "1",
+            "locale": "de"}
+    headers = {**BROWSER, "Origin": "https://www.example.com",
+               "Referer": "https://www.example.com/"}
+    page = client.post("/v1/subscriptions", headers=headers,
+                       data={**form, "source_url": "https://www.example.com/aktion/sommer"})
+    assert page.status_code == 422
+    assert 'href="https://www.example.com/aktion/sommer">Zurück' in page.get_data(as_text=True)
+    # A source_url elsewhere is no "Back": the Referer stands.
+    other = client.post("/v1/subscriptions", headers=headers,
+                        data={**form, "source_url": "https://evil.example/"})
+    html = other.get_data(as_text=True)
+    assert "evil.example" not in html and 'href="https://www.example.com/">Zurück' in html
+
+
+def test_the_lists_footer_settings_reach_pages_and_mails(app, client, runner, newsletter,
+                                                         mailbox):
+    result = runner.invoke(args=[
+        "lists", "update", "newsletter", "--website-url", "https://www.example.com/",
+        "--imprint-url", "https://www.example.com/impressum", "--postal-address",
+        "Musterstraße 1\\n10115 Berlin", "--sender-name", "Example Redaktion",
+        "--controller", "Example GmbH"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(args=["lists", "update", "newsletter", "--imprint-url",
+                               "javascript:alert(1)"]).exit_code != 0
+    assert signup(client, "anna@example.org", locale="de").status_code == 202
+    deliver(app)
+    [mail] = mailbox.to("anna@example.org")
+    assert str(mail["From"]) == "Example Redaktion <news@example.com>"
+    text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Example GmbH\nMusterstraße 1\n10115 Berlin\n" in text
+    assert "Impressum: https://www.example.com/impressum" in text
+    page = client.get(links(mail)["confirm"]).get_data(as_text=True)
+    assert "<address>Musterstraße 1\n10115 Berlin</address>" in page
+    assert 'href="https://www.example.com/impressum">Impressum' in page
+
+
+def test_embed_warns_when_the_list_has_no_origin(app, runner, newsletter):
+    with app.app_context():
+        lists.update_list(lists.get_list("newsletter"), origins=[])
+    result = runner.invoke(args=["lists", "show", "newsletter", "--embed"])
+    assert result.exit_code == 0
+    assert "optin lists update newsletter --origin" in result.stderr
+    assert "<form" in result.stdout and "warning" not in result.stdout
+    with app.app_context():
+        lists.update_list(lists.get_list("newsletter"), origins=["https://www.example.com"])
+    assert "warning" not in runner.invoke(args=["lists", "show", "newsletter",
+                                                "--embed"]).stderr
