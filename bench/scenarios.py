@@ -430,6 +430,7 @@ def memory(size: Size) -> list[Row]:
 
 
 from .timing import mail_latency, timing  # noqa: E402  (it builds on the helpers above)
+
 # --- imports ------------------------------------------------------------------------------
 
 

@@ -155,13 +155,6 @@ class Settings(BaseSettings):
     brand_text_color: str = Field("#1f2937", description="text colour of pages and mails")
     brand_background_color: str = Field("#ffffff", description=(
         "background colour of the page's card and mails"))
-    controller_name: str = Field("", description=(
-        "who is responsible for the data (the imprint's company name), shown in page and "
-        "mail footers of lists without their own (`lists update --controller`); default: "
-        "the brand name"))
-    controller_address: str = Field("", description=(
-        "the controller's postal address, shown in page and mail footers of lists without "
-        "their own (`lists update --postal-address`); German commercial mail needs it"))
     template_dir: Path | None = Field(None, description=(
         "folder of your own templates (`pages/`, `email/`, `embed/`), each found there "
         "before the built-in one of the same name; default: built-in only"))
@@ -185,11 +178,13 @@ class Settings(BaseSettings):
         "RFC 3161 time-stamping authority each checkpoint is time-stamped by "
         "(e.g. `https://freetsa.org/tsr`); unset = none"))
     controller_name: str = Field("", description=(
-        "legal name of the controller (the company that collects the consents), shown on "
-        "every proof of consent; required in production"))
+        "legal name of the controller (the company that collects the consents), on every "
+        "proof of consent and in the page and mail footers of lists without their own "
+        "(`lists update --controller`); required in production"))
     controller_address: str = Field("", description=(
-        "postal address of the controller, on every proof (`\\n` or `;` between lines); "
-        "required in production"))
+        "postal address of the controller (`\\n` or `;` between lines), on every proof and "
+        "in the page and mail footers of lists without their own (`lists update "
+        "--postal-address`; German commercial mail needs it); required in production"))
     proof_timezone: str = Field("Europe/Berlin", description=(
         "time zone the proof of consent shows its dates in (named, with UTC beside)"))
 
@@ -511,11 +506,6 @@ class Settings(BaseSettings):
             raise invalid("must be an https:// URL in production (the pages' "
                           "Content-Security-Policy blocks http: images)")
         return value
-
-    @field_validator("controller_name", "controller_address")
-    @classmethod
-    def _footer_text(cls, value: str) -> str:
-        return value.strip()
 
     @field_validator("template_dir")
     @classmethod

@@ -1,7 +1,7 @@
 """The notifier: wakes idle workers when new work commits (PostgreSQL ``LISTEN/NOTIFY``).
 
 An insert into ``outbox`` fires ``NOTIFY optin_outbox`` (a statement trigger, migration
-0005_engine), which PostgreSQL delivers when the inserting transaction commits, so a
+0005), which PostgreSQL delivers when the inserting transaction commits, so a
 worker waiting for work starts within milliseconds of a signup's commit, whichever code
 enqueued it. A breaker that closes notifies too, so every worker takes the backlog at
 once. The listener is one connection per worker, in a thread of its own; should it

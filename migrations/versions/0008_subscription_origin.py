@@ -5,14 +5,14 @@ NULL for a consent recorded here (a signup confirmed by this service's own link)
 whose evidence is the ledger's ``consent_imported`` event. Stats and ``lists show``
 count the two apart.
 
-Revision ID: 0005_imports
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0005_imports'
-down_revision = '0004'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

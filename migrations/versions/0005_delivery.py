@@ -7,14 +7,14 @@ in the ledger (``delivery/intents.py``). On PostgreSQL a statement trigger on
 inserting transaction commits, which wakes idle workers at once whichever code
 enqueued the work.
 
-Revision ID: 0005_engine
+Revision ID: 0005
 Revises: 0004
 """
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = '0005_engine'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None

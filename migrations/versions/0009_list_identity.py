@@ -4,14 +4,14 @@ Shown in the footers of pages and mails (optin.ops.identity); unset, the
 global settings (OPTIN_CONTROLLER_NAME, OPTIN_CONTROLLER_ADDRESS) and the
 brand name stand in. Nullable columns only: existing lists keep working.
 
-Revision ID: 0005_pages
-Revises: 0004
+Revision ID: 0009
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0005_pages'
-down_revision = '0004'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """ledger checkpoints: signed Merkle roots over the chain heads (issue 16)
 
-Revision ID: 0005_anchor
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 12:45:00.000000
 """
 from datetime import UTC, datetime
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
-revision = '0005_anchor'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

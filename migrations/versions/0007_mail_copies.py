@@ -5,15 +5,15 @@ marked (consent.mailcopies); ``mail_copy`` names the three parts of one mail
 and, until the withdrawal, the names it quoted. Mails sent before this
 revision have their hashes in the ledger and no copy.
 
-Revision ID: 0005_proof
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = '0005_proof'
-down_revision = '0004'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
