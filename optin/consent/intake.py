@@ -42,8 +42,8 @@ KIND = OutboxKind.SIGNUP_INTAKE
 #: The payload of an intake row once processed (or dropped): nothing personal.
 PROCESSED: dict[str, Any] = {"processed": True}
 DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
-_VALUES = ("email", "first_name", "last_name", "fields", "source_url", "locale",
-           "consent_text_version", "list")
+_VALUES = ("email", "first_name", "last_name", "fields", "source_url", "source_url_from",
+           "locale", "consent_text_version", "list")
 
 _ROWS = OutboxItem.__table__
 _COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts", "next_attempt_at",
@@ -73,7 +73,8 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
         "request": {"email": req.email, "list": req.list, "locale": text.locale,
                     "consent_text_version": req.consent_text_version,
                     "first_name": req.first_name, "last_name": req.last_name,
-                    "fields": req.fields or {}, "source_url": req.source_url},
+                    "fields": req.fields or {}, "source_url": req.source_url,
+                    "source_url_from": req.source_url_from},
     }
     db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now))
     db.session.commit()
