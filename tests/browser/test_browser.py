@@ -550,7 +550,8 @@ def test_proof_of_consent_printed_to_pdf(browser, live, locale, tmp_path):
         "first_name": "Anna"}, environ_base={"REMOTE_ADDR": "192.0.2.10"}).status_code == 202
     deliver(live.app)
     confirm = live.link(address, "confirm").removeprefix(live.base_url)
-    assert client.post(confirm, environ_base={"REMOTE_ADDR": "198.51.100.20"}).status_code == 200
+    assert client.post(confirm, environ_base={"REMOTE_ADDR": "198.51.100.20"},
+                       follow_redirects=True).status_code == 200
     deliver(live.app)
 
     context = browser.new_context(locale="de-DE" if locale == "de" else "en-GB",
