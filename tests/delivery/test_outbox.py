@@ -182,7 +182,7 @@ def test_concurrent_workers_never_send_a_row_twice(app, client, newsletter, mail
         for i in range(120):
             signup(client, f"w{i}@example.org")
         assert db.session.scalar(select(func.count()).select_from(Subscription)) == 120
-    workers = [Worker(app, batch=5) for _ in range(4)]
+    workers = [Worker(app, batch=5, threads=1) for _ in range(4)]  # four workers, one pool
     threads = [threading.Thread(target=w.drain) for w in workers]
     for t in threads:
         t.start()
