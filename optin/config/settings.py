@@ -251,6 +251,10 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite"):
             # The web thread and the in-process worker share the file.
             engine_options["connect_args"] = {"timeout": 30}
+        else:
+            # A worker's delivery thread holds its transaction's connection and takes a second
+            # one for the send intent; heartbeat, breakers and LISTEN take one each.
+            engine_options["pool_size"] = max(5, 2 * self.worker_threads + 3)
         return {
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,

@@ -30,22 +30,22 @@ def test_a_killed_workers_rows_are_delivered_by_another_within_the_lease(
     addresses = [f"kill{i}@example.org" for i in range(6)]
     for address in addresses:
         assert signup(client, address).status_code == 202
-    mailbox.delay = 2.0  # the first worker is caught holding its batch
-    first = worker_processes.start(**FAST)
-    assert mailbox.receiving.wait(30)
+    mailbox.delay = 2.0  # the worker that claims the batch is caught holding it
+    workers = [worker_processes.start(**FAST) for _ in range(2)]  # both up before the kill
+    assert mailbox.receiving.wait(60)
     with app.app_context():
-        held = db.session.scalar(select(OutboxItem.claimed_by).where(
+        holder = db.session.scalar(select(OutboxItem.claimed_by).where(
             OutboxItem.claimed_by.is_not(None)))
-        assert held is not None  # the batch is the dead worker's
-    worker_processes.kill(first)
+    assert holder is not None  # "host:pid:tag"
+    [dead] = [w for w in workers if str(w.pid) == holder.split(":")[1]]
+    worker_processes.kill(dead)
     killed = time.monotonic()
     mailbox.delay = 0.0
-    worker_processes.start(**FAST)
-    wait_for(lambda: set(_recipients(mailbox)) >= set(addresses), timeout=30)
+    wait_for(lambda: set(_recipients(mailbox)) >= set(addresses), timeout=60)
     recovery = time.monotonic() - killed
-    # The lease (3 s), a poll and six deliveries on a loaded machine: far below the
-    # five minutes the old lease took.
-    assert recovery < 20, recovery
+    # The lease (3 s), a poll and six deliveries by the other worker, on a loaded machine:
+    # within the 30 s, where the old five-minute lease took five minutes.
+    assert recovery < 30, recovery
     got = _recipients(mailbox)
     # The mail in flight when the worker died may leave twice; no other one does.
     assert len(got) - len(set(got)) <= 1

@@ -153,11 +153,13 @@ def test_sigterm_finishes_the_row_in_hand_and_loses_nothing(app, app_config, cli
     for i in range(3):
         signup(client, f"r{i}@example.org")
     mailbox.delay = 1.5
+    # One delivery thread: one row in hand (with more, each thread finishes its own).
+    env = {**_worker_env(app_config), "OPTIN_WORKER_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "optin", "worker"],
-                            env=_worker_env(app_config), stdout=subprocess.PIPE,
+                            env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        assert mailbox.receiving.wait(20), "worker never started sending"
+        assert mailbox.receiving.wait(60), "worker never started sending"
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=20)
     finally:
@@ -180,7 +182,7 @@ def test_concurrent_workers_never_send_a_row_twice(app, client, newsletter, mail
         for i in range(120):
             signup(client, f"w{i}@example.org")
         assert db.session.scalar(select(func.count()).select_from(Subscription)) == 120
-    workers = [Worker(app, batch=5) for _ in range(4)]
+    workers = [Worker(app, batch=5, threads=1) for _ in range(4)]  # four workers, one pool
     threads = [threading.Thread(target=w.drain) for w in workers]
     for t in threads:
         t.start()
