@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
