@@ -303,7 +303,11 @@ class SettlingClient(FlaskClient):
     def open(self, *args: Any, **kwargs: Any) -> Any:
         response = super().open(*args, **kwargs)
         if "/v1/subscriptions" in str(args[0] if args else kwargs.get("path", "")):
-            settle_intake(self.application)
+            try:
+                settle_intake(self.application)
+            except sa.exc.DBAPIError:  # the database is down: a worker would try again later
+                with self.application.app_context():
+                    db.session.remove()
         return response
 
 

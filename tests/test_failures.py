@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
@@ -174,6 +175,7 @@ def test_a_connection_just_used_is_not_pinged_again(app, client, proxy, monkeypa
     pings: list[object] = []
     ping = dialect.do_ping
     monkeypatch.setattr(dialect, "do_ping", lambda conn: pings.append(conn) or ping(conn))
+    client = FlaskClient(app, app.response_class)  # the request's own connections only
     assert signup(client, "warm@example.org").status_code == 202
     assert signup(client, "busy@example.org").status_code == 202
     assert pings == []
