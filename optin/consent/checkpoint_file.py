@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from optin.consent import merkle, timestamps
+from optin.consent import merkle
 
 TYPE = "optin.ledger.checkpoint"
 VERSION = 1
@@ -207,6 +207,9 @@ def check_entry(entry: Published, keys: Mapping[str, Ed25519PublicKey]) -> list[
     except (InvalidSignature, ValueError):
         return [f"{where}: its signature does not verify with key {kid}; refused"]
     if entry.tsa_token:
+        # Imported here: asn1crypto and X.509 cost every `optin` command a fifth of a second.
+        from optin.consent import timestamps
+
         try:
             timestamps.check_token(base64.b64decode(entry.tsa_token), canonical(entry.statement))
         except (timestamps.TimestampError, ValueError) as exc:

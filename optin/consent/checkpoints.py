@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import and_, func, insert, literal, or_, select, update
 
 from optin.config import Settings, current_settings
-from optin.consent import checkpoint_file, merkle, timestamps
+from optin.consent import checkpoint_file, merkle
 from optin.consent.checkpoint_file import Published
 from optin.extensions import db
 from optin.models import (
@@ -272,6 +272,8 @@ def _record_moved_heads(n: int, held: list[int]) -> int:
 def _timestamp(url: str, statement: dict[str, Any]) -> str | None:
     """The TSA's token over the statement; None (logged) when the TSA fails: the
     checkpoint is signed and published all the same, only without a time-stamp."""
+    from optin.consent import timestamps  # only with a TSA (see checkpoint_file.check_entry)
+
     try:
         token = timestamps.request_token(url, checkpoint_file.canonical(statement))
     except timestamps.TimestampError as exc:
