@@ -229,8 +229,8 @@ def _withdrawn_since(mailing_list: ListSnapshot, text: TextSnapshot, digest: str
     ledger.append(
         sub, EventKind.SIGNUP_REPEATED, origin="form", at=at, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email, mailing_list), "entered_sha256": entered_digest(_personal(req)),
-                 "action": WITHDRAWN_SINCE})
+        details={**_evidence(req, text, email, mailing_list),
+                 "entered_sha256": entered_digest(_personal(req)), "action": WITHDRAWN_SINCE})
     return "withdrawn"
 
 
