@@ -263,9 +263,10 @@ def test_an_operators_page_frame_frames_the_pages_but_not_the_proof(app_config, 
                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "text/html"})
     html = proof.get_data(as_text=True)
     assert proof.status_code == 200 and "Unser Kopf" not in html
-    assert '<html lang="en">' in html and '<meta name="robots" content="noindex, nofollow">' in html
-    assert '<body class="proof">' in html and "<th>Ledger verification</th>" in html
-    assert "<title>Proof of consent · Example Newsletter · anna@example.org</title>" in html
+    assert '<html lang="de">' in html and '<meta name="robots" content="noindex, nofollow">' in html
+    assert '<th scope="row">Prüfung des Protokolls</th>' in html
+    assert ("<title>Nachweis der Einwilligung (Double-Opt-In) · Example Newsletter · "
+            "anna@example.org</title>") in html
     app.extensions["optin.mail_backend"].close()
 
 
