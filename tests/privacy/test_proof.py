@@ -29,7 +29,7 @@ def anna(app, client, newsletter, mailbox):
     deliver(app)
     [mail] = mailbox.to("anna@example.org")
     assert client.post(links(mail)["confirm"], headers={"User-Agent": "ConfirmPhone/2"},
-                       environ_base={"REMOTE_ADDR": "198.51.100.20"}).status_code == 200
+                       environ_base={"REMOTE_ADDR": "198.51.100.20"}).status_code == 303
     deliver(app)
     return mail
 
@@ -71,7 +71,7 @@ def test_proof_json_holds_what_a_court_needs(app, client, anna):
     assert link in received_text
     assert confirm_mail["reconstructed_text"] == received_text.replace(
         link, "[personal confirmation link]")
-    assert "Hallo Anna," in confirm_mail["reconstructed_text"]
+    assert "Guten Tag Anna," in confirm_mail["reconstructed_text"]
 
     confirmation = consent["confirmation"]
     assert (confirmation["ip"], confirmation["user_agent"]) == ("198.51.100.20", "ConfirmPhone/2")
@@ -88,7 +88,7 @@ def test_proof_page_is_printable_html(app, client, anna):
     for expected in ("Proof of consent", "anna@example.org", "Ja, ich möchte den Newsletter",
                      "192.0.2.10", "SignupBrowser/1", "198.51.100.20", "ConfirmPhone/2",
                      "https://www.example.com/landing", "Aalto GmbH", "confirm.de",
-                     "Intact", "BGH", "I ZR 164/09", "Hallo Anna,", "[personal confirmation link]"):
+                     "Intact", "BGH", "I ZR 164/09", "Guten Tag Anna,", "[personal confirmation link]"):
         assert expected in page, expected
     assert str(anna["Message-ID"]).replace("<", "&lt;").replace(">", "&gt;") in page
     assert "optin.css" in page and "<style>" not in page  # the CSP allows 'self' styles only
