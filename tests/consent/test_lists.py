@@ -40,7 +40,7 @@ def test_lists_without_a_sender_use_the_default(app, client, newsletter, mailbox
     assert signup(client, "anna@example.org").status_code == 202
     deliver(app)
     [mail] = mailbox.to("anna@example.org")
-    assert str(mail["From"]) == "news@example.com"  # OPTIN_MAIL_FROM of the tests
+    assert str(mail["From"]) == "Newsletter <news@example.com>"  # OPTIN_MAIL_FROM, named by the brand
     assert mail["Reply-To"] is None
 
 
