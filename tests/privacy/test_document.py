@@ -129,7 +129,7 @@ def test_the_pdf_from_the_cli_is_a_german_a4_document(app, runner, anna, tmp_pat
         range(1, pages + 1))
     assert text.count("Example Newsletter GmbH") >= pages
     for expected in ("anna@example.org", "192.0.2.10", "198.51.100.20", "SignupBrowser/1",
-                     "Hallo Anna,", "⟦token⟧", "https://www.example.com/landing",
+                     "Guten Tag Anna,", "⟦token⟧", "https://www.example.com/landing",
                      "Die Kopie unten entspricht der Mail, wie sie versandt wurde",
                      "Uhr (MEZ, UTC+1)" if datetime.now(UTC).month in (1, 2, 11, 12) else "Uhr (",
                      "Musterstraße 1"):

@@ -61,7 +61,7 @@ def test_the_mail_copy_hashes_as_recorded_through_withdrawal_retention_and_resig
 
     mail = _copy(client)
     _check_against_the_mail_received(mail, received, with_names=True)
-    assert "Hallo Anna," in mail["copy"]["parts"]["text"] and mail["copy"]["names_removed"] == []
+    assert "Guten Tag Anna," in mail["copy"]["parts"]["text"] and mail["copy"]["names_removed"] == []
     assert mail["copy"]["markers"]["token"] in mail["copy"]["parts"]["html"]
 
     # Withdrawn: the name is gone from the copy, which still hashes as recorded at sending.
@@ -83,7 +83,7 @@ def test_the_mail_copy_hashes_as_recorded_through_withdrawal_retention_and_resig
     deliver(app)
     [again] = mailbox.to("anna@example.org")
     newer = _copy(client, 0)
-    assert "Hallo Annabel," in newer["copy"]["parts"]["text"] and newer["copy"]["matches"]
+    assert "Guten Tag Annabel," in newer["copy"]["parts"]["text"] and newer["copy"]["matches"]
     _check_against_the_mail_received(_copy(client, 1), received, with_names=False)
 
     # Minimized by retention: the copy without the name still hashes as recorded.
@@ -126,4 +126,4 @@ def test_each_signup_of_a_pending_address_has_its_own_mail_copy(app, client, new
     proof = client.get(PROOF, headers=AUTH).json
     mails = {m["message_id"]: m for m in proof["consents"][0]["mails"]}
     _check_against_the_mail_received(mails[first["Message-ID"]], first, with_names=True)
-    assert "Hallo Mallory," in mails[second["Message-ID"]]["copy"]["parts"]["text"]
+    assert "Guten Tag Mallory," in mails[second["Message-ID"]]["copy"]["parts"]["text"]
