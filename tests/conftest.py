@@ -8,6 +8,7 @@ built by the real migrations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,9 +38,11 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.orm import Session
 
 from optin import create_app
-from optin.consent import lists
+from optin.consent import intake, lists
+from optin.delivery import outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
+from optin.models import OutboxItem, OutboxStatus, utcnow
 
 from .fake_activecampaign import FakeActiveCampaign
 
@@ -269,29 +273,29 @@ def settle_intake(app: Flask) -> int:
     """Run the worker's intake handler for every queued signup request, as a worker with
     no pick-up delay would, and nothing else (confirmation mails stay queued for
     :func:`deliver`); how many were processed. The handler and the outbox's delivery
-    are the real ones; only the claim is narrowed to intake rows."""
-    from optin.consent import intake
-    from optin.delivery import outbox
-    from optin.models import OutboxItem, OutboxStatus, utcnow
-
-    with app.app_context():
+    are the real ones; only the claim is narrowed to intake rows. Each call claims as a
+    worker of its own, so racing requests each deliver only the rows they claimed. On
+    SQLite one settles at a time, as the one delivery thread a worker runs there does."""
+    settler = f"{SETTLING_WORKER}:{uuid.uuid4().hex[:8]}"
+    one_writer = _SQLITE_SETTLING if not PG_URL else contextlib.nullcontext()
+    with one_writer, app.app_context():
         rows = OutboxItem.__table__
         queued = sa.and_(rows.c.kind == intake.KIND, rows.c.status == OutboxStatus.PENDING,
                          rows.c.claimed_by.is_(None))
-        ids = list(db.session.scalars(sa.select(rows.c.id).where(queued).order_by(rows.c.id)))
-        if not ids:
-            db.session.rollback()
-            return 0
-        db.session.execute(sa.update(rows).where(rows.c.id.in_(ids), queued).values(
-            claimed_by=SETTLING_WORKER, claimed_until=utcnow() + outbox.LEASE))
+        db.session.execute(sa.update(rows).where(queued).values(
+            claimed_by=settler, claimed_until=utcnow() + outbox.LEASE))
         db.session.commit()
+        ids = list(db.session.scalars(
+            sa.select(rows.c.id).where(rows.c.claimed_by == settler).order_by(rows.c.id)))
+        db.session.rollback()
         for item_id in ids:
-            outbox.deliver(item_id, SETTLING_WORKER, max_attempts=5, horizon=timedelta(days=1))
+            outbox.deliver(item_id, settler, max_attempts=5, horizon=timedelta(days=1))
         db.session.remove()
         return len(ids)
 
 
 SETTLING_WORKER = "tests:settle-intake"
+_SQLITE_SETTLING = threading.Lock()
 
 
 class SettlingClient(FlaskClient):

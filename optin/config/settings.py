@@ -247,7 +247,9 @@ class Settings(BaseSettings):
 
     def flask_config(self) -> dict[str, Any]:
         """What the Flask extensions read from ``app.config``."""
-        engine_options: dict[str, Any] = {}  # idle connections are pinged: extensions.py
+        # Idle connections are pinged (extensions.py). A database error's text never quotes
+        # the statement's values (names, IPs, fields), in logs or in an outbox row's error.
+        engine_options: dict[str, Any] = {"hide_parameters": True}
         if self.database_url.startswith("sqlite"):
             # The web thread and the in-process worker share the file.
             engine_options["connect_args"] = {"timeout": 30}

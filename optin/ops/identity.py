@@ -97,7 +97,7 @@ def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
         "imprint_url": own("imprint_url"),
         "privacy_policy_url": own("privacy_policy_url"),
         "controller": own("controller") or settings.controller_name or brand,
-        "postal_address": own("postal_address") or ", ".join(settings.controller_address_lines) or None,
+        "postal_address": own("postal_address") or settings.controller_address or None,
         "sender_name": own("sender_name") or brand,
         "send_goodbye": bool(own("send_goodbye")),
     }

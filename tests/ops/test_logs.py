@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from flask.testing import FlaskClient
@@ -289,3 +290,15 @@ def test_a_request_id_that_would_leak_is_replaced(client, given):
     assert answer.headers["X-Request-ID"] != given
     assert client.get("/healthz", headers={"X-Request-ID": "trace-1234"}).headers[
         "X-Request-ID"] == "trace-1234"
+
+
+def test_a_database_error_never_quotes_the_statements_values(app):
+    """An error's text reaches the logs and an outbox row's last error: it names the
+    statement, never the names, addresses or IPs bound to it (``hide_parameters``)."""
+    with app.app_context():
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            db.session.execute(sa.text("SELECT * FROM no_such_table WHERE name = :name"),
+                               {"name": "Annabel-Secret"})
+        db.session.rollback()
+    assert "no_such_table" in str(caught.value)
+    assert "Annabel-Secret" not in str(caught.value)

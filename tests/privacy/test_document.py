@@ -36,7 +36,7 @@ def anna(app, client, newsletter, mailbox):
     deliver(app)
     [mail] = mailbox.to("anna@example.org")
     assert client.post(links(mail)["confirm"], environ_base={
-        "REMOTE_ADDR": "198.51.100.20"}).status_code == 200
+        "REMOTE_ADDR": "198.51.100.20"}).status_code == 303
     deliver(app)
     return mail
 

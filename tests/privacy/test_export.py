@@ -18,7 +18,7 @@ def _three_addresses(app, client, mailbox) -> None:
     for name in ("anna", "ben", "cem"):
         assert signup(client, f"{name}@example.org", first_name=name.title()).status_code == 202
     deliver(app)
-    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 200
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 303
     deliver(app)
 
 

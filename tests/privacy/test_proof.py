@@ -88,7 +88,8 @@ def test_proof_page_is_printable_html(app, client, anna):
     for expected in ("Proof of consent", "anna@example.org", "Ja, ich möchte den Newsletter",
                      "192.0.2.10", "SignupBrowser/1", "198.51.100.20", "ConfirmPhone/2",
                      "https://www.example.com/landing", "Aalto GmbH", "confirm.de",
-                     "Intact", "BGH", "I ZR 164/09", "Guten Tag Anna,", "⟦token⟧", "matches the mail as sent"):
+                     "Intact", "BGH", "I ZR 164/09", "Guten Tag Anna,", "⟦token⟧",
+                     "matches the mail as sent"):
         assert expected in page, expected
     assert str(anna["Message-ID"]).replace("<", "&lt;").replace(">", "&gt;") in page
     # The style is inlined (a saved file prints as served); the CSP allows exactly it.
