@@ -282,6 +282,9 @@ def settle_intake(app: Flask) -> int:
         rows = OutboxItem.__table__
         queued = sa.and_(rows.c.kind == intake.KIND, rows.c.status == OutboxStatus.PENDING,
                          rows.c.claimed_by.is_(None))
+        if db.session.scalar(sa.select(rows.c.id).where(queued).limit(1)) is None:
+            db.session.rollback()  # nothing queued: no transaction to commit
+            return 0
         db.session.execute(sa.update(rows).where(queued).values(
             claimed_by=settler, claimed_until=utcnow() + outbox.LEASE))
         db.session.commit()

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import JSON, CursorResult, bindparam, type_coerce, update
 
 from optin.config import Settings, current_settings
-from optin.consent import lists, subscriptions
+from optin.consent import lists, statements, subscriptions
 from optin.consent.addresses import address_hash
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
@@ -96,6 +96,9 @@ def process(item: OutboxItem) -> None:
     if mailing_list is None or text is None:  # deleted meanwhile: nothing to sign up for
         log.warning("signup intake %s names a list or consent text that is gone", item.id)
     else:
+        lock = statements.one_address_at_a_time(db.engine.dialect.name, payload["email_hash"])
+        if lock is not None:
+            db.session.execute(lock)
         with logs.context(request_id=payload.get("request_id")):  # the worker's lines name it
             subscriptions.record_signup(
                 mailing_list, text, payload["resolved_email"], req,
