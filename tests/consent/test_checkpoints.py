@@ -26,6 +26,7 @@ from optin.models import (
     ConsentEvent,
     LedgerCheckpoint,
     LedgerCheckpointLeaf,
+    MailCopy,
     OutboxItem,
     Signup,
     Subscription,
@@ -89,9 +90,10 @@ def rewrite_and_rehash(app, sub_id: int, **changes) -> None:
 
 
 def delete_subscription(app, sub_id: int) -> None:
-    """The insider's deletion: the subscription, its events, its signup records, its outbox."""
+    """The insider's deletion: the subscription, its events, its signup records, its outbox,
+    its mail copies."""
     with app.app_context():
-        for table in (ConsentEvent, Signup, OutboxItem):
+        for table in (ConsentEvent, Signup, OutboxItem, MailCopy):
             db.session.execute(delete(table).where(table.subscription_id == sub_id))
         db.session.execute(delete(Subscription).where(Subscription.id == sub_id))
         db.session.commit()
