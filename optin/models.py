@@ -405,6 +405,9 @@ class OutboxItem(Model):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     kind: Mapped[str] = mapped_column(StorableText(32))
+    #: Rows sharing a key run one after another in id order (a signup's address: its
+    #: requests keep their order whichever worker thread takes them); None: any order.
+    serial_key: Mapped[str | None] = mapped_column(StorableText(64), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscription.id"), index=True
@@ -420,21 +423,23 @@ class OutboxItem(Model):
 
     @staticmethod
     def pending_values(kind: OutboxKind, *, subscription_id: int | None = None,
-                       payload: dict[str, Any] | None = None,
-                       now: datetime | None = None) -> dict[str, Any]:
+                       payload: dict[str, Any] | None = None, now: datetime | None = None,
+                       serial_key: str | None = None) -> dict[str, Any]:
         """The column values of new work, due at ``now``: the one place an outbox row is built,
         whether it is added to the session or inserted by a hand-written statement."""
         now = now or utcnow()
-        return {"kind": kind, "subscription_id": subscription_id, "payload": payload or {},
+        return {"kind": kind, "serial_key": serial_key,
+                "subscription_id": subscription_id, "payload": payload or {},
                 "status": OutboxStatus.PENDING, "attempts": 0, "next_attempt_at": now,
                 "created_at": now}
 
     @classmethod
     def pending(cls, kind: OutboxKind, *, subscription_id: int | None = None,
-                payload: dict[str, Any] | None = None, now: datetime | None = None) -> OutboxItem:
+                payload: dict[str, Any] | None = None, now: datetime | None = None,
+                serial_key: str | None = None) -> OutboxItem:
         """A new row for the session (delivered after the caller's commit)."""
         return cls(**cls.pending_values(kind, subscription_id=subscription_id, payload=payload,
-                                        now=now))
+                                        now=now, serial_key=serial_key))
 
 
 class MailIntent(Model):

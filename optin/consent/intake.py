@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import JSON, CursorResult, bindparam, type_coerce, update
 
 from optin.config import Settings, current_settings
-from optin.consent import lists, statements, subscriptions
+from optin.consent import lists, subscriptions
 from optin.consent.addresses import address_hash
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
@@ -46,7 +46,7 @@ _VALUES = ("email", "first_name", "last_name", "fields", "source_url", "source_u
            "locale", "consent_text_version", "list")
 
 _ROWS = OutboxItem.__table__
-_COLUMNS = ("kind", "subscription_id", "payload", "status", "attempts", "next_attempt_at",
+_COLUMNS = ("kind", "serial_key", "subscription_id", "payload", "status", "attempts", "next_attempt_at",
             "created_at")
 # One plain INSERT, built once (the ORM's unit of work would cost more than the database).
 _INSERT = _ROWS.insert().values({c: bindparam(c, type_=_ROWS.c[c].type) for c in _COLUMNS})
@@ -76,7 +76,10 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
                     "fields": req.fields or {}, "source_url": req.source_url,
                     "source_url_from": req.source_url_from},
     }
-    db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now))
+    # One address's rows run in the order they came (the serial key), so the resend interval
+    # and the ledger see its requests one after another, as they were made.
+    db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
+                                                          serial_key=payload["email_hash"]))
     db.session.commit()
 
 
@@ -96,9 +99,6 @@ def process(item: OutboxItem) -> None:
     if mailing_list is None or text is None:  # deleted meanwhile: nothing to sign up for
         log.warning("signup intake %s names a list or consent text that is gone", item.id)
     else:
-        lock = statements.one_address_at_a_time(db.engine.dialect.name, payload["email_hash"])
-        if lock is not None:
-            db.session.execute(lock)
         with logs.context(request_id=payload.get("request_id")):  # the worker's lines name it
             subscriptions.record_signup(
                 mailing_list, text, payload["resolved_email"], req,

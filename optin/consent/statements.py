@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-
 
 def together(dialect: str, last: Any, *before: Any) -> tuple[Any, ...]:
     """The statements to execute, in order, with one shared parameter dict.
@@ -25,11 +23,3 @@ def together(dialect: str, last: Any, *before: Any) -> tuple[Any, ...]:
         return (*before, last)
     return (last.add_cte(*(statement.cte(f"write_{i}") for i, statement in enumerate(before))),)
 
-
-def one_address_at_a_time(dialect: str, address_hash: str) -> Any | None:
-    """A statement holding, until its transaction ends, a lock named by the address, so two
-    workers' threads never run one address's state machine side by side (requests made one
-    after another stay one after another); None on SQLite, whose writers take turns anyway."""
-    if dialect != "postgresql":
-        return None
-    return select(func.pg_advisory_xact_lock(func.hashtextextended(address_hash, 0)))

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypedDict, cast
 
 from flask import current_app
-from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from optin.delivery import intents
 from optin.extensions import db
@@ -98,7 +99,8 @@ def claim(worker_id: str, limit: int = 20, now: datetime | None = None, *,
     now = now or utcnow()
     free = or_(OutboxItem.claimed_until.is_(None), OutboxItem.claimed_until < now)
     query = (select(OutboxItem.id)
-             .where(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now, free))
+             .where(OutboxItem.status == PENDING, OutboxItem.next_attempt_at <= now, free,
+                    _first_of_its_key()))
     if skip_kinds:
         query = query.where(OutboxItem.kind.not_in(list(skip_kinds)))
     if only_kinds is not None:
@@ -124,6 +126,15 @@ def claim(worker_id: str, limit: int = 20, now: datetime | None = None, *,
     ).all()
     db.session.commit()
     return list(claimed)
+
+
+def _first_of_its_key() -> Any:
+    """A row with a serial key waits while an earlier row with that key is pending (due,
+    claimed or backing off): rows of one key run one after another, in id order."""
+    earlier = aliased(OutboxItem)
+    return or_(OutboxItem.serial_key.is_(None),
+               ~exists().where(earlier.serial_key == OutboxItem.serial_key,
+                               earlier.status == PENDING, earlier.id < OutboxItem.id))
 
 
 def release(worker_id: str, ids: list[int], *, not_before: datetime | None = None) -> None:

@@ -223,21 +223,23 @@ def test_a_slightly_late_caller_keeps_its_slot():
 
 
 @contextlib.contextmanager
-def _redis_server(tmp_path: Path, *args: str) -> Iterator[None]:
-    """A redis-server of this test's own (Debian's redis-server), stopped afterwards."""
+def _redis_server(tmp_path: Path, *args: str) -> Iterator[Path]:
+    """A redis-server of this test's own (Debian's redis-server), stopped afterwards; yields
+    its log file."""
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server")
+    log = tmp_path / f"redis-{len(list(tmp_path.glob('redis-*.log')))}.log"
     proc = subprocess.Popen(["redis-server", *args, "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)],
+                             "--dir", str(tmp_path), "--logfile", str(log)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield
+        yield log
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def _wait(check, timeout: float = 30.0) -> None:  # noqa: ANN001
+def _wait(check, log: Path | None = None, timeout: float = 30.0) -> None:  # noqa: ANN001
     """Until ``check()`` is true; a loaded machine (CI) can take seconds to start a cluster."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,7 +249,8 @@ def _wait(check, timeout: float = 30.0) -> None:  # noqa: ANN001
         except redis.RedisError:
             pass
         time.sleep(0.05)
-    raise AssertionError("redis-server did not come up")
+    said = log.read_text()[-1500:] if log is not None and log.exists() else ""
+    raise AssertionError(f"redis-server did not come up; its log ends:\n{said}")
 
 
 def _paced_through(url: str, tmp_path: Path, key_store: redis.Redis) -> None:
@@ -281,13 +284,16 @@ def test_redis_sentinels_pace_through_their_master(tmp_path):
 
 
 def test_a_redis_cluster_paces_through_the_cluster(tmp_path):
-    port = free_port()
-    with _redis_server(tmp_path, "--port", str(port), "--cluster-enabled", "yes",
-                       "--cluster-config-file", str(tmp_path / "nodes.conf")):
+    # The cluster bus gets a free port of its own: by default it is the port + 10000, which
+    # for a high free port is past 65535 or taken, and the node never comes up (seen in CI).
+    port, bus_port = free_port(), free_port()
+    with _redis_server(tmp_path, "--port", str(port), "--cluster-port", str(bus_port),
+                       "--cluster-enabled", "yes",
+                       "--cluster-config-file", str(tmp_path / "nodes.conf")) as log:
         node = redis.Redis(port=port, socket_timeout=1)
-        _wait(node.ping)
+        _wait(node.ping, log)
         node.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
-        _wait(lambda: b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO"))
+        _wait(lambda: b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO"), log)
         _paced_through(f"redis+cluster://127.0.0.1:{port}", tmp_path, node)
 
 

@@ -120,6 +120,44 @@ def test_a_live_lease_is_respected(app, client, newsletter, mailbox):
     assert mailbox.to("p@example.org") == []
 
 
+def _queue(app, *keys):
+    """Rows of an unknown kind (nothing runs them) with these serial keys; their ids."""
+    with app.app_context():
+        rows = [OutboxItem.pending("test_serial", serial_key=key) for key in keys]
+        db.session.add_all(rows)
+        db.session.commit()
+        return [row.id for row in rows]
+
+
+def _set(app, row_id, **values):
+    with app.app_context():
+        db.session.execute(update(OutboxItem).where(OutboxItem.id == row_id).values(**values))
+        db.session.commit()
+
+
+def test_rows_of_one_serial_key_are_claimed_one_after_another(app):
+    """One address's queued signups must not run side by side or overtake each other (with
+    four delivery threads on PostgreSQL, the fourth of four signups was once taken before
+    the third and throttled as if it came first)."""
+    first, second, third, other, free = _queue(app, "anna", "anna", "anna", "ben", None)
+    with app.app_context():
+        assert outbox.claim("w1") == [first, other, free]
+        assert outbox.claim("w2") == []  # the second waits while the first runs
+    _set(app, first, status="done", claimed_by=None, claimed_until=None)
+    with app.app_context():
+        assert outbox.claim("w2") == [second]
+
+
+def test_a_row_backing_off_holds_the_later_rows_of_its_key_and_a_dead_one_frees_them(app):
+    first, second = _queue(app, "anna", "anna")
+    _set(app, first, next_attempt_at=utcnow() + timedelta(minutes=5))  # failed, retried later
+    with app.app_context():
+        assert outbox.claim("w1") == []
+    _set(app, first, status="dead")
+    with app.app_context():
+        assert outbox.claim("w1") == [second]
+
+
 def test_pending_mail_is_cancelled_by_a_withdrawal(app, client, confirmed, mailbox):
     """The goodbye/welcome rule: handlers look at the state when they run."""
     unsubscribe = confirmed("q@example.org")
