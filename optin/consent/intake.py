@@ -65,11 +65,12 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
         return
     mailing_list, text, email = subscriptions.resolve(req, settings)
     now = utcnow()
+    digest = address_hash(email, settings.hash_key)
     payload = {
         "at": now.isoformat(), "ip": client.ip, "user_agent": client.user_agent,
         "request_id": logs.request_id(),
         "list_id": mailing_list.id, "consent_text_id": text.id,
-        "email_hash": address_hash(email, settings.hash_key), "resolved_email": email,
+        "email_hash": digest, "resolved_email": email,
         "request": {"email": req.email, "list": req.list, "locale": text.locale,
                     "consent_text_version": req.consent_text_version,
                     "first_name": req.first_name, "last_name": req.last_name,
@@ -79,7 +80,7 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
     # One address's rows run in the order they came (the serial key), so the resend interval
     # and the ledger see its requests one after another, as they were made.
     db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
-                                                          serial_key=payload["email_hash"]))
+                                                          serial_key=digest))
     db.session.commit()
 
 
