@@ -314,6 +314,16 @@ class SuppressionSchema(Answer):
     since = _when()
 
 
+class QueuedSignupSchema(Answer):
+    """A signup request the worker has not processed yet (moments, normally)."""
+
+    list = ma.String(allow_none=True)
+    received_at = ma.String(metadata={"example": "2026-12-01T08:41:04.123456+00:00"})
+    ip = ma.String(allow_none=True)
+    user_agent = ma.String(allow_none=True)
+    entered = ma.Dict(metadata={"description": "The values the request carried, as entered"})
+
+
 class ContactExportSchema(Answer):
     """Art. 15 / Art. 20: everything stored about an address."""
 
@@ -325,6 +335,8 @@ class ContactExportSchema(Answer):
     subscriptions = ma.List(ma.Nested(SubscriptionRecordSchema))
     consent_texts = ma.List(ma.Nested(ConsentTextSchema))
     suppressions = ma.List(ma.Nested(SuppressionSchema))
+    queued_signups = ma.List(ma.Nested(QueuedSignupSchema), metadata={
+        "description": "Signup requests received but not yet processed by the worker"})
 
 
 class ContactLookupSchema(Answer):

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
-from sqlalchemy import JSON, CursorResult, bindparam, type_coerce, update
+from sqlalchemy import JSON, CursorResult, bindparam, select, type_coerce, update
 
 from optin.config import Settings, current_settings
 from optin.consent import lists, subscriptions
@@ -111,6 +111,27 @@ def process(item: OutboxItem) -> None:
 def _queued(digest: str) -> Any:
     return (_ROWS.c.kind == KIND, _ROWS.c.status == OutboxStatus.PENDING,
             type_coerce(_ROWS.c.payload, JSON)["email_hash"].as_string() == digest)
+
+
+class QueuedSignup(TypedDict):
+    """A signup request still waiting in the intake, as an access request shows it."""
+
+    list: str | None
+    received_at: str
+    ip: str | None
+    user_agent: str | None
+    entered: dict[str, Any]
+
+
+def queued(digest: str) -> list[QueuedSignup]:
+    """The address's signups still waiting to be processed (Art. 15: they are data held
+    about the person too, for the moment until the worker takes them), oldest first."""
+    rows = db.session.scalars(select(_ROWS.c.payload).where(*_queued(digest))
+                              .order_by(_ROWS.c.id)).all()
+    return [{"list": (row.get("request") or {}).get("list"), "received_at": row["at"],
+             "ip": row.get("ip"), "user_agent": row.get("user_agent"),
+             "entered": row.get("request") or {}}
+            for row in rows if "request" in row]
 
 
 def drop_queued(digest: str) -> int:

@@ -46,10 +46,6 @@ def client_key() -> str:
     return str(ip)
 
 
-def signup_limit() -> str:
-    return current_settings().ratelimit_signup
-
-
 def links_limit() -> str:
     return current_settings().ratelimit_links
 

@@ -111,6 +111,7 @@ class ContactExport(TypedDict):
     subscriptions: list[SubscriptionRecord]
     consent_texts: list[ConsentText]
     suppressions: list[SuppressionRecord]
+    queued_signups: list[intake.QueuedSignup]
 
 
 class ContactLookup(TypedDict):
@@ -251,6 +252,7 @@ def export(raw_email: str, actor: str) -> ContactExport:
         "consent_texts": texts,
         "suppressions": [{"list": slug, "reason": reason, "since": at}
                          for slug, reason, at in suppressions],
+        "queued_signups": intake.queued(digest),
     }
 
 

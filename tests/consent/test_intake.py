@@ -139,6 +139,22 @@ def test_erasure_wins_over_a_queued_signup(app, client, newsletter, mailbox):
     assert "erase-me" not in repr(erased.payload) + repr(erased.last_error)
 
 
+def test_access_shows_a_signup_still_queued(app, client, newsletter):
+    """Art. 15: a request received but not yet processed is data held about the person."""
+    assert _post(_raw(app), "waiting@example.org", ip="198.51.100.23").status_code == 202
+    assert _post(_raw(app), "other@example.org").status_code == 202
+    body = client.get("/v1/contacts?email=Waiting@example.org", headers=AUTH).json
+    assert body["subscriptions"] == []
+    [queued] = body["queued_signups"]
+    assert queued["ip"] == "198.51.100.23" and queued["list"] == "newsletter"
+    assert queued["entered"]["email"] == "waiting@example.org"
+    assert queued["entered"]["first_name"] == "Ida"
+    assert queued["entered"]["fields"] == {"company": "ACME"}
+    deliver(app)  # processed: now it is on the subscription, and no longer queued
+    body = client.get("/v1/contacts?email=waiting@example.org", headers=AUTH).json
+    assert body["queued_signups"] == [] and len(body["subscriptions"]) == 1
+
+
 def test_unsubscribe_wins_over_a_signup_queued_before_it(app, client, newsletter, confirmed,
                                                           mailbox):
     unsubscribe = confirmed("leaving@example.org")
