@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import itertools
 import logging
 import queue
 import threading
@@ -212,13 +211,19 @@ def _read_ahead(items: Iterator[Any], chunk: int = 500, chunks: int = 8) -> Iter
         return False
 
     def read() -> None:
+        block: list[Any] = []
         try:
-            while block := list(itertools.islice(items, chunk)):
-                if not put(block):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
+            for item in items:
+                block.append(item)
+                if len(block) >= chunk:
+                    if not put(block):
+                        return
+                    block = []
+            if put(block):
+                put(_END)
+        except BaseException as exc:  # handed to the consumer after the rows before it
+            if put(block):
+                put(exc)
         finally:
             close = getattr(items, "close", None)
             if close is not None:
