@@ -41,7 +41,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -189,7 +189,7 @@ class _Report:
 _END = object()
 
 
-def _read_ahead(items: Iterator[Any], chunk: int = 500, chunks: int = 8) -> Iterator[Any]:
+def _read_ahead(items: Iterator[Any], chunk: int = 500, chunks: int = 8) -> Generator[Any]:
     """``items`` as they come, read in a thread a few chunks ahead (memory: ``chunks``).
 
     Reading and checking a row is pure Python, and the importer's own thread spends
