@@ -10,7 +10,9 @@ same process on the same database,
    ledger events, a suppression for each withdrawal, a committed cursor per batch),
 
 and prints both times, their ratio and the process's peak RSS (``ru_maxrss``), so runs
-at two sizes show whether memory stays flat.
+at two sizes show whether memory stays flat. Then, as a floor, the time PostgreSQL alone
+takes to load the rows the import wrote (``COPY`` of them into copies of the tables,
+no Python work; see :func:`copy_floor`).
 
     python bench/imports_bench.py --database-url \
         postgresql+psycopg://postgres@127.0.0.1:5432/optin_bench_imports --rows 100000
@@ -97,6 +99,46 @@ def copy_baseline(url: str, files: list[Path]) -> float:
         return time.perf_counter() - started
 
 
+def copy_floor(url: str, folder: Path) -> float:
+    """What PostgreSQL alone takes to store what the import wrote: the subscription and
+    consent_event rows, dumped by ``COPY TO`` after the import, timed while ``COPY FROM``
+    loads them into copies of the two tables (same columns, indexes and constraints, and
+    the events' key to the subscriptions). No Python work is in it: the import's time
+    above it is the per-row work of reading, checking, deciding and hashing."""
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    dumps = {}
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor() as cur:
+            for table in ("subscription", "consent_event"):
+                dumps[table] = folder / f"{table}.copy"
+                with dumps[table].open("wb") as out, \
+                        cur.copy(f"COPY {table} TO STDOUT") as copy:
+                    for chunk in copy:
+                        out.write(chunk)
+            cur.execute("DROP TABLE IF EXISTS floor_event, floor_subscription")
+            cur.execute("CREATE TABLE floor_subscription (LIKE subscription INCLUDING ALL)")
+            cur.execute("CREATE TABLE floor_event (LIKE consent_event INCLUDING ALL, "
+                        "FOREIGN KEY (subscription_id) REFERENCES floor_subscription (id))")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            for table, target in (("subscription", "floor_subscription"),
+                                  ("consent_event", "floor_event")):
+                with cur.copy(f"COPY {target} FROM STDIN") as copy, \
+                        dumps[table].open("rb") as handle:
+                    while chunk := handle.read(1 << 16):
+                        copy.write(chunk)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE floor_event, floor_subscription")
+        conn.commit()
+    for path in dumps.values():
+        path.unlink()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url", required=True)
@@ -124,8 +166,11 @@ def main() -> None:
         optin_seconds = time.perf_counter() - started
         stored = db.session.scalar(sa.text("SELECT count(*) FROM subscription"))
         events = db.session.scalar(sa.text("SELECT count(*) FROM consent_event"))
+        db.session.commit()
+        floor_seconds = copy_floor(args.database_url, folder)
     result = {"rows": args.rows, "counted": total, "copy_seconds": copy_seconds,
               "optin_seconds": optin_seconds, "ratio": optin_seconds / copy_seconds,
+              "floor_seconds": floor_seconds, "floor_ratio": floor_seconds / copy_seconds,
               "subscriptions": stored, "events": events, "counts": summary.counts,
               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     out = io.StringIO()

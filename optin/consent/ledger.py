@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import SimpleNamespace
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -53,6 +54,51 @@ def canonical_content(event: ConsentEvent) -> str:
         "details": event.details or {},
     }
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+#: canonical_content's JSON form, as one encoder (json.dumps builds one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_compact = _CANONICAL.encode
+
+
+def _scalar(value: str | int | None) -> str:
+    """A top-level value of an event's content in canonical JSON (as _compact writes it)."""
+    if value is None:
+        return "null"
+    return encode_basestring(value) if isinstance(value, str) else _compact(value)
+
+
+def _content_text(row: dict[str, Any], details_text: str) -> str:
+    """:func:`canonical_content` of an event row whose details are already serialized
+    (as :func:`_compact` does): the same text, composed so the details, the bulk of an
+    event, are serialized once (the keys below are in sorted order, as sort_keys puts
+    them; tests/consent/test_ledger.py holds the two to the same text)."""
+    return (f'{{"at":{_scalar(row["at"].isoformat(timespec="microseconds"))},'
+            f'"consent_text_id":{_scalar(row["consent_text_id"])},'
+            f'"details":{details_text},"ip":{_scalar(row["ip"])},'
+            f'"kind":{_scalar(row["kind"])},"origin":{_scalar(row["origin"])},'
+            f'"seq":{_scalar(row["seq"])},"subscription_id":{_scalar(row["subscription_id"])},'
+            f'"user_agent":{_scalar(row["user_agent"])}}}')
+
+
+#: What :data:`optin.models.storable_text` drops, as it looks in JSON written with
+#: ensure_ascii=False: control characters escaped, DEL and lone surrogates as they are.
+#: A literal backslash before ``b``/``f``/``u00…`` matches too: that only costs the slow path.
+_UNSTORABLE_IN_JSON = re.compile(r"\\u00(?:0[0-8bcef]|1[0-9a-f])|\\[bf]|[\x7f\ud800-\udfff]")
+
+
+def storable_details(details: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``details`` as :func:`event_row` stores them and their canonical JSON text.
+
+    For writers of many events whose details hold only string keys (the import): the
+    details are serialized once and walked by ``storable_json`` only if that text shows
+    something a database cannot hold. The text is what a COPY stores as the column.
+    """
+    text = _compact(details)
+    if _UNSTORABLE_IN_JSON.search(text) is not None:
+        details = storable_json(details)
+        text = _compact(details)
+    return details, text
 
 
 def content_hash(event: ConsentEvent) -> str:
@@ -149,6 +195,29 @@ def event_row(
     caller stores ``seq`` and ``chain_hash`` as the subscription's new head in
     the same transaction.
     """
+    return chained_event(subscription_id, previous_seq, previous_head, kind, origin=origin,
+                         at=at, ip=ip, user_agent=user_agent, consent_text_id=consent_text_id,
+                         details=storable_json(details or {}))[0]
+
+
+def chained_event(
+    subscription_id: int,
+    previous_seq: int,
+    previous_head: str | None,
+    kind: EventKind,
+    *,
+    origin: str,
+    at: datetime | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """:func:`event_row` and its details' canonical JSON text (for a COPY to store).
+
+    ``details`` with string keys only; made storable here (:func:`storable_details`).
+    """
+    stored, details_text = storable_details(details or {})
     row: dict[str, Any] = {
         "subscription_id": subscription_id,
         "seq": previous_seq + 1,
@@ -160,11 +229,11 @@ def event_row(
         "user_agent": storable_text(user_agent, 512) if user_agent else None,
         "consent_text_id": consent_text_id,
         "origin": storable_text(origin, 32),
-        "details": storable_json(details or {}),
+        "details": stored,
     }
-    row["content_hash"] = content_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
+    row["content_hash"] = hashlib.sha256(_content_text(row, details_text).encode()).hexdigest()
     row["chain_hash"] = chain_hash(previous_head, row["seq"], row["content_hash"])
-    return row
+    return row, details_text
 
 
 @dataclass

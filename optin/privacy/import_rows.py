@@ -11,6 +11,7 @@ source lacked, so a proof never fills a gap with a guess.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -109,12 +110,20 @@ def parse_time(raw: str, column: str) -> datetime:
     return when
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: An IPv4 address in the one form ``ipaddress`` writes it (no leading zeros): decoded, it
+#: is itself, so the common case skips ``ipaddress``'s parse (which refuses leading zeros).
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def decode_ip(raw: str) -> str | None:
     """An IP address as given, or ActiveCampaign's IPv4 as a number (``3232235777``); None
     if it is none (``0``, empty) or not an address (kept as given, not interpreted)."""
     text = raw.strip()
     if not text or text == "0":
         return None
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
     try:
         if text.isdigit():
             return str(ipaddress.IPv4Address(int(text)))

@@ -38,16 +38,17 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import logging
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from sqlalchemy import JSON, bindparam, insert, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, String, any_, bindparam, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -66,7 +67,6 @@ from optin.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
-    storable_json,
     storable_text,
     utcnow,
 )
@@ -86,7 +86,7 @@ CATEGORIES = {
     SUPPRESSED: "suppressed (withdrew here: not re-added)",
     REJECTED: "rejected (see the report file)",
 }
-BATCH = 1000
+BATCH = 5000
 ATTEMPTS = 3
 
 
@@ -186,6 +186,64 @@ class _Report:
             self._handle.close()
 
 
+_END = object()
+
+
+def _read_ahead(items: Iterator[Any], chunk: int = 500, chunks: int = 8) -> Generator[Any]:
+    """``items`` as they come, read in a thread a few chunks ahead (memory: ``chunks``).
+
+    Reading and checking a row is pure Python, and the importer's own thread spends
+    much of a batch waiting for PostgreSQL (COPY, commit): the reader fills that
+    wait. Order is kept (one reader, one queue). An error of the source is raised
+    here, where it would have been; when the consumer stops (an error, Ctrl-C), the
+    reader stops within 0.1 s and the source is closed, before this returns.
+    """
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=chunks)
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        block: list[Any] = []
+        try:
+            for item in items:
+                block.append(item)
+                if len(block) >= chunk:
+                    if not put(block):
+                        return
+                    block = []
+            if put(block):
+                put(_END)
+        except BaseException as exc:  # handed to the consumer after the rows before it
+            if put(block):
+                put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="import-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            block = ahead.get()
+            if block is _END:
+                return
+            if isinstance(block, BaseException):
+                raise block
+            yield from block
+    finally:
+        stop.set()
+        reader.join()
+
+
 def run(source: Source, mailing_list: MailingList, *, operator: str, dry_run: bool = False,
         batch: int = BATCH, report: Path | None = None, restart: bool = False,
         progress: Callable[[int], None] | None = None) -> Summary:
@@ -214,8 +272,10 @@ def run(source: Source, mailing_list: MailingList, *, operator: str, dry_run: bo
     pending: list[tuple[ImportRow, str]] = []
     in_batch: set[str] = set()
     position = 0
+    # Closed explicitly, so an error here stops the reader thread now, not at collection.
+    items = _read_ahead(source.rows())
     try:
-        for item in source.rows():
+        for item in items:
             position += 1
             if isinstance(item, ImportRow) and position > skip:
                 try:
@@ -237,6 +297,7 @@ def run(source: Source, mailing_list: MailingList, *, operator: str, dry_run: bo
                 progress(1)
         writer.flush(pending, summary, position, finished=True)
     finally:
+        items.close()
         rejects.close()
     summary.rows = position
     if rejects.written == 0:
@@ -373,11 +434,20 @@ class _Writer:
                 summary.counts[WITHDRAWN] -= 1
                 summary.counts[KNOWN] += 1
 
+    def _among(self, column: Any, digests: list[str]) -> Any:
+        """``column`` is one of ``digests``: on PostgreSQL one array parameter (``= ANY``),
+        which psycopg and SQLAlchemy handle at once where an IN of thousands of parameters
+        took them longer than the query took the database."""
+        if self.dialect == "postgresql":
+            return column == any_(bindparam("digests", list(set(digests)),
+                                            type_=ARRAY(String(64))))
+        return column.in_(set(digests))
+
     def _known(self, digests: list[str]) -> dict[str, list[Known]]:
         rows = db.session.execute(
             select(_SUB.c.id, _SUB.c.email_hash, _SUB.c.status, _SUB.c.imported_from,
                    _SUB.c.confirmed_at, _SUB.c.created_at)
-            .where(_SUB.c.list_id == self.list_id, _SUB.c.email_hash.in_(set(digests)))
+            .where(_SUB.c.list_id == self.list_id, self._among(_SUB.c.email_hash, digests))
         ).all()
         imported = [r.id for r in rows if r.imported_from and r.status in ACTIVE_STATUSES]
         consent_times: dict[int, datetime | None] = {}
@@ -401,7 +471,7 @@ class _Writer:
     def _suppressed(self, digests: list[str]) -> set[str]:
         return set(db.session.scalars(
             select(_SUP.c.email_hash).where(_SUP.c.list_id == self.list_id,
-                                            _SUP.c.email_hash.in_(set(digests)))))
+                                            self._among(_SUP.c.email_hash, digests))))
 
     def _origin(self, row: ImportRow, now: datetime) -> dict[str, Any]:
         return {"source": self.source.source, "file": self.source.label,
@@ -437,19 +507,22 @@ class _Writer:
             "ac_contact_id": row.ac_contact_id,
         }
 
-    def _chain(self, row: ImportRow, sub_id: int, now: datetime) -> list[dict[str, Any]]:
-        """The new subscription's ledger events, hash-chained from the genesis."""
+    def _chain(self, row: ImportRow, sub_id: int,
+               now: datetime) -> list[tuple[dict[str, Any], str]]:
+        """The new subscription's ledger events, hash-chained from the genesis, each with
+        its details' JSON text (what COPY stores; serialized once, see ledger.chained_event)."""
         personal = {"first_name": row.first_name, "last_name": row.last_name,
                     "fields": row.fields}
-        event = ledger.event_row(
+        first = ledger.chained_event(
             sub_id, 0, None, EventKind.CONSENT_IMPORTED, origin="import", at=now,
             consent_text_id=row.consent_text_id,
             details={**self._origin(row, now),
                      "consent_at": row.consent_at.isoformat() if row.consent_at else None,
                      "entered_sha256": subscriptions.entered_digest(personal)})
         if not row.withdrawn:
-            return [event]
-        return [event, ledger.event_row(
+            return [first]
+        event = first[0]
+        return [first, ledger.chained_event(
             sub_id, event["seq"], event["chain_hash"],
             EventKind.BOUNCED if row.status == CLEANED else EventKind.UNSUBSCRIBED,
             origin="import", at=now, details={
@@ -468,7 +541,7 @@ class _Writer:
         events: list[dict[str, Any]] = []
         heads: list[dict[str, Any]] = []
         for (row, _), sub_id in zip(rows, ids, strict=True):
-            chain = self._chain(row, sub_id, now)
+            chain = [event for event, _ in self._chain(row, sub_id, now)]
             events.extend(chain)
             heads.append(ledger.head_params(chain[-1]))
         db.session.execute(insert(ConsentEvent.__table__), events)
@@ -482,30 +555,22 @@ class _Writer:
         import psycopg
 
         ids = list(db.session.scalars(_NEXT_IDS, {"n": len(rows)}))
-        subs: list[list[Any]] = []
         events: list[list[Any]] = []
-        for (row, digest), sub_id in zip(rows, ids, strict=True):
-            values = self._values(row, digest, now)
-            chain = self._chain(row, sub_id, now)
-            values.update(id=sub_id, ledger_seq=chain[-1]["seq"],
-                          ledger_head=chain[-1]["chain_hash"])
-            fields = values.pop("fields_json")
-            values["fields"] = None if fields is None else json.dumps(storable_json(fields))
-            for name in _FREE_TEXT:  # what a source gave; the rest is ours, storable already
-                if values[name] is not None:
-                    values[name] = storable_text(values[name], _LENGTHS["subscription"][name])
-            subs.append([values[name] for name in _COPY_SUB])
-            # event_row made every value storable (and cut to its column) before hashing it.
-            events.extend([*(e[name] for name in _COPY_EVENTS[:8]),
-                           json.dumps(e["details"], ensure_ascii=False),
-                           e["content_hash"], e["chain_hash"]] for e in chain)
         raw = db.session.connection().connection.dbapi_connection
         assert raw is not None
         try:
             with raw.cursor() as cur:  # type: ignore[attr-defined]
+                # Each subscription row goes out as soon as its chain is built, so the
+                # database stores the rows while the next chains are hashed.
                 with cur.copy(f"COPY subscription ({', '.join(_COPY_SUB)}) FROM STDIN") as copy:
-                    for record in subs:
-                        copy.write_row(record)
+                    for (row, digest), sub_id in zip(rows, ids, strict=True):
+                        chain = self._chain(row, sub_id, now)
+                        copy.write_row(self._copy_subscription(row, digest, sub_id, chain, now))
+                        # chained_event made every value storable (and cut to its column)
+                        # before hashing it, and gives the details as the JSON it hashed.
+                        events.extend([*(e[name] for name in _COPY_EVENTS[:8]), details_text,
+                                       e["content_hash"], e["chain_hash"]]
+                                      for e, details_text in chain)
                 with cur.copy(f"COPY consent_event ({', '.join(_COPY_EVENTS)}) FROM STDIN") as copy:
                     for record in events:
                         copy.write_row(record)
@@ -514,6 +579,19 @@ class _Writer:
         suppress = [self._suppression(digest, now) for row, digest in rows if row.withdrawn]
         if suppress:
             db.session.execute(_insert_suppressions(self.dialect), suppress)
+
+    def _copy_subscription(self, row: ImportRow, digest: str, sub_id: int,
+                           chain: list[tuple[dict[str, Any], str]], now: datetime) -> list[Any]:
+        """The subscription's COPY record, its chain's head included."""
+        values = self._values(row, digest, now)
+        values.update(id=sub_id, ledger_seq=chain[-1][0]["seq"],
+                      ledger_head=chain[-1][0]["chain_hash"])
+        fields = values.pop("fields_json")
+        values["fields"] = None if fields is None else ledger.storable_details(fields)[1]
+        for name in _FREE_TEXT:  # what a source gave; the rest is ours, storable already
+            if values[name] is not None:
+                values[name] = storable_text(values[name], _LENGTHS["subscription"][name])
+        return [values[name] for name in _COPY_SUB]
 
     def _withdraw(self, row: ImportRow, target: Known) -> bool:
         """Withdraw a subscription here through the state machine, under its row lock."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import delete, select, update
 
 from optin.consent import ledger
 from optin.extensions import db
-from optin.models import ConsentEvent, Subscription
+from optin.models import ConsentEvent, EventKind, Subscription
 
 
 @pytest.fixture
@@ -118,3 +119,34 @@ def test_append_now_and_append_continue_one_chain_in_a_transaction(app, client, 
         stored = db.session.scalar(select(Subscription))
         assert (stored.ledger_seq, stored.ledger_head) == (3, event.chain_hash)
         assert ledger.verify(db.session).ok
+
+
+HOSTILE_DETAILS = [
+    {}, {"a": "plain"}, {"bs": "\x08"}, {"ff": "x\x0cy"}, {"del": "\x7f"},
+    {"c": "\x0e\x1a"}, {"nul": "a\x00b", "tab": "a\tb\nc\r"}, {"bell": "\x07", "ff": "\x0c",
+    "bs": "\x08", "vt": "\x0b", "us": "\x1f", "del": "x\x7fy"}, {"s": "\ud800 lone"},
+    {"k\x00ey": {"nested": ["\x01", "ok", None, 3, {"deep\x1e": "v"}]}},
+    {"backslash": "a\\b \\f \\u0000 \\\\u0001"}, {"quote": '"\u2028\u2029é\U0001f600'},
+    {"evidence": {"OPTIN_TIME": "2021-01-01 10:00:00", "OPTIN_IP": None}, "row": 7},
+]
+
+
+@pytest.mark.parametrize("details", HOSTILE_DETAILS)
+def test_details_serialized_once_are_what_event_row_stores_and_hashes(details):
+    """chained_event (the import's COPY path) stores and hashes exactly what event_row
+    does: details made storable as storable_json makes them, and the content hash of
+    canonical_content over them, though the details are serialized only once."""
+    from types import SimpleNamespace
+
+    from optin.models import storable_json
+
+    at = datetime(2026, 12, 1, 10, 0, 0, 5, tzinfo=UTC)
+    row, text = ledger.chained_event(7, 2, "f" * 64, EventKind.CONSENT_IMPORTED, origin="import",
+                                     at=at, ip="198.51.100.7\x00", user_agent=None,
+                                     consent_text_id=3, details=details)
+    assert row == ledger.event_row(7, 2, "f" * 64, "consent_imported", origin="import",
+                                   at=at, ip="198.51.100.7\x00", consent_text_id=3,
+                                   details=details)
+    assert row["details"] == storable_json(details)
+    assert json.loads(text) == row["details"]
+    assert row["content_hash"] == ledger.content_hash(SimpleNamespace(**row))

@@ -421,3 +421,86 @@ def test_lists_show_and_stats_count_imported_consents_apart(app, runner, newslet
     stats = client.get("/v1/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
     assert stats["consents"]["newsletter"] == {"native": {"confirmed": 1},
                                                "imported": {"confirmed": 2, "unsubscribed": 1}}
+
+
+def test_unstorable_characters_in_the_evidence_are_dropped_and_the_chain_verifies(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """Control characters a database cannot hold are dropped from the evidence as from every
+    other stored text, on the COPY path too (its details are serialized once and only walked
+    when that text shows one), and the chain covers what is stored."""
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [
+        mc_member("ada@example.org", OPTIN_IP="198.51.100.4\x07", LEID="1\x1f2", EUID="a\x7fb",
+                  MEMBER_RATING="3\x08", LAST_CHANGED="x\x0cy"),
+        mc_member("bob@example.org", LEID="plain \\u0007 text", EUID="back\\slash")])
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter")
+    assert result.exit_code == 0, result.output
+    found = subs(app)
+    d = events_of(app, found["ada@example.org"].id)[0].details
+    assert d["evidence"]["signup_ip"] == "198.51.100.4"
+    assert (d["extra"]["LEID"], d["extra"]["EUID"], d["extra"]["MEMBER_RATING"],
+            d["extra"]["LAST_CHANGED"]) == ("12", "ab", "3", "xy")
+    b = events_of(app, found["bob@example.org"].id)[0].details
+    assert (b["extra"]["LEID"], b["extra"]["EUID"]) == ("plain \\u0007 text", "back\\slash")
+    assert verified(app)
+
+
+def test_canonical_ipv4_is_read_as_ipaddress_reads_it():
+    """decode_ip's shortcut for dotted quads gives what ipaddress gives, on hostile input."""
+    import ipaddress
+    import random
+
+    from optin.privacy.import_rows import decode_ip
+
+    def reference(raw: str) -> str | None:
+        text = raw.strip()
+        if not text or text == "0":
+            return None
+        try:
+            return (str(ipaddress.IPv4Address(int(text))) if text.isdigit()
+                    else str(ipaddress.ip_address(text)))
+        except ValueError:
+            return None
+
+    parts = ["0", "00", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256",
+             "300", "01", "010", "\u0663", "1\u0663", "-1", "+1", " 1", ""]
+    rng = random.Random(17)
+    cases = ["1.2.3.4", " 1.2.3.4\n", "255.255.255.255", "1.2.3.4.", ".1.2.3.4", "1..2.3",
+             "::1", "::ffff:1.2.3.4", "3232235777", "1.2.3.4/32", "1.2.3.4\x00"]
+    cases += [".".join(rng.choice(parts) for _ in range(rng.choice([3, 4, 4, 4, 5])))
+              for _ in range(5000)]
+    assert [c for c in cases if decode_ip(c) != reference(c)] == []
+
+
+def test_the_read_ahead_keeps_order_raises_where_the_source_fails_and_stops_its_reader():
+    import threading
+
+    from optin.privacy.import_files import ImportFileError
+    from optin.privacy.imports import _read_ahead
+
+    def failing():
+        yield from range(1234)
+        raise ImportFileError("e.csv is not utf-8-sig text")
+
+    got = []
+    with pytest.raises(ImportFileError, match="not utf-8-sig"):
+        for item in _read_ahead(failing(), chunk=100, chunks=2):
+            got.append(item)
+    assert got == list(range(1234))  # every row before the failure, in order
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    items = _read_ahead(endless(), chunk=10, chunks=2)
+    assert [next(items) for _ in range(25)] == list(range(25))
+    items.close()  # the consumer stops (an error, Ctrl-C): the reader stops and closes the source
+    assert closed.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "import-reader"]
