@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import psycopg
 from sqlalchemy import JSON, String, any_, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -552,8 +553,6 @@ class _Writer:
 
     def _copy(self, rows: list[tuple[ImportRow, str]], now: datetime) -> None:
         """PostgreSQL: COPY the subscriptions (heads included) and their events."""
-        import psycopg
-
         ids = list(db.session.scalars(_NEXT_IDS, {"n": len(rows)}))
         events: list[list[Any]] = []
         raw = db.session.connection().connection.dbapi_connection
