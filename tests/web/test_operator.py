@@ -349,7 +349,9 @@ def test_every_authenticated_call_leaves_one_audit_row_with_its_answer(
     ("GET", "/v1/contacts/subscriptions?email=", 422, "lookup", "/v1/contacts/subscriptions", {}),
     ("GET", "/v1/contacts/proof?email=anna@example.org&list=nope", 404, "proof",
      "/v1/contacts/proof", {}),
-    ("GET", "/v1/contacts/receipt?email=bea@example.org&list=newsletter", 404, "proof",
+    # Local parts with letters beyond a-f: the audit row holds hex hashes and ids, which a
+    # local part like "bea" can be found in by chance (seen in CI).
+    ("GET", "/v1/contacts/receipt?email=bertha@example.org&list=newsletter", 404, "proof",
      "/v1/contacts/receipt", {"list": "newsletter", "format": "receipt", "subscriptions": 0}),
     ("GET", "/v1/lists/nope", 404, "list", "/v1/lists/<slug>", {}),
     ("GET", "/v1/lists/nope/consent-texts", 404, "consent_texts",
