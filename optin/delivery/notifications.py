@@ -232,9 +232,13 @@ def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any],
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:
-    """The subscription, locked, with its list and consent text in the same query."""
+    """The subscription, locked, with its list and consent text in the same query (in a
+    group: as the group locked it with its neighbours', ``groups.Preloaded``)."""
     if item.subscription_id is None:
         return None
+    preloaded = groups.PRELOADED.get()
+    if preloaded is not None and item.subscription_id in preloaded.subscriptions:
+        return preloaded.subscriptions[item.subscription_id]
     return db.session.scalar(
         select(Subscription).where(Subscription.id == item.subscription_id)
         .options(joinedload(Subscription.mailing_list), joinedload(Subscription.consent_text))
@@ -257,7 +261,9 @@ def send_confirmation(item: OutboxItem) -> None:
     if sub is None or sub.status != S.PENDING:
         return  # confirmed or withdrawn meanwhile: nothing to ask any more
     seq = (item.payload or {}).get("signup_seq")
-    signup = signups.find(sub.id, seq)
+    preloaded = groups.PRELOADED.get()
+    signup = (preloaded.signup(sub.id, seq) if preloaded is not None
+              and sub.id in preloaded.subscriptions else signups.find(sub.id, seq))
     if signup is None and seq is not None:
         raise outbox.PermanentFailure(f"subscription {sub.id} has no signup #{seq}")
     _send(sub, "confirm", {
