@@ -45,7 +45,7 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
 
@@ -141,7 +141,6 @@ class Pace:
     holds about as many rows as its window can send: 50 on a fast relay, 5 at 50 ms."""
 
     seconds: float = 0.002
-    samples: list[float] = field(default_factory=list)
 
     def rows(self) -> int:
         return max(1, min(GROUP_ROWS, int(GROUP_SECONDS / max(self.seconds, 1e-4))))
@@ -166,8 +165,10 @@ class _Changed(Exception):
 
 @dataclass
 class _Row:
+    """One row of a group: its mail once its handler built one, or its own failure."""
+
     item: OutboxItem
-    enqueued: Any = None
+    enqueued: datetime
     mail: Mail | None = None
     failure: Exception | None = None
 
