@@ -21,7 +21,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm import Session, object_session, scoped_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from optin.models import (
@@ -174,6 +174,16 @@ def append_now(subscription: Subscription, kind: EventKind, *, origin: str,
     set_committed_value(subscription, "ledger_seq", row["seq"])
     set_committed_value(subscription, "ledger_head", row["chain_hash"])
     return row
+
+
+def insert_events(session: Session | scoped_session[Any], events: list[dict[str, Any]],
+                  heads: list[dict[str, Any]]) -> None:
+    """Write events made by :func:`event_row` and move their chain heads, one statement each
+    (executemany), in the caller's transaction: the mail worker's group commit. The caller
+    holds the subscriptions' row locks and made each event on the head before it."""
+    if events:
+        session.execute(_INSERT_EVENT, events)
+        session.execute(MOVE_HEAD, heads)
 
 
 def event_row(

@@ -165,6 +165,28 @@ def keep(copy: Copy, *, subscription_id: int, message_id: str, template: str,
     })
 
 
+def keep_many(copies: list[dict[str, Any]]) -> None:
+    """:func:`keep` for several mails at once, two statements in all (a group's mails);
+    each entry holds :func:`keep`'s arguments, ``copy`` included."""
+    if not copies:
+        return
+    bodies: dict[str, str] = {}
+    rows = []
+    for entry in copies:
+        copy: Copy = entry["copy"]
+        hashes = {part: sha256(text) for part, text in copy.parts.items()}
+        bodies.update({hashes[p]: copy.parts[p] for p in PARTS})
+        rows.append({
+            "subscription_id": entry["subscription_id"], "message_id": entry["message_id"],
+            "template": entry["template"], "sent_at": entry["sent_at"],
+            "subject_sha256": hashes["subject"], "text_sha256": hashes["text"],
+            "html_sha256": hashes["html"],
+            "names": copy.names if any(copy.names.values()) else None})
+    db.session.execute(_insert_body(db.session.get_bind().dialect.name),
+                       [{"sha256": h, "body": b} for h, b in bodies.items()])
+    db.session.execute(MailCopy.__table__.insert(), rows)
+
+
 @dataclass(frozen=True)
 class Kept:
     """A stored copy as the proof reads it."""

@@ -46,6 +46,23 @@ def record(subscription_id: int, kind: EventKind, details: dict[str, Any]) -> in
             details=details, created_at=utcnow()).returning(MailIntent.id)).scalar_one())
 
 
+def record_many(entries: list[dict[str, Any]]) -> None:
+    """Write the intents of a group's mails in one statement on a connection of its own and
+    commit them, before the group's first mail leaves. Each entry has ``outbox_id``,
+    ``subscription_id``, ``kind`` and ``details``."""
+    if entries:
+        now = utcnow()
+        with db.engine.begin() as conn:
+            conn.execute(insert(MailIntent), [{**entry, "created_at": now} for entry in entries])
+
+
+def done_many(outbox_ids: list[int]) -> None:
+    """Drop the intents of these rows in the caller's transaction (one statement): their
+    mails are in the ledger, or did not leave. (Intents a crash left were settled before.)"""
+    if outbox_ids:
+        db.session.execute(delete(MailIntent).where(MailIntent.outbox_id.in_(outbox_ids)))
+
+
 def done(intent_id: int | None) -> None:
     """The mail is in the ledger: drop its intent, in the caller's transaction."""
     if intent_id is not None:

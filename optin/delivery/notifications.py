@@ -25,7 +25,7 @@ from sqlalchemy.orm import joinedload
 from optin.config import current_settings
 from optin.consent import addresses, ledger, lists, mailcopies, signups
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
-from optin.delivery import intents, outbox
+from optin.delivery import groups, intents, outbox
 from optin.delivery.mailer import (
     Backend,
     MailTemplates,
@@ -51,7 +51,7 @@ S = SubscriptionStatus
 log = logging.getLogger(__name__)
 
 #: The destination of every mail, for its circuit breaker (``delivery.breaker``).
-DESTINATION = "smtp"
+DESTINATION = groups.MAIL_DESTINATION
 
 
 def confirm_url(sub: Subscription, signup: Signup | None = None) -> str:
@@ -127,6 +127,11 @@ def _send(sub: Subscription, name: str, context: dict[str, Any], headers: dict[s
     copy = _copy(rendered, context, entered) if name == "confirm" else None
     if copy is not None:
         details["copy"] = copy.evidence()
+    collecting = groups.COLLECTING.get()
+    if collecting is not None:  # the worker's group sends it and records it (groups.py)
+        collecting.append(groups.Mail(name, sub.id, kind, details, message, copy, sub.status,
+                                      sub))
+        return
     # On record before the relay sees it: a worker that dies after the relay took the mail
     # still leaves its Message-ID for the proof (intents.py).
     intent = intents.record(sub.id, kind, details)
@@ -227,9 +232,13 @@ def _record_sent(subscription_id: int, kind: EventKind, details: dict[str, Any],
 
 
 def _subscription(item: OutboxItem) -> Subscription | None:
-    """The subscription, locked, with its list and consent text in the same query."""
+    """The subscription, locked, with its list and consent text in the same query (in a
+    group: as the group locked it with its neighbours', ``groups.Preloaded``)."""
     if item.subscription_id is None:
         return None
+    preloaded = groups.PRELOADED.get()
+    if preloaded is not None and item.subscription_id in preloaded.subscriptions:
+        return preloaded.subscriptions[item.subscription_id]
     return db.session.scalar(
         select(Subscription).where(Subscription.id == item.subscription_id)
         .options(joinedload(Subscription.mailing_list), joinedload(Subscription.consent_text))
@@ -252,7 +261,9 @@ def send_confirmation(item: OutboxItem) -> None:
     if sub is None or sub.status != S.PENDING:
         return  # confirmed or withdrawn meanwhile: nothing to ask any more
     seq = (item.payload or {}).get("signup_seq")
-    signup = signups.find(sub.id, seq)
+    preloaded = groups.PRELOADED.get()
+    signup = (preloaded.signup(sub.id, seq) if preloaded is not None
+              and sub.id in preloaded.subscriptions else signups.find(sub.id, seq))
     if signup is None and seq is not None:
         raise outbox.PermanentFailure(f"subscription {sub.id} has no signup #{seq}")
     _send(sub, "confirm", {

@@ -312,6 +312,15 @@ _MARK_DONE = _ROWS.update().where(_ROWS.c.id == bindparam("item_id")).values(
     claimed_until=None, finished_at=bindparam("now", type_=_ROWS.c.finished_at.type))
 
 
+def mark_done(ids: Collection[int]) -> None:
+    """Mark these rows done in one statement, in the caller's transaction (a group's sends)."""
+    if ids:
+        db.session.execute(
+            _ROWS.update().where(_ROWS.c.id.in_(list(ids))).values(
+                status=DONE, attempts=_ROWS.c.attempts + 1, last_error=None, claimed_by=None,
+                claimed_until=None, finished_at=utcnow()))
+
+
 def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
@@ -321,6 +330,18 @@ def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon:
     if item is None:
         db.session.rollback()
         return "skipped"
+    outcome, kind = apply_failure(item, exc, max_attempts=max_attempts, horizon=horizon), item.kind
+    db.session.commit()
+    if outcome == DEAD:
+        metrics.dead_letter(kind)
+    return outcome
+
+
+def apply_failure(item: OutboxItem, exc: Exception, *, max_attempts: int,
+                  horizon: timedelta) -> str:
+    """Count the failed attempt on the (locked) row in the caller's transaction: backoff, or
+    a dead letter; return ``"retry"`` or ``"dead"``. The caller commits (a group commits the
+    failures of its rows together with its neighbours' sends, ``groups.py``)."""
     now = utcnow()
     item.attempts += 1
     item.last_error = _describe(exc)
@@ -330,20 +351,15 @@ def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon:
         item.status = DEAD
         item.finished_at = now
         log.error("outbox %s (%s) is a dead letter: %s", item.id, item.kind, item.last_error)
-    else:
-        after = exc.after if isinstance(exc, RetryLater) and exc.after is not None else None
-        delay = after if after is not None else backoff_seconds(item.attempts)
-        item.next_attempt_at = now + timedelta(seconds=delay)
-        level = logging.WARNING if isinstance(exc, RetryLater) else logging.ERROR
-        log.log(level, "outbox %s (%s) attempt %s failed, retry in %.0fs: %s",
-                item.id, item.kind, item.attempts, delay, item.last_error,
-                exc_info=not isinstance(exc, RetryLater | PermanentFailure))
-    outcome = item.status if item.status == DEAD else "retry"
-    kind = item.kind
-    db.session.commit()
-    if outcome == DEAD:
-        metrics.dead_letter(kind)
-    return outcome
+        return DEAD
+    after = exc.after if isinstance(exc, RetryLater) and exc.after is not None else None
+    delay = after if after is not None else backoff_seconds(item.attempts)
+    item.next_attempt_at = now + timedelta(seconds=delay)
+    level = logging.WARNING if isinstance(exc, RetryLater) else logging.ERROR
+    log.log(level, "outbox %s (%s) attempt %s failed, retry in %.0fs: %s",
+            item.id, item.kind, item.attempts, delay, item.last_error,
+            exc_info=not isinstance(exc, RetryLater | PermanentFailure))
+    return "retry"
 
 
 #: A row whose destination failed is due again after this (the breaker, once open,
@@ -354,27 +370,32 @@ PAUSE_SECONDS = 1.0
 def _record_paused(item_id: int, exc: DestinationDown, *, horizon: timedelta) -> str:
     """The destination failed: the row waits, its attempts untouched (only the retry horizon
     still ends it, so a destination gone for good leaves dead letters, not a silent queue)."""
-    now = utcnow()
     item = db.session.get(OutboxItem, item_id, with_for_update=True)
     if item is None:
         db.session.rollback()
         return "skipped"
-    item.last_error = _describe(exc)
-    item.claimed_by = item.claimed_until = None
-    outcome = "waiting"
-    if now - item.created_at > horizon:
-        item.status, item.finished_at, outcome = DEAD, now, DEAD
-        log.error("outbox %s (%s) is a dead letter: its destination failed for longer than "
-                  "the retry horizon: %s", item.id, item.kind, item.last_error)
-    else:
-        item.next_attempt_at = now + timedelta(seconds=PAUSE_SECONDS)
-        log.warning("outbox %s (%s) waits for %s: %s", item.id, item.kind, exc.destination,
-                    item.last_error)
-    kind = item.kind
+    outcome, kind = apply_paused(item, exc, horizon=horizon), item.kind
     db.session.commit()
     if outcome == DEAD:
         metrics.dead_letter(kind)
     return outcome
+
+
+def apply_paused(item: OutboxItem, exc: DestinationDown, *, horizon: timedelta) -> str:
+    """:func:`_record_paused` on the (locked) row in the caller's transaction; the caller
+    commits. Returns ``"waiting"`` or ``"dead"``."""
+    now = utcnow()
+    item.last_error = _describe(exc)
+    item.claimed_by = item.claimed_until = None
+    if now - item.created_at > horizon:
+        item.status, item.finished_at = DEAD, now
+        log.error("outbox %s (%s) is a dead letter: its destination failed for longer than "
+                  "the retry horizon: %s", item.id, item.kind, item.last_error)
+        return DEAD
+    item.next_attempt_at = now + timedelta(seconds=PAUSE_SECONDS)
+    log.warning("outbox %s (%s) waits for %s: %s", item.id, item.kind, exc.destination,
+                item.last_error)
+    return "waiting"
 
 
 def retry_dead(ids: list[int] | None = None) -> int:

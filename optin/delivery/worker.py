@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask
+from sqlalchemy import select
 
 from optin.config import Settings, current_settings
-from optin.delivery import intents, outbox
+from optin.delivery import groups, intents, outbox
 from optin.delivery.breaker import Breakers
 from optin.delivery.heartbeat import Heartbeat, Held
 from optin.delivery.notifier import Notifier
 from optin.delivery.outbox import Handler
 from optin.extensions import db
-from optin.models import JobState, OutboxKind, utcnow
+from optin.models import JobState, OutboxItem, OutboxKind, utcnow
 from optin.ops import logs
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class Worker:
         self.breakers: Breakers | None = None
         self.notifier: Notifier | None = None
         self._unsettled: set[int] = set()
+        self._paces = threading.local()
 
     def _breakers(self) -> Breakers:
         """The circuit breakers, made in the app context on first use."""
@@ -187,7 +189,83 @@ class Worker:
             self.held.discard(ids)
 
     def _deliver_all(self, ids: list[int]) -> int:
-        """Deliver ``ids`` in this thread, in order (the app context is the caller's)."""
+        """Deliver ``ids`` in this thread (the app context is the caller's): the mails in
+        group commits (``groups.py``), every other row in its own transaction, in order."""
+        kinds = dict(db.session.execute(
+            select(OutboxItem.id, OutboxItem.kind).where(OutboxItem.id.in_(ids))).all())
+        destinations = self.app.extensions.get(DESTINATIONS_EXTENSION, {})
+        mails = [i for i in ids if destinations.get(kinds.get(i)) == groups.MAIL_DESTINATION]
+        others = [i for i in ids if i not in set(mails)]
+        handled = self._deliver_mails(mails, kinds)
+        if handled < len(mails):  # stopped, or the database went away: the rest is released
+            outbox.release(self.worker_id, others)
+            return handled
+        return handled + self._deliver_rows(others)
+
+    def _deliver_mails(self, ids: list[int], kinds: dict[int, str]) -> int:
+        """The mail rows in groups, each as large as this thread's relay sends in a group's
+        window; a row whose destination is paused goes back untouched."""
+        if not ids:
+            return 0
+        settings = current_settings()
+        horizon = timedelta(hours=settings.outbox_retry_horizon_hours)
+        gate = self._breakers()
+        for item_id in ids:
+            if item_id in self._unsettled:  # mails a crashed delivery may have sent
+                intents.settle(item_id)
+        paused = [i for i in ids if not gate.allows(kinds[i])]
+        outbox.release(self.worker_id, paused)
+        self.held.discard(paused)
+        pending = [i for i in ids if i not in set(paused)]
+        handled = len(paused)
+        pace = self._pace()
+        while pending:
+            if self.stop_event.is_set():
+                outbox.release(self.worker_id, pending)
+                return handled
+            chunk, pending = pending[:pace.rows()], pending[pace.rows():]
+            try:
+                outcome = groups.deliver_group(
+                    chunk, self.worker_id, max_attempts=settings.outbox_max_attempts,
+                    horizon=horizon, pace=pace, destination=groups.MAIL_DESTINATION)
+            except Exception:  # the database went away: hand the batch back, don't sit on it
+                log.exception("delivering a group of %s outbox rows failed", len(chunk))
+                db.session.rollback()
+                self._give_back(chunk, pending)
+                self.held.discard(chunk + pending)
+                return handled + len(chunk)
+            self.held.discard([i for i in chunk if i not in set(outcome.again)])
+            self._report(gate, outcome)
+            handled += outcome.handled
+            pending = outcome.again + pending
+            if outcome.down is not None:  # the relay failed: its breaker decides for the rest
+                paused = [i for i in pending if not gate.allows(kinds[i])]
+                outbox.release(self.worker_id, paused)
+                self.held.discard(paused)
+                handled += len(paused)
+                pending = [i for i in pending if i not in set(paused)]
+        return handled
+
+    def _pace(self) -> groups.Pace:
+        """This thread's pace of sends (each thread has its own relay connection)."""
+        pace = getattr(self._paces, "pace", None)
+        if pace is None:
+            pace = self._paces.pace = groups.Pace()
+        return pace
+
+    @staticmethod
+    def _report(gate: Breakers, outcome: groups.Outcome) -> None:
+        """Tell the breaker what the group met; its bookkeeping never fails a delivery."""
+        try:
+            if outcome.reached:
+                gate.succeeded(groups.MAIL_DESTINATION)
+            if outcome.down is not None:
+                gate.failed(outcome.down.destination, str(outcome.down))
+        except Exception:
+            log.warning("could not record a destination's state", exc_info=True)
+
+    def _deliver_rows(self, ids: list[int]) -> int:
+        """Deliver ``ids`` one by one, each in its own transaction."""
         settings = current_settings()
         horizon = timedelta(hours=settings.outbox_retry_horizon_hours)
         for i, item_id in enumerate(ids):
@@ -202,20 +280,20 @@ class Worker:
                 with logs.context(outbox_id=item_id):
                     log.exception("delivering outbox row %s failed", item_id)
                 db.session.rollback()
-                self._give_back(item_id, ids[i + 1:])
+                self._give_back([item_id], ids[i + 1:])
                 return i + 1
             finally:
                 self.held.discard([item_id])
         return len(ids)
 
-    def _give_back(self, failed: int, unstarted: list[int]) -> None:
+    def _give_back(self, failed: list[int], unstarted: list[int]) -> None:
         """After a database error, release the unstarted rows at once (as SIGTERM does) and
-        the failed one after a pause, so no row waits out the lease; a short blip is bridged
+        the failed ones after a pause, so no row waits out the lease; a short blip is bridged
         by a few tries, a long outage leaves it to the leases."""
         for attempt in range(1, RELEASE_ATTEMPTS + 1):
             try:
                 outbox.release(self.worker_id, unstarted)
-                outbox.release(self.worker_id, [failed],
+                outbox.release(self.worker_id, failed,
                                not_before=utcnow() + timedelta(seconds=FAILED_ROW_PAUSE_SECONDS))
                 return
             except Exception:
@@ -223,7 +301,7 @@ class Worker:
                 if attempt < RELEASE_ATTEMPTS and not self.stop_event.wait(0.1 * 2 ** attempt):
                     continue
                 log.warning("could not release %s claimed rows; their leases bring them back",
-                            len(unstarted) + 1)
+                            len(unstarted) + len(failed))
                 return
 
     def _deliver_in_threads(self, ids: list[int]) -> int:
