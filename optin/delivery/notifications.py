@@ -43,7 +43,8 @@ from optin.models import (
     utcnow,
 )
 from optin.ops import logs, metrics
-from optin.ops.identity import identity, local_datetime
+from optin.ops.dates import local_datetime
+from optin.ops.identity import identity
 
 S = SubscriptionStatus
 

@@ -12,42 +12,11 @@ and delivery layers, so pages and mails read the same values.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
 from optin.config import Settings
-
-#: Dates shown to people are in the controller's legal time (as the lapse dates are).
-SHOWN_TZ = ZoneInfo("Europe/Berlin")
-
-MONTHS = {
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
-           "September", "Oktober", "November", "Dezember"),
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-}
-
-
-def local_datetime(moment: datetime | None, locale: str, *, with_time: bool = True) -> str:
-    """``1. Dezember 2026, 09:41 Uhr`` / ``1 December 2026, 09:41 (Berlin time)``.
-
-    Written out by hand for the two languages the service speaks: Babel is not a
-    dependency, and one date pattern per language does not justify one.
-    """
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    local = moment.astimezone(SHOWN_TZ)
-    month = MONTHS.get(locale, MONTHS["en"])[local.month - 1]
-    if locale == "de":
-        day = f"{local.day}. {month} {local.year}"
-        return f"{day}, {local:%H:%M} Uhr" if with_time else day
-    day = f"{local.day} {month} {local.year}"
-    return f"{day}, {local:%H:%M} (Berlin time)" if with_time else day
 
 
 def mask_address(address: str | None) -> str:

@@ -1,25 +1,14 @@
-"""Who speaks on pages and in mails, dates for people, masked addresses, the consent
+"""Who speaks on pages and in mails, masked addresses, the consent
 text's privacy link, and the colours derived from a brand colour."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from optin.brand import AA_TEXT, brand_from, contrast_ratio, readable_shade
-from optin.ops.identity import consent_html, identity, local_datetime, mask_address
-
-
-def test_dates_are_written_the_readers_way_in_berlin_time():
-    winter = datetime(2026, 12, 1, 7, 41, tzinfo=UTC)
-    summer = datetime(2026, 7, 1, 7, 41, tzinfo=UTC)
-    assert local_datetime(winter, "de") == "1. Dezember 2026, 08:41 Uhr"
-    assert local_datetime(summer, "de") == "1. Juli 2026, 09:41 Uhr"
-    assert local_datetime(winter, "en") == "1 December 2026, 08:41 (Berlin time)"
-    assert local_datetime(winter, "de", with_time=False) == "1. Dezember 2026"
-    assert local_datetime(None, "de") == ""
+from optin.ops.identity import consent_html, identity, mask_address
 
 
 @pytest.mark.parametrize(("address", "masked"), [
