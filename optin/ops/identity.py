@@ -52,13 +52,33 @@ def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) 
                                    text[found.end():])
 
 
+#: Who processes the addresses on our behalf when contacts are synced (named as the
+#: privacy policy names it; Art. 13(1)(e) GDPR).
+PROCESSOR = "ActiveCampaign"
+
+
+def address_lines(text: str | None) -> list[str]:
+    """A postal address as its lines: a newline, a typed ``\\n`` or a ``;`` between them
+    (``Musterstraße 1; 10115 Berlin``), as the proof prints OPTIN_CONTROLLER_ADDRESS."""
+    text = (text or "").replace("\\n", "\n").replace(";", "\n")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
-    """The footer and signature values of ``mailing_list`` (a row, a snapshot or None)."""
+    """The footer and signature values of ``mailing_list`` (a row, a snapshot or None).
+
+    ``address_lines`` is the postal address split into lines (pages, HTML and text
+    mails show one per line); ``postal_address`` is the same joined by newlines.
+    ``processor`` is named only while contacts are really passed on (ActiveCampaign is
+    configured and the list has its list id): in dry-run nothing leaves the service,
+    and the copy must not say otherwise."""
     brand = settings.brand_name
 
     def own(name: str) -> Any:
         return getattr(mailing_list, name, None) if mailing_list is not None else None
 
+    lines = address_lines(own("postal_address") or settings.controller_address)
+    synced = not settings.ac_dry_run and own("ac_list_id") is not None
     return {
         "brand_name": brand,
         "list_name": own("name") or brand,
@@ -66,7 +86,9 @@ def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
         "imprint_url": own("imprint_url"),
         "privacy_policy_url": own("privacy_policy_url"),
         "controller": own("controller") or settings.controller_name or brand,
-        "postal_address": own("postal_address") or settings.controller_address or None,
+        "postal_address": "\n".join(lines) or None,
+        "address_lines": lines,
+        "processor": PROCESSOR if synced else None,
         "sender_name": own("sender_name") or brand,
         "send_goodbye": bool(own("send_goodbye")),
     }

@@ -137,7 +137,7 @@ def test_the_lists_footer_settings_reach_pages_and_mails(app, client, runner, ne
     assert "Example GmbH\nMusterstraße 1\n10115 Berlin\n" in text
     assert "Impressum: https://www.example.com/impressum" in text
     page = client.get(links(mail)["confirm"]).get_data(as_text=True)
-    assert "<address>Musterstraße 1\n10115 Berlin</address>" in page
+    assert "<address>Musterstraße 1<br>10115 Berlin</address>" in page
     assert 'href="https://www.example.com/impressum">Impressum' in page
 
 
@@ -152,3 +152,71 @@ def test_embed_warns_when_the_list_has_no_origin(app, runner, newsletter):
         lists.update_list(lists.get_list("newsletter"), origins=["https://www.example.com"])
     assert "warning" not in runner.invoke(args=["lists", "show", "newsletter",
                                                 "--embed"]).stderr
+
+
+def test_the_controllers_address_is_written_in_lines(app, client, newsletter, mailbox):
+    """OPTIN_CONTROLLER_ADDRESS ("Musterstraße 1; 10115 Berlin; Deutschland" in the tests)
+    is one line per part in page and mail footers, as on the proof, never with its ``;``."""
+    path = links_after_confirming(app, client, mailbox)
+    page = client.get(path, headers=BROWSER).get_data(as_text=True)
+    assert "<address>Musterstraße 1<br>10115 Berlin<br>Deutschland</address>" in page
+    for mail in mailbox.to("anna@example.org"):  # the confirmation and the welcome mail
+        html = mail.get_body(("html",)).get_content()
+        text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert "Example Newsletter GmbH<br>Musterstraße 1<br>10115 Berlin<br>Deutschland</p>" in html
+        assert "Example Newsletter GmbH\nMusterstraße 1\n10115 Berlin\nDeutschland\n" in text
+        assert "Berlin;" not in html and "Berlin;" not in text
+
+
+def links_after_confirming(app, client, mailbox, address="anna@example.org"):
+    """Sign up and confirm ``address``; the confirmation link's path."""
+    assert signup(client, address, locale="de").status_code == 202
+    deliver(app)
+    path = links(mailbox.to(address)[-1])["confirm"]
+    assert client.post(path).status_code == 303
+    deliver(app)
+    return path
+
+
+PASSED_ON = {"de": "Wir geben Ihre Adresse an ActiveCampaign weiter",
+             "en": "We pass your address to ActiveCampaign"}
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_dry_run_names_no_processor(app, client, newsletter, mailbox, locale):
+    """Without OPTIN_AC_URL nothing is passed on: the welcome mail must not say it is."""
+    assert signup(client, "anna@example.org", locale=locale).status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 303
+    deliver(app)
+    welcome = mailbox.to("anna@example.org")[-1]
+    for part in ("html", "plain"):
+        body = welcome.get_body((part,)).get_content()
+        assert "ActiveCampaign" not in body, part
+        assert ("Sie können sich jederzeit abmelden" if locale == "de"
+                else "You can unsubscribe at any time") in body
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_the_processor_is_named_while_contacts_are_synced(ac_app, ac_newsletter, mailbox,
+                                                          locale):
+    client = ac_app.test_client()
+    assert signup(client, "anna@example.org", locale=locale).status_code == 202
+    deliver(ac_app)
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 303
+    deliver(ac_app)
+    welcome = mailbox.to("anna@example.org")[-1]
+    for part in ("html", "plain"):
+        body = " ".join(welcome.get_body((part,)).get_content().split())  # unwrapped
+        assert PASSED_ON[locale] in body, part
+
+
+def test_a_list_without_an_activecampaign_list_names_no_processor(ac_app, newsletter, mailbox):
+    """ActiveCampaign configured, but this list is not synced (no list id): not passed on."""
+    client = ac_app.test_client()
+    assert signup(client, "anna@example.org", locale="de").status_code == 202
+    deliver(ac_app)
+    assert client.post(links(mailbox.to("anna@example.org")[-1])["confirm"]).status_code == 303
+    deliver(ac_app)
+    assert "ActiveCampaign" not in mailbox.to("anna@example.org")[-1].get_body(
+        ("plain",)).get_content()
