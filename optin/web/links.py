@@ -52,8 +52,7 @@ def _invalid_unsubscribe(locale: str | None = None) -> Response:
 def _signup_page(sub: Subscription) -> str | None:
     """Where to sign up again: the signup's form page, if it is one of the list's, else
     the list's website."""
-    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
-            or sub.mailing_list.website_url)
+    return lists.back_page(sub.mailing_list, sub.source_url, None, current_settings().base_url)
 
 
 def _ended(sub: Subscription) -> Response:
