@@ -43,20 +43,20 @@ def local_datetime(moment: datetime | None, locale: str, zone: str | None = None
                    precise: bool = False) -> str:
     """A moment for a page or a mail: ``1. Dezember 2026, 08:41 Uhr``, or in English
     ``1 December 2026, 08:41 (CET)`` (a German reader reads German time; anyone else is
-    told the zone). ``precise`` is the proof's: seconds, and the zone with its offset in
-    every language, ``1. Dezember 2026, 08:41:04 Uhr (MEZ, UTC+1)``. None gives ``""``."""
+    told the zone), a no-break space before ``Uhr`` or the zone. ``precise`` is the
+    proof's: seconds, and the zone with its offset in every language,
+    ``1. Dezember 2026, 08:41:04 Uhr (MEZ, UTC+1)``. None gives ``""``."""
     if moment is None:
         return ""
     local = _local(moment, zone)
     babel = _babel(locale)
     clock = format_time(local, "HH:mm:ss" if precise else "HH:mm", locale=babel)
-    text = f"{format_date(local, 'long', locale=babel)}, {clock}"
-    if locale == "de":
-        text += " Uhr"
     name = get_timezone_name(local, "short", locale=babel)
+    text = f"{format_date(local, 'long', locale=babel)}, {clock}"
     if precise:
-        return f"{text} ({name}, {utc_offset(local)})"
-    return text if locale == "de" else f"{text} ({name})"
+        return f"{text}{' Uhr' if locale == 'de' else ''} ({name}, {utc_offset(local)})"
+    # A no-break space: "08:41" and "Uhr" (or the zone) never part at a line's end.
+    return f"{text}\u00a0Uhr" if locale == "de" else f"{text}\u00a0({name})"
 
 
 def local_date(moment: datetime | None, locale: str, zone: str | None = None) -> str:

@@ -15,16 +15,16 @@ SUMMER = datetime(2026, 7, 1, 7, 41, 4, tzinfo=UTC)
 
 
 def test_pages_and_mails_write_the_readers_date_in_the_controllers_time():
-    assert local_datetime(WINTER, "de", BERLIN) == "1. Dezember 2026, 08:41 Uhr"
-    assert local_datetime(SUMMER, "de", BERLIN) == "1. Juli 2026, 09:41 Uhr"
+    assert local_datetime(WINTER, "de", BERLIN) == "1. Dezember 2026, 08:41\u00a0Uhr"
+    assert local_datetime(SUMMER, "de", BERLIN) == "1. Juli 2026, 09:41\u00a0Uhr"
     # Anyone but a German reader is told the zone: 08:41 is not London's 08:41.
-    assert local_datetime(WINTER, "en", BERLIN) == "1 December 2026, 08:41 (CET)"
-    assert local_datetime(SUMMER, "en", BERLIN) == "1 July 2026, 09:41 (CEST)"
+    assert local_datetime(WINTER, "en", BERLIN) == "1 December 2026, 08:41\u00a0(CET)"
+    assert local_datetime(SUMMER, "en", BERLIN) == "1 July 2026, 09:41\u00a0(CEST)"
     assert local_date(WINTER, "de", BERLIN) == "1. Dezember 2026"
     assert local_date(WINTER, "en", BERLIN) == "1 December 2026"
     assert local_datetime(None, "de") == "" and local_date(None, "en") == ""
     # A naive value is the database's UTC.
-    assert local_datetime(WINTER.replace(tzinfo=None), "de", BERLIN) == "1. Dezember 2026, 08:41 Uhr"
+    assert local_datetime(WINTER.replace(tzinfo=None), "de", BERLIN) == "1. Dezember 2026, 08:41\u00a0Uhr"
 
 
 def test_the_proof_writes_its_dates_with_the_same_formatter():
@@ -48,4 +48,4 @@ def zone_config(app_config):
 
 def test_the_zone_defaults_to_the_configured_one(zone_config, app):
     with app.app_context():
-        assert local_datetime(WINTER, "de") == "1. Dezember 2026, 02:41 Uhr"
+        assert local_datetime(WINTER, "de") == "1. Dezember 2026, 02:41\u00a0Uhr"
