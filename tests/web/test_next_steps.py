@@ -267,11 +267,13 @@ def test_the_thank_you_page_leads_back_to_the_forms_page(app, client, own_thanks
     assert _back(_thanks_page(client, email="d@example.org", source_url=page)) == page
 
 
+#: Each names a page (not a site's root, which "Back" would give up for the website anyway).
 HOSTILE = ["https://evil.example/phish", "javascript:alert(document.domain)",
-           "JavaScript:alert(1)//https://www.example.com/", "https://www.example.com@evil.example/",
-           "https://evil.example\\@www.example.com/", "//evil.example/x",
-           "https://www.example.com.evil.example/", "https://www.example.com/ \" onclick=alert(1)",
-           "data:text/html,<script>alert(1)</script>", "https://www.example.com:443.evil.example/"]
+           "JavaScript:alert(1)//https://www.example.com/", "https://www.example.com@evil.example/x",
+           "https://evil.example\\@www.example.com/x", "//evil.example/x",
+           "https://www.example.com.evil.example/x", "https://www.example.com/ \" onclick=alert(1)",
+           "data:text/html,<script>alert(1)</script>", "https://www.example.com:443.evil.example/x",
+           "http://evil.example/https://www.example.com/x"]
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
