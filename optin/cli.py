@@ -226,7 +226,11 @@ def lists_update(slug: str, name: str | None, ac_list_id: int | None,
               help="Print the HTML signup form to paste into a landing page.")
 @click.option("--locale", type=click.Choice(LOCALES),
               help="Language of the --embed form (default: the list's).")
-def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> None:
+@click.option("--page-url", metavar="URL",
+              help="The page the --embed form goes on (on one of the list's origins): "
+              "without JavaScript, \"Back\" on the thank-you and error pages leads there.")
+def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None,
+               page_url: str | None) -> None:
     """One list with its consent texts, or (--embed) its signup form."""
     mailing_list = _list_or_exit(slug)
     if as_embed:
@@ -237,7 +241,7 @@ def lists_show(slug: str, as_json: bool, as_embed: bool, locale: str | None) -> 
                        "https://www.example.com`", err=True)
         try:
             click.echo(embed.snippet(mailing_list, locale or mailing_list.default_locale,
-                                     current_settings().base_url), nl=False)
+                                     current_settings().base_url, page_url), nl=False)
         except embed.EmbedError as exc:
             raise click.ClickException(str(exc)) from None
         return

@@ -147,6 +147,9 @@ class QuerySchema(Schema):
 class ThanksQuerySchema(Schema):
     list = Text(metadata={"example": "newsletter"})
     locale = Text(metadata={"example": "de"})
+    back = Text(2000, metadata={"example": "https://www.example.com/newsletter", "description":
+                                "the form's page, linked as \"Back\" only if it is on one of "
+                                "the list's origins (else the list's website)"})
 
 
 class EmailQuerySchema(QuerySchema):

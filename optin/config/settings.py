@@ -186,7 +186,8 @@ class Settings(BaseSettings):
         "in the page and mail footers of lists without their own (`lists update "
         "--postal-address`; German commercial mail needs it); required in production"))
     proof_timezone: str = Field("Europe/Berlin", description=(
-        "time zone the proof of consent shows its dates in (named, with UTC beside)"))
+        "time zone dates are shown in: on the proof of consent (named, with UTC beside), "
+        "and on pages and in mails"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], instance_path: Path) -> Settings:

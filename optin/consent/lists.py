@@ -208,12 +208,14 @@ class ListSnapshot:
     origins: tuple[str, ...]
     #: The privacy policy in force, recorded with each signup.
     privacy_policy_url: str | None = None
+    #: Where "Back" leads when no page of the form is known (:func:`back_page`).
+    website_url: str | None = None
 
     @classmethod
     def of(cls, row: MailingList) -> ListSnapshot:
         return cls(row.id, row.slug, row.name, row.default_locale,
                    tuple(row.redirect_urls or ()), tuple(row.origins or ()),
-                   row.privacy_policy_url)
+                   row.privacy_policy_url, row.website_url)
 
 
 @dataclass(frozen=True)
@@ -374,9 +376,33 @@ def form_page(mailing_list: MailingList | ListSnapshot, url: str | None,
     """``url`` (a signup's ``source_url``, a form's page) if it is a page of one of the
     list's form origins, else None: only such a page may be linked as "Back" or "sign up
     again", since anyone can put any URL in a form post."""
-    if not url or urlsplit(url).scheme not in {"http", "https"}:
+    if not url or urlsplit(url).scheme not in {"http", "https"} or not url.isprintable() \
+            or any(c.isspace() for c in url):
         return None
     return url if origin_of(url) in form_origins(mailing_list, base_url) else None
+
+
+def _site_root(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.path in {"", "/"} and not parts.query
+
+
+def back_page(mailing_list: MailingList | ListSnapshot, source_url: str | None,
+              referer: str | None, base_url: str) -> str | None:
+    """Where "Back" (and "sign up again") leads from a page a form led to.
+
+    The form's own page, ``source_url`` (embed.js sends it; a form without JavaScript
+    carries it when the operator filled it in) or the Referer, if it is a page of one
+    of the list's form origins (:func:`form_page`); else the list's website; else such
+    a page even if it is only a site's root (a browser posting to another site sends
+    only the origin as Referer, and a root is no better than the website). Nothing
+    else: both values come from whoever sent the request, and "Back" must never lead
+    off the list's own sites (no open redirect, no ``javascript:``).
+    """
+    pages = [page for page in (form_page(mailing_list, source_url, base_url),
+                               form_page(mailing_list, referer, base_url)) if page]
+    full = next((page for page in pages if not _site_root(page)), None)
+    return full or mailing_list.website_url or next(iter(pages), None)
 
 
 # In development the demo page may be opened as localhost or 127.0.0.1 on any port, and a

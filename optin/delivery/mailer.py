@@ -39,7 +39,8 @@ from jinja2 import (
 )
 
 from optin.config import TEMPLATE_DIR, MailFolder, MailTransport, parse_mail_url
-from optin.ops.identity import consent_html, local_datetime, mask_address
+from optin.ops.dates import local_datetime
+from optin.ops.identity import consent_html, mask_address
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ from optin.models import (
     utcnow,
 )
 from optin.ops import logs, metrics
-from optin.ops.identity import identity, local_datetime
+from optin.ops.dates import local_datetime
+from optin.ops.identity import identity
 
 S = SubscriptionStatus
 
@@ -199,8 +200,7 @@ def _sender(address: str, display_name: str) -> str:
 def _signup_page(sub: Subscription) -> str | None:
     """Where to sign up again: the form the signup came from (if it is one of the list's
     pages), else the list's website."""
-    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
-            or sub.mailing_list.website_url)
+    return lists.back_page(sub.mailing_list, sub.source_url, None, current_settings().base_url)
 
 
 def _recipient(stored: str, smtputf8: str) -> str:

@@ -12,42 +12,11 @@ and delivery layers, so pages and mails read the same values.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
 from optin.config import Settings
-
-#: Dates shown to people are in the controller's legal time (as the lapse dates are).
-SHOWN_TZ = ZoneInfo("Europe/Berlin")
-
-MONTHS = {
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
-           "September", "Oktober", "November", "Dezember"),
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-}
-
-
-def local_datetime(moment: datetime | None, locale: str, *, with_time: bool = True) -> str:
-    """``1. Dezember 2026, 09:41 Uhr`` / ``1 December 2026, 09:41 (Berlin time)``.
-
-    Written out by hand for the two languages the service speaks: Babel is not a
-    dependency, and one date pattern per language does not justify one.
-    """
-    if moment is None:
-        return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    local = moment.astimezone(SHOWN_TZ)
-    month = MONTHS.get(locale, MONTHS["en"])[local.month - 1]
-    if locale == "de":
-        day = f"{local.day}. {month} {local.year}"
-        return f"{day}, {local:%H:%M} Uhr" if with_time else day
-    day = f"{local.day} {month} {local.year}"
-    return f"{day}, {local:%H:%M} (Berlin time)" if with_time else day
 
 
 def mask_address(address: str | None) -> str:
@@ -83,13 +52,33 @@ def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) 
                                    text[found.end():])
 
 
+#: Who processes the addresses on our behalf when contacts are synced (named as the
+#: privacy policy names it; Art. 13(1)(e) GDPR).
+PROCESSOR = "ActiveCampaign"
+
+
+def address_lines(text: str | None) -> list[str]:
+    """A postal address as its lines: a newline, a typed ``\\n`` or a ``;`` between them
+    (``Musterstraße 1; 10115 Berlin``), as the proof prints OPTIN_CONTROLLER_ADDRESS."""
+    text = (text or "").replace("\\n", "\n").replace(";", "\n")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
-    """The footer and signature values of ``mailing_list`` (a row, a snapshot or None)."""
+    """The footer and signature values of ``mailing_list`` (a row, a snapshot or None).
+
+    ``address_lines`` is the postal address split into lines (pages, HTML and text
+    mails show one per line); ``postal_address`` is the same joined by newlines.
+    ``processor`` is named only while contacts are really passed on (ActiveCampaign is
+    configured and the list has its list id): in dry-run nothing leaves the service,
+    and the copy must not say otherwise."""
     brand = settings.brand_name
 
     def own(name: str) -> Any:
         return getattr(mailing_list, name, None) if mailing_list is not None else None
 
+    lines = address_lines(own("postal_address") or settings.controller_address)
+    synced = not settings.ac_dry_run and own("ac_list_id") is not None
     return {
         "brand_name": brand,
         "list_name": own("name") or brand,
@@ -97,7 +86,9 @@ def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:
         "imprint_url": own("imprint_url"),
         "privacy_policy_url": own("privacy_policy_url"),
         "controller": own("controller") or settings.controller_name or brand,
-        "postal_address": own("postal_address") or settings.controller_address or None,
+        "postal_address": "\n".join(lines) or None,
+        "address_lines": lines,
+        "processor": PROCESSOR if synced else None,
         "sender_name": own("sender_name") or brand,
         "send_goodbye": bool(own("send_goodbye")),
     }

@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from optin.config import current_settings
 from optin.models import LOCALES, Locale
-from optin.ops.identity import consent_html, identity, local_datetime, mask_address
+from optin.ops.dates import local_datetime
+from optin.ops.identity import consent_html, identity, mask_address
 
 _KNOWN: dict[str | None, Locale] = {locale: locale for locale in LOCALES}
 

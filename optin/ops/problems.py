@@ -58,25 +58,28 @@ def error_response(status: int, title: str, detail: str | None = None,
         extra: dict[str, Any] = {"errors": errors} if errors else {}
         return problem(status, title, detail, headers=headers, **extra)
     response = render_page("error", status=status, title=title, detail=detail,
-                           errors=errors or {}, back_url=_back_url(request.referrer,
-                                                                   g.get("optin_back_url")))
+                           errors=errors or {}, back_url=_back_url(request.referrer))
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
 
 
 def set_back_url(url: str | None) -> None:
-    """The form's own page, for this request's error page, when the view knows it and may
-    trust it (a signup's ``source_url`` on one of the list's origins): browsers send only
-    the origin as Referer across origins, so "Back" would lead to the site's home page."""
+    """This request's error page's "Back", decided by the view (a signup: the form's page
+    on one of the list's sites, or the list's website, see ``lists.back_page``; None: no
+    link). Browsers send only the origin as Referer across origins, so the Referer alone
+    would lead to the site's home page."""
     g.optin_back_url = url
 
 
-def _back_url(referrer: str | None, source: str | None = None) -> str | None:
-    """The page to go back to, if it is a web page (a ``javascript:`` Referer is not)."""
-    for candidate in (source, referrer):
-        if candidate and urlsplit(candidate).scheme in {"http", "https"}:
-            return candidate
+def _back_url(referrer: str | None) -> str | None:
+    """The view's "Back" if it set one; else the Referer, if it is a web page (a
+    ``javascript:`` Referer is not): the page that linked here, on pages of no list."""
+    if "optin_back_url" in g:
+        back: str | None = g.optin_back_url
+        return back
+    if referrer and urlsplit(referrer).scheme in {"http", "https"} and referrer.isprintable():
+        return referrer
     return None
 
 

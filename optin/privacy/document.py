@@ -22,15 +22,14 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_time, get_timezone_name
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from optin.config import TEMPLATE_DIR, current_settings
+from optin.ops.dates import local_date, local_datetime
 from optin.ops.pages import HasLocale, pick_locale
-from optin.privacy.wording import BABEL_LOCALES, EVENTS, LABELS, LEGAL_NOTES, ProofLocale
+from optin.privacy.wording import EVENTS, LABELS, LEGAL_NOTES, ProofLocale
 from optin.schemas import ProofSchema
 
 STYLESHEET = Path(__file__).parents[1] / "static" / "proof.css"
@@ -42,14 +41,6 @@ def choose_locale(requested: str | None, mailing_list: HasLocale | None = None) 
     return pick_locale(requested, mailing_list)
 
 
-def _offset(moment: datetime) -> str:
-    delta = moment.utcoffset()
-    minutes = int(delta.total_seconds() // 60) if delta else 0
-    sign = "+" if minutes >= 0 else "−"
-    hours, rest = divmod(abs(minutes), 60)
-    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "") if minutes else "UTC"
-
-
 def when(value: str | datetime | None, locale: ProofLocale, zone: str) -> Markup:
     """``1. Dezember 2026, 08:41:04 Uhr (MEZ, UTC+1)`` with the UTC time beside it."""
     if not value:
@@ -57,11 +48,7 @@ def when(value: str | datetime | None, locale: ProofLocale, zone: str) -> Markup
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    local = moment.astimezone(ZoneInfo(zone))
-    babel = BABEL_LOCALES[locale]
-    name = get_timezone_name(local, "short", locale=babel)
-    clock = format_time(local, "HH:mm:ss", locale=babel) + (" Uhr" if locale == "de" else "")
-    text = f"{format_date(local, 'long', locale=babel)}, {clock} ({name}, {_offset(local)})"
+    text = local_datetime(moment, locale, zone, precise=True)
     utc = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return Markup('<time datetime="{iso}">{text}</time> <span class="utc">{utc}</span>').format(
         iso=moment.astimezone(UTC).isoformat(), text=text, utc=utc)
@@ -72,7 +59,7 @@ def day(value: str | datetime | None, locale: ProofLocale, zone: str) -> str:
     if not value:
         return "–"
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return format_date(moment.astimezone(ZoneInfo(zone)), "long", locale=BABEL_LOCALES[locale])
+    return local_date(moment, locale, zone)
 
 
 def css_string(value: str) -> str:

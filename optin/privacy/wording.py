@@ -11,9 +11,6 @@ from typing import Literal
 
 ProofLocale = Literal["de", "en"]
 
-#: babel's locale for each language: British English writes "1 December 2026".
-BABEL_LOCALES: dict[ProofLocale, str] = {"de": "de_DE", "en": "en_GB"}
-
 LABELS: dict[ProofLocale, dict[str, str]] = {
     "de": {
         "title": "Nachweis der Einwilligung (Double-Opt-In)",

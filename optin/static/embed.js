@@ -225,8 +225,10 @@
       return;
     }
     form.setAttribute("data-optin-ready", "");
+    // The page the form is really on (a value written into the snippet is for browsers
+    // without JavaScript, and may have been pasted onto another page too).
     var source = form.elements.source_url;
-    if (source && !source.value) {
+    if (source) {
       source.value = location.href.split("#")[0];
     }
     form.addEventListener("submit", submit);

@@ -18,7 +18,8 @@ from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvali
 from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
-from optin.ops.identity import local_datetime, mask_address
+from optin.ops.dates import local_date
+from optin.ops.identity import mask_address
 from optin.ops.pages import render_page
 from optin.ops.requestjson import Blueprint
 from optin.schemas import OneClickSchema
@@ -51,15 +52,14 @@ def _invalid_unsubscribe(locale: str | None = None) -> Response:
 def _signup_page(sub: Subscription) -> str | None:
     """Where to sign up again: the signup's form page, if it is one of the list's, else
     the list's website."""
-    return (lists.form_page(sub.mailing_list, sub.source_url, current_settings().base_url)
-            or sub.mailing_list.website_url)
+    return lists.back_page(sub.mailing_list, sub.source_url, None, current_settings().base_url)
 
 
 def _ended(sub: Subscription) -> Response:
     """An old confirmation link of a subscription that was withdrawn: the honest answer.
     The link is signed, so whoever holds it received the mail it came in."""
     return render_page("ended", locale=sub.locale, mailing_list=sub.mailing_list,
-                       ended_on=local_datetime(sub.withdrawn_at, sub.locale, with_time=False),
+                       ended_on=local_date(sub.withdrawn_at, sub.locale),
                        signup_url=_signup_page(sub))
 
 

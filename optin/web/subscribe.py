@@ -144,8 +144,12 @@ def create_subscription() -> Response:
         response.status_code = 202
         return response
     target = lists.allowed_redirect(mailing_list, redirect_url) if mailing_list else None
+    # Our thank-you page's "Back": the form's page, if it is one of the list's (the page
+    # checks again, since anyone can write a query string).
+    back = lists.form_page(mailing_list, data.get("source_url"), settings.base_url) \
+        if mailing_list else None
     return redirect(target or url_for("subscribe.thanks", list=data["list"],  # type: ignore[return-value]
-                                      locale=data.get("locale")), 303)
+                                      locale=data.get("locale"), back=back), 303)
 
 
 def _page_url(value: str) -> bool:
@@ -154,14 +158,17 @@ def _page_url(value: str) -> bool:
 
 
 def _remember_form_page(raw: Mapping[str, Any]) -> None:
-    """The form's page (``source_url``, which embed.js fills in) as the error page's "Back",
-    if it is a page of the named list's origins."""
+    """The error page's "Back" for a form post naming a list: the form's page
+    (``source_url``, which embed.js fills in), the Referer, or the list's website, as
+    :func:`lists.back_page` allows; never a page off the list's sites."""
     slug, source = raw.get("list"), raw.get("source_url")
-    if isinstance(slug, str) and isinstance(source, str) and source:
+    if isinstance(slug, str):
         with contextlib.suppress(SQLAlchemyError):
             mailing_list = lists.list_snapshot(slug)
             if mailing_list is not None:
-                set_back_url(lists.form_page(mailing_list, source, current_settings().base_url))
+                set_back_url(lists.back_page(mailing_list, source if isinstance(source, str)
+                                             else None, request.referrer,
+                                             current_settings().base_url))
 
 
 def _invalid(errors: dict[str, Any]) -> Response:
@@ -174,9 +181,13 @@ def _invalid(errors: dict[str, Any]) -> Response:
 @bp.doc(parameters=[{"in": "query", "schema": ThanksQuerySchema}],
         responses=page_responses(_200="Check your inbox (in the list's or the browser's language)"))
 def thanks() -> Response:
-    """The default page after a form post: check your inbox."""
+    """The default page after a form post: check your inbox, and "Back" to the form's page
+    (``back``, if it is one of the list's pages), else to the list's website."""
     mailing_list = lists.get_list(request.args.get("list", ""))
-    return render_page("thanks", locale=request.args.get("locale"), mailing_list=mailing_list)
+    back = lists.back_page(mailing_list, request.args.get("back"), request.referrer,
+                           current_settings().base_url) if mailing_list else None
+    return render_page("thanks", locale=request.args.get("locale"), mailing_list=mailing_list,
+                       back_url=back)
 
 
 # --- Cross-origin forms ------------------------------------------------------------------

@@ -7,7 +7,7 @@ mail the service sent (a real SMTP server), opens the confirmation link,
 checks that opening it confirmed nothing, clicks Confirm, and unsubscribes
 from the page, in German and in English.
 
-Every page is photographed at desktop and phone width into
+Every page is photographed at desktop and phone width, light and dark, into
 ``tests/screenshots/`` and checked with axe-core: no serious or critical
 violation. Our pages run under their real Content-Security-Policy: axe is
 injected through the DevTools protocol (which a page's CSP does not govern)
@@ -255,13 +255,17 @@ def _watch(page: Any, live: Live) -> Any:
 
 
 def shoot(page: Any, name: str) -> None:
-    """Full-page screenshots at desktop and phone width; nothing may scroll sideways."""
+    """Full-page screenshots at desktop and phone width, light and dark
+    (``{name}-phone-dark.png``); nothing may scroll sideways."""
     SCREENSHOTS.mkdir(exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
-        width = page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= size["width"], f"{name} is {width}px wide at {size['width']}px"
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(size)
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}-{scheme}.png"), full_page=True)
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= size["width"], f"{name} is {width}px wide at {size['width']}px"
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size(DESKTOP)
 
 

@@ -57,10 +57,11 @@ def _set_list(live: Live, **changes: Any) -> None:
         lists.update_list(lists.get_list("newsletter"), **changes)
 
 
-def _snippet(live: Live, locale: str, base_url: str | None = None) -> str:
+def _snippet(live: Live, locale: str, base_url: str | None = None,
+             page_url: str | None = None) -> str:
     with live.app.app_context():
         mailing_list = db.session.scalar(select(MailingList).where(MailingList.slug == "newsletter"))
-        return embed.snippet(mailing_list, locale, base_url or live.base_url)
+        return embed.snippet(mailing_list, locale, base_url or live.base_url, page_url)
 
 
 def _landing(live: Live, path: str, snippet: str, locale: str = "de",
@@ -257,6 +258,44 @@ def test_embed_blocked_by_the_landing_pages_csp_says_so(browser, site, policy): 
     context.close()
 
 
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_the_thank_you_page_leads_back_without_javascript(browser, site, locale):  # noqa: F811
+    """No script: the snippet's source_url (``--page-url``) is the thank-you page's "Back";
+    a snippet without it leads back to the list's website, not to the bare site root the
+    browser's Referer names."""
+    _set_list(site, redirect_urls=[])  # form posts land on our thank-you page
+    url = f"{site.landing.origin}/aktion/{locale}"
+    page_url = _landing(site, f"/aktion/{locale}", _snippet(site, locale, page_url=url), locale)
+    plain = _landing(site, f"/ohne/{locale}", _snippet(site, locale), locale)
+    back_label = {"de": "Zurück zur Website", "en": "Back to the website"}[locale]
+    email_label = re.compile("E-Mail-Adresse|Email address")
+    context = browser.new_context(viewport=PHONE, java_script_enabled=False)
+    page = _watch(context.new_page(), site)
+    for form, address, expected in ((page_url, f"back.{locale}@example.org", url),
+                                    (plain, f"plain.{locale}@example.org", FOOTER["website_url"])):
+        page.goto(form)
+        page.get_by_label(email_label).fill(address)
+        page.get_by_role("button", name=TEXT[locale]["submit"]).click()
+        page.wait_for_url(re.compile(re.escape(f"{site.base_url}/thanks")))
+        assert heading(page) == TEXT[locale]["thanks"]
+        back = page.get_by_role("link", name=back_label)
+        assert back.get_attribute("href") == expected, (form, page.url)
+        if expected == url:
+            thanks = page.url
+            back.click()
+            page.wait_for_url(url)
+    settle_intake(site.app)
+    assert site.subscription(f"back.{locale}@example.org").source_url == url
+    context.close()
+    # Photographed with JavaScript on (Playwright's colour-scheme emulation needs it).
+    context = browser.new_context(viewport=DESKTOP)
+    page = _watch(context.new_page(), site)
+    page.goto(thanks)
+    shoot_all(page, f"{locale}-thanks-back")
+    context.close()
+    assert site.problems == []
+
+
 # --- 6, 7: what is confirmed, and the button on the first screen ----------------------------
 
 
@@ -363,21 +402,50 @@ def test_dark_mode_pages_are_dark(browser, site):  # noqa: F811
 # --- 5, 8, 9, 10, 11, 12, 14: every end state, every mail -----------------------------------
 
 
-def test_every_page_and_mail_next_steps_and_screenshots(browser, site):  # noqa: F811
-    """The whole German flow, each page and mail photographed light and dark."""
+#: What the flow reads and clicks in each language.
+FLOW = {
+    "de": {"browser": "de-DE", "policy": "datenschutzerklärung", "email": "E-Mail-Adresse",
+           "first_name": "Vorname", "greeting": "Guten Tag Anna,",
+           "why": "Sie erhalten diese E-Mail", "imprint": "Impressum",
+           "next": "Weiter zur Website", "unsubscribe_footer": "Vom Newsletter abmelden",
+           "never_passed": "geben Ihre Adresse an niemanden",
+           "confirmed_on": r"Bestätigt am \d{1,2}\. \w+ 20\d\d, \d\d:\d\d\xa0Uhr\.",
+           "one_more": "nur noch eine E-Mail, die die Abmeldung bestätigt",
+           "again": "Wieder anmelden", "one_more_after": "noch eine E-Mail, die das bestätigt",
+           "ended": "Diese Anmeldung ist beendet", "ended_on": r"am \d{1,2}\. \w+ 20\d\d beendet",
+           "anew": "Neu anmelden", "send_link": "Abmeldelink senden",
+           "relink_subject": "Ihr neuer Abmeldelink für „Example Newsletter“"},
+    "en": {"browser": "en-GB", "policy": "privacy policy", "email": "Email address",
+           "first_name": "First name", "greeting": "Hello Anna,",
+           "why": "You’re receiving this email", "imprint": "Imprint",
+           "next": "Continue to the website", "unsubscribe_footer": "Unsubscribe",
+           "never_passed": "never pass your address on",
+           "confirmed_on": r"Confirmed on \d{1,2} \w+ 20\d\d, \d\d:\d\d\xa0\(CES?T\)\.",
+           "one_more": "just one more email, confirming that you left",
+           "again": "Sign up again", "one_more_after": "one more email confirming it",
+           "ended": "This subscription has ended", "ended_on": r"ended on \d{1,2} \w+ 20\d\d\.",
+           "anew": "Sign up again", "send_link": "Send unsubscribe link",
+           "relink_subject": "Your new unsubscribe link for “Example Newsletter”"},
+}
+
+
+@pytest.mark.parametrize("locale", ["de", "en"])
+def test_every_page_and_mail_next_steps_and_screenshots(browser, site, locale):  # noqa: F811
+    """The whole flow in each language, each page and mail photographed light and dark."""
+    w = FLOW[locale]
     _set_list(site, send_goodbye=True)
-    form = _landing(site, "/newsletter", _snippet(site, "de"))
-    context = browser.new_context(viewport=DESKTOP, locale="de-DE")
+    form = _landing(site, "/newsletter", _snippet(site, locale), locale)
+    context = browser.new_context(viewport=DESKTOP, locale=w["browser"])
     page = _watch(context.new_page(), site)
     page.goto(form)
     page.wait_for_selector("form[data-optin-ready]")
     assert page.locator(".optin-consent a").get_attribute("href") == FOOTER["privacy_policy_url"]
-    assert page.locator(".optin-consent").inner_text().count("Datenschutzerklärung") == 1
-    page.get_by_label("E-Mail-Adresse").fill("flow@example.org")
-    page.get_by_label(re.compile("Vorname")).fill("Anna")
-    page.get_by_role("button", name=TEXT["de"]["submit"]).click()
-    page.locator(".optin-status", has_text="Fast geschafft!").wait_for()
-    shoot_all(page, "de-landing-success")
+    assert page.locator(".optin-consent").inner_text().lower().count(w["policy"]) == 1
+    page.get_by_label(w["email"]).fill("flow@example.org")
+    page.get_by_label(re.compile(w["first_name"])).fill("Anna")
+    page.get_by_role("button", name=TEXT[locale]["submit"]).click()
+    page.locator(".optin-status", has_text=TEXT[locale]["success"]).wait_for()
+    shoot_all(page, f"{locale}-landing-success")
     deliver(site.app)
 
     # The confirmation mail: the action as link text, the URL only in the text part.
@@ -386,27 +454,27 @@ def test_every_page_and_mail_next_steps_and_screenshots(browser, site):  # noqa:
     text = confirm_mail.get_body(("plain",)).get_content()
     confirm_url = site.link("flow@example.org", "confirm")
     assert confirm_url in text and f">{confirm_url}<" not in html
-    assert "Guten Tag Anna," in text and "Newsletter <" not in str(confirm_mail["From"])
+    assert w["greeting"] in text and "Newsletter <" not in str(confirm_mail["From"])
     assert str(confirm_mail["From"]).startswith("Example <")
     for needed in ("Example GmbH", "Musterstraße 1", FOOTER["imprint_url"],
-                   FOOTER["privacy_policy_url"], "Sie erhalten diese E-Mail"):
+                   FOOTER["privacy_policy_url"], w["why"]):
         assert needed in text, needed
-    shoot_mail_all(context, confirm_mail, "de-mail-confirm").close()
+    shoot_mail_all(context, confirm_mail, f"{locale}-mail-confirm").close()
 
     page.goto(confirm_url)
     assert page.locator(".site-footer address").inner_text().startswith("Musterstraße 1")
-    assert page.get_by_role("link", name="Impressum").get_attribute("href") == FOOTER["imprint_url"]
-    page.get_by_role("button", name="Anmeldung bestätigen").click()
-    page.locator("h1", has_text=TEXT["de"]["confirmed"]).wait_for()
+    assert page.get_by_role("link", name=w["imprint"]).get_attribute("href") == FOOTER["imprint_url"]
+    page.get_by_role("button", name=TEXT[locale]["confirm"]).click()
+    page.locator("h1", has_text=TEXT[locale]["confirmed"]).wait_for()
     # POST-redirect-GET: the result is a GET page; reloading it asks nothing and changes nothing.
     assert page.url.endswith("?done=1")
     page.reload()
-    assert heading(page) == TEXT["de"]["confirmed"]
-    next_step = page.get_by_role("link", name="Weiter zur Website")
+    assert heading(page) == TEXT[locale]["confirmed"]
+    next_step = page.get_by_role("link", name=w["next"])
     assert next_step.get_attribute("href") == FOOTER["website_url"]
-    shoot_all(page, "de-confirmed")
+    shoot_all(page, f"{locale}-confirmed")
     page.goto(confirm_url)
-    shoot_all(page, "de-already-confirmed")
+    shoot_all(page, f"{locale}-already-confirmed")
 
     # The welcome mail: its button leads to the website, unsubscribing sits in the footer.
     deliver(site.app)
@@ -415,75 +483,76 @@ def test_every_page_and_mail_next_steps_and_screenshots(browser, site):  # noqa:
     assert welcome["List-Unsubscribe"] and welcome["List-Unsubscribe-Post"]
     assert re.search(r'class="button-link" href="https://www\.example\.com/"', html)
     assert "button-link\" href=\"http://127.0.0.1" not in html
-    assert "Vom Newsletter abmelden" in html.split('class="footer"')[1]
-    assert "ActiveCampaign" in html and "geben Ihre Adresse an niemanden" not in html
-    assert re.search(r"Bestätigt am \d{1,2}\. \w+ 20\d\d, \d\d:\d\d Uhr", html)
-    shoot_mail_all(context, welcome, "de-mail-welcome").close()
+    assert w["unsubscribe_footer"] in html.split('class="footer"')[1]
+    # Dry-run: nothing is passed on, so no processor is named (and nothing false said).
+    assert "ActiveCampaign" not in html and w["never_passed"] not in html
+    assert re.search(w["confirmed_on"], html), html
+    shoot_mail_all(context, welcome, f"{locale}-mail-welcome").close()
 
     # Unsubscribe: the goodbye mail is on, so the page promises exactly one more mail.
     unsubscribe_url = site.link("flow@example.org", "unsubscribe")
     page.goto(unsubscribe_url)
-    assert "nur noch eine E-Mail, die die Abmeldung bestätigt" in page.content()
-    shoot_all(page, "de-unsubscribe")
-    page.get_by_role("button", name="Abmelden").click()
-    page.locator("h1", has_text=TEXT["de"]["unsubscribed"]).wait_for()
+    assert w["one_more"] in page.content()
+    shoot_all(page, f"{locale}-unsubscribe")
+    page.get_by_role("button", name=TEXT[locale]["unsubscribe"]).click()
+    page.locator("h1", has_text=TEXT[locale]["unsubscribed"]).wait_for()
     assert page.url == unsubscribe_url  # POST-redirect-GET
-    again = page.get_by_role("link", name="Wieder anmelden")
+    again = page.get_by_role("link", name=w["again"])
     assert again.get_attribute("href") == form  # the form it came from
-    assert "noch eine E-Mail, die das bestätigt" in page.content()
-    shoot_all(page, "de-unsubscribed")
+    assert w["one_more_after"] in page.content()
+    shoot_all(page, f"{locale}-unsubscribed")
     deliver(site.app)
     goodbye = site.mailbox.to("flow@example.org")[-1]
-    assert "Wieder anmelden" in goodbye.get_body(("html",)).get_content()
+    assert w["again"] in goodbye.get_body(("html",)).get_content()
     assert form in goodbye.get_body(("plain",)).get_content()
-    shoot_mail_all(context, goodbye, "de-mail-goodbye").close()
+    shoot_mail_all(context, goodbye, f"{locale}-mail-goodbye").close()
 
     # The old confirmation link now says honestly what happened, with the way back.
     page.goto(confirm_url)
-    assert heading(page) == "Diese Anmeldung ist beendet"
-    assert re.search(r"am \d{1,2}\. \w+ 20\d\d beendet", page.content())
-    assert page.get_by_role("link", name="Neu anmelden").get_attribute("href") == form
-    shoot_all(page, "de-ended")
+    assert heading(page) == w["ended"]
+    assert re.search(w["ended_on"], page.content())
+    assert page.get_by_role("link", name=w["anew"]).get_attribute("href") == form
+    shoot_all(page, f"{locale}-ended")
 
     # A broken unsubscribe link offers a fresh one, answered alike for every address.
-    _signup(site, "keep@example.org")
+    _signup(site, "keep@example.org", locale)
     page.goto(site.link("keep@example.org", "confirm"))
-    page.get_by_role("button", name="Anmeldung bestätigen").click()
-    page.locator("h1", has_text=TEXT["de"]["confirmed"]).wait_for()
+    page.get_by_role("button", name=TEXT[locale]["confirm"]).click()
+    page.locator("h1", has_text=TEXT[locale]["confirmed"]).wait_for()
     deliver(site.app)
     before = len(site.mailbox.to("keep@example.org"))
     answers = []
     for address in ("keep@example.org", "nobody@example.org", "flow@example.org", "kaputt"):
         page.goto(f"{site.base_url}/unsubscribe/abgeschnitten")
-        assert heading(page) == "Dieser Link funktioniert leider nicht"
+        assert heading(page) == TEXT[locale]["invalid_link"]
         if address == "keep@example.org":
-            shoot_all(page, "de-unsubscribe-link-invalid")
-        page.get_by_label("E-Mail-Adresse").fill(address)
+            shoot_all(page, f"{locale}-unsubscribe-link-invalid")
+        page.get_by_label(w["email"]).fill(address)
         page.evaluate("() => document.querySelector('#relink-email').type = 'text'")  # "kaputt"
-        page.get_by_role("button", name="Abmeldelink senden").click()
-        page.locator("h1", has_text="Bitte sehen Sie in Ihrem Posteingang nach").wait_for()
+        page.get_by_role("button", name=w["send_link"]).click()
+        page.locator("h1", has_text=TEXT[locale]["resent"]).wait_for()
         answers.append((page.url, page.locator("main").inner_text()))
     assert len(set(answers)) == 1, answers  # the same page, whoever asked
-    shoot_all(page, "de-unsubscribe-link-sent")
+    shoot_all(page, f"{locale}-unsubscribe-link-sent")
     deliver(site.app)
     assert site.mailbox.to("nobody@example.org") == []
     assert len(site.mailbox.to("flow@example.org")) == 3  # withdrawn: nothing new
     fresh = site.mailbox.to("keep@example.org")[before:]
-    assert len(fresh) == 1 and fresh[0]["Subject"] == "Ihr neuer Abmeldelink für „Example Newsletter“"
-    shoot_mail_all(context, fresh[0], "de-mail-unsubscribe-link").close()
+    assert len(fresh) == 1 and fresh[0]["Subject"] == w["relink_subject"]
+    shoot_mail_all(context, fresh[0], f"{locale}-mail-unsubscribe-link").close()
     page.goto(site.link("keep@example.org", "unsubscribe"))
-    page.get_by_role("button", name="Abmelden").click()
-    page.locator("h1", has_text=TEXT["de"]["unsubscribed"]).wait_for()
+    page.get_by_role("button", name=TEXT[locale]["unsubscribe"]).click()
+    page.locator("h1", has_text=TEXT[locale]["unsubscribed"]).wait_for()
     assert site.subscription("keep@example.org").status == "unsubscribed"
 
     # The rest of the pages: thanks, not found, invalid confirm link, error.
-    page.goto(f"{site.base_url}/thanks?list=newsletter&locale=de")
-    shoot_all(page, "de-thanks")
+    page.goto(f"{site.base_url}/thanks?list=newsletter&locale={locale}")
+    shoot_all(page, f"{locale}-thanks")
     page.goto(f"{site.base_url}/confirm/abgeschnitten")
-    shoot_all(page, "de-link-invalid")
+    shoot_all(page, f"{locale}-link-invalid")
     page.goto(f"{site.base_url}/nirgends")
-    assert "Fehler 404" not in page.content()
-    shoot_all(page, "de-not-found")
+    assert "Fehler 404" not in page.content() and "Error 404" not in page.content()
+    shoot_all(page, f"{locale}-not-found")
     context.close()
     assert site.problems == []
 

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from optin.brand import AA_TEXT, contrast_ratio, readable_shade
 from optin.config import TEMPLATE_DIR
 from optin.delivery.mailer import MailTemplates
 
@@ -114,8 +115,13 @@ def yellow_brand(app_config):
 def test_mails_take_the_brand(yellow_brand, confirmed, mailbox):
     confirmed("anna@example.org")
     _, html = _parts(mailbox.to("anna@example.org")[0])
-    assert "background-color:#ffcc00;border:2px solid #ffcc00;" in html  # the brand's button
-    assert "color:#111827;text-decoration:none;" in html  # readable button text
+    assert "border-top:4px solid #ffcc00;" in html  # the brand's own colour on the card
+    # The button: white text on a shade of the brand colour dark enough for it (near-black
+    # text on yellow would turn white on yellow in clients that invert mails).
+    shade = readable_shade("#ffcc00", ("#ffffff",))
+    assert shade != "#ffcc00" and contrast_ratio(shade, "#ffffff") >= AA_TEXT
+    assert f"background-color:{shade};border:2px solid {shade};" in html
+    assert "color:#ffffff;text-decoration:none;" in html
     assert "Viele Grüße<br>Beispiel GmbH" in html
 
 

@@ -1,25 +1,14 @@
-"""Who speaks on pages and in mails, dates for people, masked addresses, the consent
+"""Who speaks on pages and in mails, masked addresses, the consent
 text's privacy link, and the colours derived from a brand colour."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from optin.brand import AA_TEXT, brand_from, contrast_ratio, readable_shade
-from optin.ops.identity import consent_html, identity, local_datetime, mask_address
-
-
-def test_dates_are_written_the_readers_way_in_berlin_time():
-    winter = datetime(2026, 12, 1, 7, 41, tzinfo=UTC)
-    summer = datetime(2026, 7, 1, 7, 41, tzinfo=UTC)
-    assert local_datetime(winter, "de") == "1. Dezember 2026, 08:41 Uhr"
-    assert local_datetime(summer, "de") == "1. Juli 2026, 09:41 Uhr"
-    assert local_datetime(winter, "en") == "1 December 2026, 08:41 (Berlin time)"
-    assert local_datetime(winter, "de", with_time=False) == "1. Dezember 2026"
-    assert local_datetime(None, "de") == ""
+from optin.ops.identity import address_lines, consent_html, identity, mask_address
 
 
 @pytest.mark.parametrize(("address", "masked"), [
@@ -47,7 +36,8 @@ def test_the_privacy_link_goes_on_the_consent_texts_own_words():
 
 
 def test_identity_falls_back_from_the_list_to_the_settings_to_the_brand():
-    settings = SimpleNamespace(brand_name="Acme", controller_name="", controller_address="")
+    settings = SimpleNamespace(brand_name="Acme", controller_name="", controller_address="",
+                               ac_dry_run=True)
     bare = identity(None, settings)  # type: ignore[arg-type]
     assert (bare["list_name"], bare["controller"], bare["sender_name"]) == ("Acme",) * 3
     assert bare["postal_address"] is None
@@ -60,6 +50,30 @@ def test_identity_falls_back_from_the_list_to_the_settings_to_the_brand():
     assert own["sender_name"] == "Acme Redaktion" and own["list_name"] == "Acme News"
     mailing_list.postal_address = "Eigene Straße 2"
     assert identity(mailing_list, settings)["postal_address"] == "Eigene Straße 2"  # type: ignore[arg-type]
+    assert own["processor"] is None  # dry-run: nothing is passed on
+
+
+def test_an_address_is_split_into_its_lines():
+    assert address_lines("Musterstraße 1; 10115 Berlin;Deutschland") == \
+        ["Musterstraße 1", "10115 Berlin", "Deutschland"]
+    assert address_lines("Weg 1\\n10115 Berlin\n\n") == ["Weg 1", "10115 Berlin"]
+    assert address_lines(None) == [] and address_lines(" ; ") == []
+    settings = SimpleNamespace(brand_name="Acme", controller_name="Acme GmbH",
+                               controller_address="Weg 1; 10115 Berlin", ac_dry_run=True)
+    site = identity(None, settings)  # type: ignore[arg-type]
+    assert site["address_lines"] == ["Weg 1", "10115 Berlin"]
+    assert site["postal_address"] == "Weg 1\n10115 Berlin"
+
+
+def test_the_processor_is_named_only_for_a_list_that_is_really_synced():
+    settings = SimpleNamespace(brand_name="Acme", controller_name="", controller_address="",
+                               ac_dry_run=False)
+    synced = SimpleNamespace(name="N", ac_list_id=3)
+    assert identity(synced, settings)["processor"] == "ActiveCampaign"  # type: ignore[arg-type]
+    assert identity(SimpleNamespace(name="N", ac_list_id=None),  # type: ignore[arg-type]
+                    settings)["processor"] is None
+    settings.ac_dry_run = True
+    assert identity(synced, settings)["processor"] is None  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("colour", ["#f59e0b", "#22c55e", "#ffeb3b", "#7c3aed", "#777777",
