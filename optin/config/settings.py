@@ -42,6 +42,14 @@ def variable(field_name: str) -> str:
     return field_name if field_name.startswith(PREFIX) else PREFIX + field_name.upper()
 
 
+def address_lines(text: str | None) -> list[str]:
+    """A postal address as its lines: a newline, a typed ``\\n`` or a ``;`` between them
+    (``Musterstraße 1; 10115 Berlin``): OPTIN_CONTROLLER_ADDRESS and a list's own address
+    are written on one line in an environment variable or a CLI flag."""
+    text = (text or "").replace("\\n", "\n").replace(";", "\n")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 class Settings(BaseSettings):
     """The parsed configuration. Build it with :meth:`from_env`."""
 
@@ -218,8 +226,7 @@ class Settings(BaseSettings):
     @property
     def controller_address_lines(self) -> list[str]:
         """OPTIN_CONTROLLER_ADDRESS as lines (a newline, ``\\n`` or ``;`` between them)."""
-        text = self.controller_address.replace("\\n", "\n").replace(";", "\n")
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return address_lines(self.controller_address)
 
     @property
     def ac_dry_run(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from optin.config import Settings
+from optin.config.settings import address_lines
 
 
 def mask_address(address: str | None) -> str:
@@ -55,13 +56,6 @@ def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) 
 #: Who processes the addresses on our behalf when contacts are synced (named as the
 #: privacy policy names it; Art. 13(1)(e) GDPR).
 PROCESSOR = "ActiveCampaign"
-
-
-def address_lines(text: str | None) -> list[str]:
-    """A postal address as its lines: a newline, a typed ``\\n`` or a ``;`` between them
-    (``Musterstraße 1; 10115 Berlin``), as the proof prints OPTIN_CONTROLLER_ADDRESS."""
-    text = (text or "").replace("\\n", "\n").replace(";", "\n")
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def identity(mailing_list: Any, settings: Settings) -> dict[str, Any]:

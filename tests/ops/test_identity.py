@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from optin.brand import AA_TEXT, brand_from, contrast_ratio, readable_shade
-from optin.ops.identity import address_lines, consent_html, identity, mask_address
+from optin.config.settings import address_lines
+from optin.ops.identity import consent_html, identity, mask_address
 
 
 @pytest.mark.parametrize(("address", "masked"), [
