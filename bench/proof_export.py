@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from optin import create_app  # noqa: E402
 from optin.consent import lists  # noqa: E402
 from optin.delivery.worker import Worker  # noqa: E402
-from optin.privacy import export  # noqa: E402
+from optin.privacy import proof_export  # noqa: E402
 
 
 def _seed(app, count: int) -> None:
@@ -51,10 +51,10 @@ def _timed(app, out: Path, workers: int, pdf: bool = True) -> float:
     with app.app_context():
         start = time.perf_counter()
         if pdf:
-            export.export_list("newsletter", out, "bench", workers=workers)
+            proof_export.export_list("newsletter", out, "bench", workers=workers)
         else:
-            with mock.patch.object(export, "_pdf_job", lambda html: b""):
-                export.export_list("newsletter", out, "bench", workers=1)
+            with mock.patch.object(proof_export, "_pdf_job", lambda html: b""):
+                proof_export.export_list("newsletter", out, "bench", workers=1)
         return time.perf_counter() - start
 
 

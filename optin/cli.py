@@ -40,7 +40,16 @@ from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
 from optin.models import LOCALES, MailingList, utcnow
 from optin.ops import metrics
-from optin.privacy import document, export, exports, import_files, imports, proof, retention, rights
+from optin.privacy import (
+    document,
+    exports,
+    import_files,
+    imports,
+    proof,
+    proof_export,
+    retention,
+    rights,
+)
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
@@ -518,11 +527,11 @@ def _export(slug: str, out: str | None, locale: str | None, workers: int | None,
     if email is not None or out is None:
         raise click.UsageError("--all exports a whole list into a folder: --all --out DIR, no EMAIL")
     mailing_list = _list_or_exit(slug)
-    total = len(export.addresses(mailing_list.id))
+    total = len(proof_export.addresses(mailing_list.id))
     with click.progressbar(length=total, label=f"proofs of {slug}", file=sys.stderr,
                            show_pos=True, show_eta=True) as bar:
-        manifest = export.export_list(slug, Path(out), actor, locale=locale,
-                                      workers=workers, progress=bar.update)
+        manifest = proof_export.export_list(slug, Path(out), actor, locale=locale,
+                                            workers=workers, progress=bar.update)
     minimized = manifest["minimized_addresses"]
     click.echo(f"{manifest['proofs']} proofs written to {out} (manifest.json, SHA256SUMS); "
                f"ledger {'intact' if manifest['ledger_ok'] else 'VERIFICATION FAILED'}"

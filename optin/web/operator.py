@@ -37,7 +37,7 @@ from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.ops.requestjson import Blueprint
-from optin.privacy import audit, document, export, proof, retention, rights
+from optin.privacy import audit, document, proof, proof_export, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
@@ -338,7 +338,7 @@ def consent_texts(slug: str) -> MailingList:
         "schema": ProblemSchema}}},
     422: {"description": PROBLEMS[422], "content": {"application/problem+json": {
         "schema": ProblemSchema}}}})
-def proof_export(slug: str) -> Response:
+def list_proofs(slug: str) -> Response:
     """Audit export: every proof of a list (PDF and JSON) and a manifest with hashes, as ZIP."""
     _known_list(slug)
     locale = request.args.get("locale") or None
@@ -346,7 +346,7 @@ def proof_export(slug: str) -> Response:
         return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
                        errors={"locale": ["Must be one of: de, en."]})
     with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
-        manifest = export.export_list(slug, Path(folder), _actor(), locale=locale, workers=1)
+        manifest = proof_export.export_list(slug, Path(folder), _actor(), locale=locale, workers=1)
         _detail(proofs=manifest["proofs"])
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
