@@ -510,7 +510,7 @@ def proof_command(email: str | None, slug: str, fmt: str, locale: str | None, ou
     elif fmt == "pdf":
         output = document.render_pdf(record, chosen)
     else:
-        output = proof.render_text(record) + "\n"
+        output = proof.render_text(record, chosen) + "\n"
     if out is not None:
         Path(out).write_bytes(output if isinstance(output, bytes) else output.encode())
     elif isinstance(output, bytes):
@@ -535,7 +535,8 @@ def _export(slug: str, out: str | None, locale: str | None, workers: int | None,
     minimized = manifest["minimized_addresses"]
     click.echo(f"{manifest['proofs']} proofs written to {out} (manifest.json, SHA256SUMS); "
                f"ledger {'intact' if manifest['ledger_ok'] else 'VERIFICATION FAILED'}"
-               + (f"; {minimized} minimized addresses have no proof left" if minimized else ""))
+               + (f"; {minimized} minimized addresses have no proof left (listed in manifest.json)"
+                  if minimized else ""))
     if not manifest["ledger_ok"]:
         sys.exit(1)
 
