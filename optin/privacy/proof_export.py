@@ -1,13 +1,20 @@
 """The audit export: every proof of a list as PDF and JSON, with a manifest of hashes.
 
 The proofs are built one after another in this process (each audited and noted on
-its ledger, like any proof), and laid out as PDF in a pool of worker processes:
-layout is WeasyPrint's pure CPU work, and needs no app or database
-(``document.render_record`` and ``document.pdf_of``). Files are named by the
-address's keyed hash, never by the address. ``manifest.json`` lists each file
-with its SHA-256 and the proof's document id and verdict; ``SHA256SUMS`` is the
-same for ``sha256sum -c``. Addresses already minimized have no proof left to
-print but their hash; the manifest counts them.
+its ledger, like any proof) and written as JSON at once; each one's document (HTML,
+then PDF) is laid out and written by a pool of worker processes: layout is
+WeasyPrint's pure CPU work, ≈ 0.3 s a proof against ≈ 0.03 s for the build, and
+needs no app or database (``document.render_record`` and ``document.pdf_of``). At
+most a few proofs per worker are in flight, so memory stays flat for any list size,
+and the manifest lists them in the order they were built, whichever worker finished
+first. Files are named by the address's keyed hash, never by the address.
+``manifest.json`` lists each file with its SHA-256 and the proof's document id and
+verdict; ``SHA256SUMS`` is the same for ``sha256sum -c``.
+
+Addresses whose every record on the list was minimized have no proof left to print:
+the manifest lists each such record under ``minimized`` (its keyed address hash, when
+and by which retention run it was minimized, the event kinds and dates its ledger
+keeps and that chain's verdict) with ``minimized_note`` saying what is kept and why.
 """
 
 from __future__ import annotations
@@ -16,21 +23,26 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from optin.config import current_settings
-from optin.consent import lists
+from optin.consent import ledger, lists
 from optin.extensions import db
 from optin.models import Subscription, utcnow
 from optin.privacy import document, proof
+from optin.privacy.wording import MINIMIZED_NOTE, ProofLocale
 from optin.schemas import ProofSchema
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: ``minimized`` lists the minimized records
+IN_FLIGHT_PER_WORKER = 3  # proofs handed to each worker ahead: keeps it busy, memory bounded
+BATCH = 500
 
 
 def addresses(list_id: int) -> list[str]:
@@ -41,13 +53,11 @@ def addresses(list_id: int) -> list[str]:
         .group_by(Subscription.email).order_by(func.min(Subscription.id))))
 
 
-def _minimized(list_id: int) -> int:
-    return db.session.scalar(select(func.count(func.distinct(Subscription.email_hash))).where(
-        Subscription.list_id == list_id, Subscription.email.is_(None))) or 0
-
-
-def _pdf_job(html: str) -> bytes:
-    return document.pdf_of(html)
+def _pdf_job(record: dict[str, Any], locale: ProofLocale, zone: str, path: str) -> str:
+    """In a worker: the proof's document laid out and written; its SHA-256."""
+    pdf = document.pdf_of(document.render_record(record, locale, zone)[0])
+    Path(path).write_bytes(pdf)
+    return hashlib.sha256(pdf).hexdigest()
 
 
 class _InProcess(Executor):
@@ -59,8 +69,10 @@ class _InProcess(Executor):
         return future
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _pool(workers: int) -> Executor:
+    if workers == 1:
+        return _InProcess()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def export_list(slug: str, out: Path, actor: str, *, locale: str | None = None,
@@ -75,43 +87,77 @@ def export_list(slug: str, out: Path, actor: str, *, locale: str | None = None,
     chosen = document.choose_locale(locale, mailing_list)
     zone = current_settings().proof_timezone
     out.mkdir(parents=True, exist_ok=True)
-    emails = addresses(mailing_list.id)
     workers = workers or os.cpu_count() or 1
-    pool: Executor = (_InProcess() if workers == 1 else ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn")))
+    pool = _pool(workers)
     entries: list[dict[str, Any]] = []
+    in_flight: deque[tuple[dict[str, Any], Future[str]]] = deque()
     try:
-        pending: list[tuple[dict[str, Any], Future[bytes]]] = []
-        for email in emails:
+        for email in addresses(mailing_list.id):
             record = ProofSchema().dump(proof.build(email, slug, actor, purpose="audit_export"))
             name = f"proof-{record['address_hash'][:16]}"
-            (out / f"{name}.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
-            html, _ = document.render_record(record, chosen, zone)
+            data = json.dumps(record, indent=2, ensure_ascii=False).encode()
+            (out / f"{name}.json").write_bytes(data)
             entry = {"address_hash": record["address_hash"], "document_id": record["document_id"],
                      "ledger_ok": record["ledger_ok"], "checkpoint": record.get("checkpoint"),
-                     "json": f"{name}.json", "pdf": f"{name}.pdf"}
-            pending.append((entry, pool.submit(_pdf_job, html)))
-            if len(pending) >= 4 * workers:  # keep the pool busy, memory bounded
-                entries.extend(_written(out, pending[:workers], progress))
-                del pending[:workers]
-        entries.extend(_written(out, pending, progress))
+                     "json": f"{name}.json", "pdf": f"{name}.pdf",
+                     "json_sha256": hashlib.sha256(data).hexdigest()}
+            in_flight.append((entry, pool.submit(_pdf_job, record, chosen, zone,
+                                                 str(out / entry["pdf"]))))
+            while len(in_flight) >= IN_FLIGHT_PER_WORKER * workers:
+                entries.append(_finished(in_flight.popleft(), progress))
+        while in_flight:
+            entries.append(_finished(in_flight.popleft(), progress))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return _manifest(out, mailing_list.slug, actor, chosen, entries, _minimized(mailing_list.id))
+    slug, list_id = mailing_list.slug, mailing_list.id
+    return _manifest(out, slug, actor, chosen, entries, list(minimized_records(list_id)))
 
 
-def _written(out: Path, pending: list[tuple[dict[str, Any], Future[bytes]]],
-             progress: Callable[[int], None]) -> Iterator[dict[str, Any]]:
-    for entry, future in pending:
-        (out / entry["pdf"]).write_bytes(future.result())
-        entry["json_sha256"] = _sha256(out / entry["json"])
-        entry["pdf_sha256"] = _sha256(out / entry["pdf"])
-        progress(1)
-        yield entry
+def _finished(job: tuple[dict[str, Any], Future[str]],
+              progress: Callable[[int], None]) -> dict[str, Any]:
+    entry, future = job
+    entry["pdf_sha256"] = future.result()
+    progress(1)
+    return entry
 
 
-def _manifest(out: Path, slug: str, actor: str, locale: str, entries: list[dict[str, Any]],
-              minimized: int) -> dict[str, Any]:
+def minimized_records(list_id: int) -> Iterator[dict[str, Any]]:
+    """The list's minimized records of addresses with no proof left (no record of the
+    address on the list keeps its address): what each one still holds."""
+    still_known = select(Subscription.email_hash).where(Subscription.list_id == list_id,
+                                                         Subscription.email.is_not(None))
+    last_id = 0
+    while True:
+        subs = db.session.scalars(
+            select(Subscription).where(Subscription.list_id == list_id,
+                                       Subscription.email.is_(None),
+                                       Subscription.email_hash.not_in(still_known),
+                                       Subscription.id > last_id)
+            .order_by(Subscription.id).limit(BATCH)
+            .options(selectinload(Subscription.events))).all()
+        if not subs:
+            return
+        for sub in subs:
+            events = list(sub.events)
+            problems = ledger.verify_subscription(sub, events)
+            run = next((e.details or {} for e in reversed(events) if e.kind == "minimized"), {})
+            yield {
+                "address_hash": sub.email_hash,
+                "subscription_id": sub.id,
+                "minimized_at": sub.minimized_at.isoformat() if sub.minimized_at else None,
+                "retention_rule": run.get("rule"),
+                "retention_run": run.get("run"),
+                "events": [{"seq": e.seq, "kind": e.kind, "at": e.at.isoformat()} for e in events],
+                "ledger_ok": not problems,
+                "ledger_problems": problems,
+                "ledger_head": sub.ledger_head,
+            }
+        last_id = subs[-1].id
+        db.session.expunge_all()
+
+
+def _manifest(out: Path, slug: str, actor: str, locale: ProofLocale,
+              entries: list[dict[str, Any]], minimized: list[dict[str, Any]]) -> dict[str, Any]:
     manifest = {
         "version": MANIFEST_VERSION,
         "list": slug,
@@ -119,16 +165,18 @@ def _manifest(out: Path, slug: str, actor: str, locale: str, entries: list[dict[
         "generated_by": actor,
         "locale": locale,
         "proofs": len(entries),
-        "ledger_ok": all(e["ledger_ok"] for e in entries),
-        "minimized_addresses": minimized,
+        "ledger_ok": all(e["ledger_ok"] for e in entries + minimized),
+        "minimized_addresses": len({m["address_hash"] for m in minimized}),
         # The signed checkpoints the proofs refer to,
         # each once (proof.covering_checkpoint), so the export can be checked offline.
         "checkpoints": _checkpoints(entries),
         "files": entries,
+        "minimized_note": MINIMIZED_NOTE[locale],
+        "minimized": minimized,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     sums = [f"{e[kind + '_sha256']}  {e[kind]}" for e in entries for kind in ("json", "pdf")]
-    sums.append(f"{_sha256(out / 'manifest.json')}  manifest.json")
+    sums.append(f"{hashlib.sha256((out / 'manifest.json').read_bytes()).hexdigest()}  manifest.json")
     (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     return manifest
 
