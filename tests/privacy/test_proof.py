@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import datetime, timedelta
 
 import pytest
@@ -233,6 +234,27 @@ def test_proof_not_found(client, app, newsletter, signed_up):
     assert refused.status_code == 404 and "never confirmed" in refused.json["detail"]
     assert client.get(never + "&format=docx", headers=AUTH).status_code == 422
     assert client.get(never + "&locale=fr", headers=AUTH).status_code == 422
+
+
+def test_a_template_edited_while_the_service_runs_shows_on_the_next_proof(app, client, anna,
+                                                                         tmp_path):
+    """Proofs keep each template's version while its files are unchanged (an audit export
+    builds thousands): an edit is seen by the very next proof."""
+    from optin.config import TEMPLATE_DIR
+    from optin.delivery.mailer import MailTemplates
+
+    override = tmp_path / "override" / "email"
+    override.mkdir(parents=True)
+    copy = override / "confirm.de.txt"
+    copy.write_text((TEMPLATE_DIR / "email" / "confirm.de.txt").read_text())  # the same, for now
+    app.extensions["optin.mail_templates"] = MailTemplates(override_dir=tmp_path / "override")
+    assert client.get(PROOF, headers=AUTH).json["consents"][0]["mails"][0][
+        "matches_current_template"] is True
+    copy.write_text(copy.read_text() + "Neue Zeile\n")
+    later = copy.stat().st_mtime + 5
+    os.utime(copy, (later, later))
+    assert client.get(PROOF, headers=AUTH).json["consents"][0]["mails"][0][
+        "matches_current_template"] is False
 
 
 def test_proof_after_the_template_changed(app, client, anna, tmp_path):
