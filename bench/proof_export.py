@@ -1,18 +1,19 @@
 """Benchmark: the audit export (`optin proof --list SLUG --all --out DIR`) of N proofs.
 
 Seeds ``--count`` addresses on one list through the service itself (signup, the
-confirmation mail sent by the worker to a mail folder, the click), on a fresh
-SQLite file (or ``--database-url``), then times, in the same run:
+confirmation mail sent by the worker to a mail folder, the click for every other one),
+on a fresh SQLite file (or ``--database-url``), then times, in the same run:
 
-1. the baseline: every proof built (audited, noted on its ledger) and written as
-   JSON only, no PDF (``--workers 1``, layout skipped),
-2. the export with PDF laid out in this process (``--workers 1``),
-3. the export with a pool of ``--workers`` processes (default: one per CPU),
+1. the baseline: the export with everything but the PDF layout (every proof built,
+   audited and noted on its ledger, written as JSON, its HTML rendered), in this process,
+2. the export as ``optin proof --all`` runs it: PDF laid out by a pool of ``--workers``
+   processes (default: one per CPU),
 
-and prints seconds, proofs per second, each as a ratio to the baseline, and what
-10,000 proofs take at the pool's rate.
+and prints, for each, the wall time and the CPU time (this process and its workers) per
+proof, the ratio to the baseline, and what 10,000 proofs take: at this run's wall rate,
+and on an idle machine (CPU time ÷ cores). The last line is the figures as JSON.
 
-    python bench/proof_export.py --count 200
+    python bench/proof_export.py --count 500
 """
 
 from __future__ import annotations
@@ -20,21 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flask_migrate import upgrade  # noqa: E402
+
 from optin import create_app  # noqa: E402
 from optin.consent import lists  # noqa: E402
+from optin.delivery.mailbox import newest_first  # noqa: E402
 from optin.delivery.worker import Worker  # noqa: E402
-from optin.privacy import export  # noqa: E402
+from optin.privacy import document, proof_export  # noqa: E402
 
 
-def _seed(app, count: int) -> None:
+def _seed(app, count: int, mail: Path) -> None:
     client = app.test_client()
     with app.app_context():
         lists.ensure_demo_list()
@@ -44,18 +50,32 @@ def _seed(app, count: int) -> None:
             "consent_text_version": 1, "first_name": f"Leser {n}",
             "source_url": "https://www.example.com/newsletter"},
             environ_base={"REMOTE_ADDR": f"192.0.2.{n % 250 + 1}"})
+        if n % 200 == 199:
+            Worker(app).drain()
+    Worker(app).drain()
+    # Every other one confirms: the proofs of a real list are mixed.
+    for n, sent in enumerate(newest_first(mail)):
+        confirm = [url for kind, url in sent.action_links if kind == "confirm"]
+        if n % 2 == 0 and confirm:
+            client.post(urlsplit(confirm[0]).path)
     Worker(app).drain()
 
 
-def _timed(app, out: Path, workers: int, pdf: bool = True) -> float:
+def _cpu() -> float:
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(app, out: Path, workers: int, pdf: bool = True) -> tuple[float, float, int]:
     with app.app_context():
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), _cpu()
         if pdf:
-            export.export_list("newsletter", out, "bench", workers=workers)
+            manifest = proof_export.export_list("newsletter", out, "bench", workers=workers)
         else:
-            with mock.patch.object(export, "_pdf_job", lambda html: b""):
-                export.export_list("newsletter", out, "bench", workers=1)
-        return time.perf_counter() - start
+            with mock.patch.object(document, "pdf_of", lambda html: b""):
+                manifest = proof_export.export_list("newsletter", out, "bench", workers=1)
+        return time.perf_counter() - wall, _cpu() - cpu, manifest["proofs"]
 
 
 def main() -> None:
@@ -72,21 +92,28 @@ def main() -> None:
         **({"OPTIN_DATABASE_URL": args.database_url} if args.database_url else {}),
     })
     with app.app_context():
-        from flask_migrate import upgrade
         upgrade()
-    _seed(app, args.count)
-    baseline = _timed(app, instance / "json-only", 1, pdf=False)
-    single = _timed(app, instance / "one-process", 1)
-    pool = _timed(app, instance / "pool", args.workers)
-    rows = {"json only (baseline)": baseline, "pdf, 1 process": single,
-            f"pdf, {args.workers} processes": pool}
-    for label, seconds in rows.items():
-        print(f"{label:<24} {seconds:8.1f} s  {args.count / seconds:7.2f} proofs/s  "
-              f"× {seconds / baseline:5.1f} baseline")
-    print(f"10,000 proofs at the pool's rate: {10_000 / (args.count / pool) / 60:.0f} min "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print(json.dumps({"count": args.count, "workers": args.workers,
-                      **{k: round(v, 2) for k, v in rows.items()}}))
+    seeded = time.perf_counter()
+    _seed(app, args.count, instance / "mail")
+    print(f"seeded {args.count} addresses in {time.perf_counter() - seeded:.0f} s", flush=True)
+    load = os.getloadavg()[0]
+    runs = {"baseline (all but the PDF layout)": _timed(app, instance / "json-only", 1, pdf=False),
+            f"pdf, {args.workers} processes": _timed(app, instance / "pool", args.workers)}
+    (base_wall, base_cpu, proofs), (wall, cpu, _) = runs.values()
+    for label, (w, c, n) in runs.items():
+        print(f"{label:<36} {w:8.1f} s  {w / n * 1000:7.1f} ms/proof wall ({w / base_wall:5.1f}× "
+              f"baseline)  {c / n * 1000:7.1f} ms/proof CPU ({c / base_cpu:5.1f}×)")
+    cores = os.cpu_count() or 1
+    at_rate, idle = 10_000 * wall / proofs, 10_000 * cpu / proofs / min(cores, args.workers + 1)
+    print(f"10,000 proofs: {at_rate / 60:.0f} min at this run's rate (load average "
+          f"{load:.1f} → {os.getloadavg()[0]:.1f} on {cores} CPUs), "
+          f"{idle / 60:.0f} min of CPU ÷ {min(cores, args.workers + 1)} cores on an idle machine")
+    print(json.dumps({"count": proofs, "workers": args.workers, "cores": cores,
+                      "baseline_wall_s": round(base_wall, 2), "baseline_cpu_s": round(base_cpu, 2),
+                      "pdf_wall_s": round(wall, 2), "pdf_cpu_s": round(cpu, 2),
+                      "per_10000_min_at_rate": round(at_rate / 60, 1),
+                      "per_10000_min_idle": round(idle / 60, 1), "loadavg_before": load,
+                      "loadavg_after": os.getloadavg()[0]}))
 
 
 if __name__ == "__main__":

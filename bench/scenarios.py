@@ -465,6 +465,29 @@ def imports(size: Size) -> list[Row]:
     ]
 
 
+# --- the audit export of proofs -----------------------------------------------------------
+
+
+def proof_export(size: Size) -> list[Row]:
+    """``optin proof --all`` of a list (``bench/proof_export.py``, its own process) against the
+    same export without the PDF layout, and what 10,000 proofs take."""
+    count = size.pick(500, 20)
+    proc = subprocess.run([sys.executable, "bench/proof_export.py", "--count", str(count)],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    (LOGS / "proof-export.log").write_text(proc.stdout + proc.stderr)
+    got = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    per, base = got["pdf_wall_s"] / got["count"], got["baseline_wall_s"] / got["count"]
+    say(f"proof export: {per * 1000:.0f} ms a proof against {base * 1000:.0f} ms without PDF; "
+        f"10,000 in {got['per_10000_min_at_rate']:.0f} min at this rate, "
+        f"{got['per_10000_min_idle']:.0f} min on an idle machine")
+    return [
+        Row("proof export", f"audit export of {count:,} proofs, s per proof (PDF + JSON)",
+            round(per, 3), round(base, 3), "the same export without the PDF layout",
+            "10,000 proofs ≤ 20 min", got["per_10000_min_at_rate"] <= 20, round(per / base, 1),
+            got),
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Size], list[Row]]] = {
     "signups": signups,
     "confirmations": confirmations,
@@ -475,4 +498,5 @@ SCENARIOS: dict[str, Callable[[Size], list[Row]]] = {
     "timing": timing,
     "mail_latency": mail_latency,
     "imports": imports,
+    "proof_export": proof_export,
 }

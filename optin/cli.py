@@ -40,7 +40,16 @@ from optin.delivery.worker import DESTINATIONS_EXTENSION, Worker
 from optin.extensions import db
 from optin.models import LOCALES, MailingList, utcnow
 from optin.ops import metrics
-from optin.privacy import document, export, exports, import_files, imports, proof, retention, rights
+from optin.privacy import (
+    document,
+    exports,
+    import_files,
+    imports,
+    proof,
+    proof_export,
+    retention,
+    rights,
+)
 from optin.schemas import BacklogSchema, ListDetailSchema, ProofSchema, ReceiptSchema
 from optin.web import embed
 
@@ -505,7 +514,7 @@ def proof_command(email: str | None, slug: str, fmt: str, locale: str | None, ou
     elif fmt == "pdf":
         output = document.render_pdf(record, chosen)
     else:
-        output = proof.render_text(record) + "\n"
+        output = proof.render_text(record, chosen) + "\n"
     if out is not None:
         Path(out).write_bytes(output if isinstance(output, bytes) else output.encode())
     elif isinstance(output, bytes):
@@ -522,15 +531,16 @@ def _export(slug: str, out: str | None, locale: str | None, workers: int | None,
     if email is not None or out is None:
         raise click.UsageError("--all exports a whole list into a folder: --all --out DIR, no EMAIL")
     mailing_list = _list_or_exit(slug)
-    total = len(export.addresses(mailing_list.id))
+    total = len(proof_export.addresses(mailing_list.id))
     with click.progressbar(length=total, label=f"proofs of {slug}", file=sys.stderr,
                            show_pos=True, show_eta=True) as bar:
-        manifest = export.export_list(slug, Path(out), actor, locale=locale,
-                                      workers=workers, progress=bar.update)
+        manifest = proof_export.export_list(slug, Path(out), actor, locale=locale,
+                                            workers=workers, progress=bar.update)
     minimized = manifest["minimized_addresses"]
     click.echo(f"{manifest['proofs']} proofs written to {out} (manifest.json, SHA256SUMS); "
                f"ledger {'intact' if manifest['ledger_ok'] else 'VERIFICATION FAILED'}"
-               + (f"; {minimized} minimized addresses have no proof left" if minimized else ""))
+               + (f"; {minimized} minimized addresses have no proof left (listed in manifest.json)"
+                  if minimized else ""))
     if not manifest["ledger_ok"]:
         sys.exit(1)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import textwrap
 import uuid
+import weakref
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 
@@ -32,9 +33,10 @@ from optin.models import (
     Subscription,
     utcnow,
 )
-from optin.privacy import audit
+from optin.privacy import audit, document
 from optin.privacy.import_rows import imported_evidence
 from optin.privacy.rights import identify, retention_note, subscriptions_of
+from optin.privacy.wording import EVENTS, LABELS, TEXT, ProofLocale
 from optin.schemas import ProofSchema
 
 MAIL_SENT = ("confirmation_sent", "welcome_sent", "goodbye_sent")
@@ -225,6 +227,21 @@ def _first(events: list[ConsentEvent], kind: str) -> ConsentEvent | None:
     return next((e for e in events if e.kind == kind), None)
 
 
+#: Template versions by mail templates and name: hashing a template's sources parses each
+#: of them (75 ms a proof, the most of a proof's build in an audit export); kept while the
+#: loader says the files are unchanged, as the mailer's own cache does.
+#: (The mailer sits in the delivery layer above this one: known here by what it does.)
+_VERSIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _version(templates: Any, template: str) -> Any:
+    known = _VERSIONS.setdefault(templates, {})
+    version = known.get(template)
+    if version is None or not all(check() for check in version.uptodate):
+        version = known[template] = templates.version(template)
+    return version
+
+
 class _TemplateCheck(TypedDict):
     matches_current_template: bool
     template_source: TemplateSource | None
@@ -240,7 +257,7 @@ def _template_source(template: str, recorded_sha256: str | None) -> _TemplateChe
     still identifies the version in version control.
     """
     try:
-        version = current_app.extensions["optin.mail_templates"].version(template)
+        version = _version(current_app.extensions["optin.mail_templates"], template)
     except TemplateNotFound:
         return {"matches_current_template": False, "template_source": None}
     matches = recorded_sha256 is not None and version.sha256 == recorded_sha256
@@ -595,9 +612,38 @@ def receipt(proof: Proof) -> Receipt:
     }
 
 
-def render_text(record: Proof) -> str:
-    """Plain text for the terminal (``optin proof``); the JSON has everything."""
+def _retention_words(cycle: dict[str, Any], locale: ProofLocale, zone: str) -> str:
+    """How long the cycle is kept, in the reader's language (as the document says it)."""
+    labels = LABELS[locale]
+    if cycle["status"] == "confirmed":
+        return labels["keep_confirmed"]
+    if cycle["status"] == "minimized":
+        return labels["keep_minimized"].format(date=document.day(cycle["minimized_at"], locale, zone))
+    key = ("keep_pending" if cycle["status"] == "pending" else
+           "keep_withdrawn" if cycle["confirmation"] else "keep_withdrawn_pending")
+    return labels[key].format(date=document.day(cycle["retain_until"], locale, zone))
+
+
+def _imported_words(imported: dict[str, Any], locale: ProofLocale, zone: str) -> str:
+    labels = LABELS[locale]
+    evidence = imported["evidence"]
+
+    def ip(role: str) -> str:
+        return labels["imp_from"].format(ip=evidence[role]) if evidence.get(role) else ""
+
+    return labels["imp_summary"].format(
+        source=labels.get(f"imp_source_{imported['source']}", imported["source"]),
+        date=document.day(imported["imported_at"], locale, zone),
+        signup=evidence.get("signup_time") or labels["imp_not_given"], signup_ip=ip("signup_ip"),
+        confirm=evidence.get("confirm_time") or labels["imp_not_given"], confirm_ip=ip("confirm_ip"))
+
+
+def render_text(record: Proof, locale: ProofLocale = "en") -> str:
+    """Plain text for the terminal (``optin proof``), in German or English; the JSON has
+    everything."""
     proof = ProofSchema().dump(record)
+    words, labels = TEXT[locale], LABELS[locale]
+    zone = current_settings().proof_timezone
     out: list[str] = []
     info = proof["list"]
 
@@ -605,58 +651,66 @@ def render_text(record: Proof) -> str:
         if value not in (None, "", [], {}):
             out.append(f"  {label:<22} {value}")
 
-    out += [proof["title"], f"Address: {proof['address']}  (hash {proof['address_hash']})",
-            f"List: {info['slug']} ({info['name']}), controller: {info['controller']}",
-            f"Generated {proof['generated_at']} by {proof['generated_by']}",
-            f"Ledger: {'verified, intact' if proof['ledger_ok'] else 'VERIFICATION FAILED'}", ""]
+    imported = bool(proof["consents"]) and all(c.get("imported") for c in proof["consents"])
+    out += [words["title_imported" if imported else "title"],
+            words["address"].format(address=proof["address"], hash=proof["address_hash"]),
+            words["list"].format(slug=info["slug"], name=info["name"],
+                                 controller=info["controller"]),
+            words["generated"].format(at=proof["generated_at"], by=proof["generated_by"]),
+            words["ledger"].format(verdict=words["ledger_ok" if proof["ledger_ok"]
+                                                 else "ledger_failed"]), ""]
     for n, c in enumerate(proof["consents"], 1):
-        out.append(f"Consent cycle {n} (subscription {c['subscription_id']}, status {c['status']})")
-        line("retention", c["retention"])
+        out.append(words["cycle"].format(n=n, id=c["subscription_id"],
+                                         status=labels.get(f"status_{c['status']}", c["status"])))
+        line(words["retention"], _retention_words(c, locale, zone))
         if c.get("imported"):
-            out.extend(textwrap.wrap(c["imported"]["summary"], 76, initial_indent="  ",
-                                     subsequent_indent="  "))
-            line("imported by", f"{c['imported']['operator']} from {c['imported']['file']} "
-                 f"(SHA-256 {c['imported']['file_sha256']}), row {c['imported']['row']}")
-            line("missing in the source", ", ".join(c["imported"]["missing"]))
+            out.extend(textwrap.wrap(_imported_words(c["imported"], locale, zone), 76,
+                                     initial_indent="  ", subsequent_indent="  "))
+            line(words["imported_by"], words["imported_from"].format(
+                operator=c["imported"]["operator"], file=c["imported"]["file"],
+                sha=c["imported"]["file_sha256"], row=c["imported"]["row"]))
+            line(words["missing"], ", ".join(c["imported"]["missing"]))
         text = c["consent_text"]
         if text:
-            line("consent text", f"v{text['version']} {text['locale']} sha256 {text['sha256']}"
-                 f"{'' if text['sha256_verified'] else ' (TEXT DOES NOT MATCH ITS HASH)'}")
+            line(words["consent_text"], f"v{text['version']} {text['locale']} sha256 "
+                 f"{text['sha256']}{'' if text['sha256_verified'] else words['text_bad']}")
             out.extend(textwrap.wrap(text["text"], 76, initial_indent="    > ",
                                      subsequent_indent="    > "))
         for s in c["signups"]:
             shown = s["consent_text"]
-            line(f"signup #{s['seq']}", f"{s['at']}  IP {s['ip']}  UA {s['user_agent']}"
-                 f"{'  (CONFIRMED)' if s['confirmed'] else ''}")
-            line("  source URL", s["source_url"])
-            line("  consent text", shown and f"v{shown['version']} {shown['locale']}")
-            line("  entered", s["entered"])
-            line("  outcome", s["action"])
+            line(words["signup"].format(seq=s["seq"]), f"{s['at']}  IP {s['ip']}  UA "
+                 f"{s['user_agent']}{words['confirmed_mark'] if s['confirmed'] else ''}")
+            line(words["source_url"], s["source_url"])
+            line(words["shown_text"], shown and f"v{shown['version']} {shown['locale']}")
+            line(words["entered"], s["entered"])
+            line(words["outcome"], s["action"])
         for m in c["mails"]:
             if m["kind"] == "confirmation_sent":
-                line("confirmation mail", f"{m['sent_at']}  {m['message_id']}"
-                     f"{'  for signup #' + str(m['signup_seq']) if m.get('signup_seq') else ''}")
-                line("  template", f"{m['template']} sha256 {m['template_sha256']}")
-                line("  subject", m["subject"])
-                line("  text sha256", m["text_sha256"])
+                line(words["mail"], f"{m['sent_at']}  {m['message_id']}" + (
+                    words["for_signup"].format(seq=m["signup_seq"]) if m.get("signup_seq") else ""))
+                line(words["template"], f"{m['template']} sha256 {m['template_sha256']}")
+                line(words["subject"], m["subject"])
+                line(words["text_sha"], m["text_sha256"])
         if c["confirmation"]:
             k = c["confirmation"]
-            line("confirmed", f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}"
-                 f"{'  signup #' + str(k['signup_seq']) if k.get('signup_seq') else ''}")
+            line(words["confirmed"], f"{k['at']}  IP {k['ip']}  UA {k['user_agent']}" + (
+                words["confirmed_signup"].format(seq=k["signup_seq"]) if k.get("signup_seq")
+                else ""))
         if c["withdrawal"]:
-            line("withdrawn", f"{c['withdrawal']['at']} via {c['withdrawal']['channel']}")
-        line("erased", c["erased_at"])
-        line("minimized", c["minimized_at"])
-        out.append("  events:")
+            line(words["withdrawn"], f"{c['withdrawal']['at']} {words['via']} "
+                 f"{c['withdrawal']['channel']}")
+        line(words["erased"], c["erased_at"])
+        line(words["minimized"], c["minimized_at"])
+        out.append(words["events"])
         for e in c["events"]:
-            out.append(f"    #{e['seq']:<3} {e['at']}  {e['kind']:<24} {e['origin']}"
-                       f"{'  (redacted)' if e['redacted_at'] else ''}")
-        verdict = "intact" if c["ledger"]["ok"] else "; ".join(c["ledger"]["problems"])
-        line("ledger", f"{c['ledger']['events']} events, {verdict}")
+            kind = EVENTS[locale].get(e["kind"], e["kind"])
+            out.append(f"    #{e['seq']:<3} {e['at']}  {kind:<26} {e['origin']}"
+                       f"{words['redacted'] if e['redacted_at'] else ''}")
+        verdict = words["intact"] if c["ledger"]["ok"] else "; ".join(c["ledger"]["problems"])
+        line(words["chain"], words["chain_verdict"].format(n=c["ledger"]["events"], verdict=verdict))
         anchor = c.get("checkpoint")
-        line("signed checkpoint", anchor and (
-            f"#{anchor['checkpoint']} of {anchor['at']} covers events #1..#"
-            f"{anchor['covers_events_through']} (root {anchor['root']}, key {anchor['key_id']})"))
+        line(words["checkpoint"], anchor and words["checkpoint_line"].format(
+            n=anchor["checkpoint"], at=anchor["at"], through=anchor["covers_events_through"],
+            root=anchor["root"], key=anchor["key_id"]))
         out.append("")
     return "\n".join(out)
-

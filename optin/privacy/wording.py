@@ -125,6 +125,57 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
         "purpose_default": "Newsletter „{name}“ per E-Mail",
         "none": "–",
         "notes": "Hinweise",
+        # The signed checkpoint of a consent cycle (templates/pages/_proof_checkpoint.html).
+        "cp_title": "Signierter Checkpoint",
+        "cp_covered": "Die Ereignisse Nr. 1 bis Nr. {through} dieser Einwilligung sind von "
+                      "Protokoll-Checkpoint {n} erfasst, außerhalb der Datenbank veröffentlicht "
+                      "({file})",
+        "cp_tsa": ", mit einem Zeitstempel einer RFC-3161-Zeitstempelstelle",
+        "cp_signed_at": "Signiert:",
+        "cp_later": "Spätere Ereignisse erfasst der nächste Checkpoint.",
+        "cp_check": "Jeder kann ihn ohne diesen Dienst prüfen:",
+        "cp_check_with": "mit der veröffentlichten Datei und dem JSON dieses Nachweises (der "
+                         "Zeitstempel steht im JSON).",
+        "cp_root": "Merkle-Wurzel ({n} Ketten)",
+        "cp_leaf": "Kopf der Kette (Blatt {n})",
+        "cp_path": "Merkle-Pfad",
+        "cp_only_chain": "– (die einzige Kette)",
+        "cp_statement": "Signierte Erklärung",
+        "cp_signature": "Ed25519-Signatur",
+        "cp_key": "Öffentlicher Schlüssel (ID {id})",
+        "cp_none": "Noch kein veröffentlichter Checkpoint erfasst die Ereignisse dieser "
+                   "Einwilligung (Checkpoints werden alle paar Minuten signiert).",
+        # An imported consent (templates/pages/_proof_imported.html).
+        "imp_title": "Importierte Einwilligung: Nachweise aus {source}",
+        "imp_source_mailchimp": "Mailchimp",
+        "imp_source_csv": "einer CSV-Datei",
+        "imp_source_activecampaign": "ActiveCampaign",
+        "imp_summary": "Nachweise importiert aus {source} am {date}: Anmeldung {signup}{signup_ip}, "
+                       "bestätigt {confirm}{confirm_ip}. Diese Einwilligung wurde nicht von "
+                       "diesem Dienst aufgezeichnet (hier kein Double-Opt-In); die Nachweise "
+                       "sind so wiedergegeben, wie die Quelle sie lieferte.",
+        "imp_not_given": "nicht angegeben",
+        "imp_from": " von {ip}",
+        "imp_imported": "Importiert",
+        "imp_file": "Datei",
+        "imp_row": "Datensatz {row} (Zeile {line})",
+        "imp_file_sha": "SHA-256 der Datei",
+        "imp_status": "Status in der Quelle",
+        "imp_status_subscribed": "angemeldet (subscribed)",
+        "imp_status_unsubscribed": "abgemeldet (unsubscribed)",
+        "imp_status_cleaned": "bereinigt, unzustellbar (cleaned)",
+        "imp_status_nonsubscribed": "nie angemeldet (nonsubscribed)",
+        "imp_role_signup_time": "Zeitpunkt der Anmeldung",
+        "imp_role_signup_ip": "IP-Adresse der Anmeldung",
+        "imp_role_confirm_time": "Zeitpunkt der Bestätigung",
+        "imp_role_confirm_ip": "IP-Adresse der Bestätigung",
+        "imp_role_withdrawn_time": "Zeitpunkt des Widerrufs",
+        "imp_role_consent_text": "Einwilligungstext",
+        "imp_role_consent_text_version": "Version des Einwilligungstextes",
+        "imp_role_source_url": "Quell-URL",
+        "imp_read_as": "gelesen als",
+        "imp_missing": "fehlt in der Quelle",
+        "imp_redacted": "Die Nachweise wurden minimiert, als die Nachweispflicht endete.",
     },
     "en": {
         "title": "Proof of consent (double opt-in)",
@@ -236,6 +287,54 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
         "purpose_default": "Newsletter “{name}” by email",
         "none": "–",
         "notes": "Notes",
+        "cp_title": "Signed checkpoint",
+        "cp_covered": "Events #1 to #{through} of this cycle are covered by ledger checkpoint "
+                      "{n}, published outside the database ({file})",
+        "cp_tsa": ", time-stamped by an RFC 3161 authority",
+        "cp_signed_at": "Signed:",
+        "cp_later": "Later events are covered by the next checkpoint.",
+        "cp_check": "Anyone can check it without this service:",
+        "cp_check_with": "with the published file and this proof's JSON (the time-stamp token is "
+                         "in the JSON).",
+        "cp_root": "Merkle root ({n} chains)",
+        "cp_leaf": "Chain head (leaf {n})",
+        "cp_path": "Merkle path",
+        "cp_only_chain": "– (the only chain)",
+        "cp_statement": "Signed statement",
+        "cp_signature": "Ed25519 signature",
+        "cp_key": "Public key (id {id})",
+        "cp_none": "No published checkpoint covers this cycle's events yet (checkpoints are "
+                   "signed every few minutes).",
+        "imp_title": "Imported consent: evidence from {source}",
+        "imp_source_mailchimp": "Mailchimp",
+        "imp_source_csv": "a CSV file",
+        "imp_source_activecampaign": "ActiveCampaign",
+        "imp_summary": "Evidence imported from {source} on {date}: opt-in {signup}{signup_ip}, "
+                       "confirmed {confirm}{confirm_ip}. This consent was not recorded by this "
+                       "service (no double opt-in made here); the evidence is as the source gave "
+                       "it.",
+        "imp_not_given": "not given",
+        "imp_from": " from {ip}",
+        "imp_imported": "Imported",
+        "imp_file": "File",
+        "imp_row": "row {row} (line {line})",
+        "imp_file_sha": "SHA-256 of the file",
+        "imp_status": "Status in the source",
+        "imp_status_subscribed": "subscribed",
+        "imp_status_unsubscribed": "unsubscribed",
+        "imp_status_cleaned": "cleaned (undeliverable)",
+        "imp_status_nonsubscribed": "never subscribed (nonsubscribed)",
+        "imp_role_signup_time": "signup time",
+        "imp_role_signup_ip": "signup IP",
+        "imp_role_confirm_time": "confirm time",
+        "imp_role_confirm_ip": "confirm IP",
+        "imp_role_withdrawn_time": "withdrawn time",
+        "imp_role_consent_text": "consent text",
+        "imp_role_consent_text_version": "consent text version",
+        "imp_role_source_url": "source URL",
+        "imp_read_as": "read as",
+        "imp_missing": "missing in the source",
+        "imp_redacted": "The evidence was minimized when the proof obligation lapsed.",
     },
 }
 
@@ -286,4 +385,112 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
         "accessed": "access request answered", "synced": "synced to ActiveCampaign",
         "sync_skipped": "sync skipped", "minimized": "minimized",
     },
+}
+
+#: The plain-text proof for the terminal (``optin proof EMAIL --list SLUG``).
+TEXT: dict[ProofLocale, dict[str, str]] = {
+    "de": {
+        "title": "Nachweis der Einwilligung (Double-Opt-In)",
+        "title_imported": "Nachweis der Einwilligung (aus einem anderen System importierte "
+                          "Nachweise)",
+        "address": "Adresse: {address}  (Hash {hash})",
+        "list": "Verteiler: {slug} ({name}), Verantwortlicher: {controller}",
+        "generated": "Erstellt {at} von {by}",
+        "ledger": "Protokoll: {verdict}",
+        "ledger_ok": "geprüft, unverändert",
+        "ledger_failed": "PRÜFUNG FEHLGESCHLAGEN",
+        "cycle": "Einwilligung {n} (Abonnement {id}, Status {status})",
+        "retention": "Aufbewahrung",
+        "imported_by": "importiert von",
+        "imported_from": "{operator} aus {file} (SHA-256 {sha}), Datensatz {row}",
+        "missing": "fehlt in der Quelle",
+        "consent_text": "Einwilligungstext",
+        "text_bad": " (TEXT STIMMT NICHT MIT SEINEM HASH ÜBEREIN)",
+        "signup": "Anmeldung #{seq}",
+        "confirmed_mark": "  (BESTÄTIGT)",
+        "source_url": "  Quell-URL",
+        "shown_text": "  Einwilligungstext",
+        "entered": "  eingegeben",
+        "outcome": "  Ergebnis",
+        "mail": "Bestätigungsmail",
+        "for_signup": "  für Anmeldung #{seq}",
+        "template": "  Vorlage",
+        "subject": "  Betreff",
+        "text_sha": "  SHA-256 des Textes",
+        "confirmed": "bestätigt",
+        "confirmed_signup": "  Anmeldung #{seq}",
+        "withdrawn": "widerrufen",
+        "via": "über",
+        "erased": "gelöscht",
+        "minimized": "minimiert",
+        "events": "  Ereignisse:",
+        "redacted": "  (minimiert)",
+        "chain": "Protokoll",
+        "chain_verdict": "{n} Ereignisse, {verdict}",
+        "intact": "unverändert",
+        "checkpoint": "signierter Checkpoint",
+        "checkpoint_line": "#{n} vom {at} erfasst die Ereignisse #1..#{through} (Wurzel {root}, "
+                           "Schlüssel {key})",
+    },
+    "en": {
+        "title": "Proof of consent (double opt-in)",
+        "title_imported": "Proof of consent (evidence imported from another system)",
+        "address": "Address: {address}  (hash {hash})",
+        "list": "List: {slug} ({name}), controller: {controller}",
+        "generated": "Generated {at} by {by}",
+        "ledger": "Ledger: {verdict}",
+        "ledger_ok": "verified, intact",
+        "ledger_failed": "VERIFICATION FAILED",
+        "cycle": "Consent cycle {n} (subscription {id}, status {status})",
+        "retention": "retention",
+        "imported_by": "imported by",
+        "imported_from": "{operator} from {file} (SHA-256 {sha}), row {row}",
+        "missing": "missing in the source",
+        "consent_text": "consent text",
+        "text_bad": " (TEXT DOES NOT MATCH ITS HASH)",
+        "signup": "signup #{seq}",
+        "confirmed_mark": "  (CONFIRMED)",
+        "source_url": "  source URL",
+        "shown_text": "  consent text",
+        "entered": "  entered",
+        "outcome": "  outcome",
+        "mail": "confirmation mail",
+        "for_signup": "  for signup #{seq}",
+        "template": "  template",
+        "subject": "  subject",
+        "text_sha": "  text sha256",
+        "confirmed": "confirmed",
+        "confirmed_signup": "  signup #{seq}",
+        "withdrawn": "withdrawn",
+        "via": "via",
+        "erased": "erased",
+        "minimized": "minimized",
+        "events": "  events:",
+        "redacted": "  (redacted)",
+        "chain": "ledger",
+        "chain_verdict": "{n} events, {verdict}",
+        "intact": "intact",
+        "checkpoint": "signed checkpoint",
+        "checkpoint_line": "#{n} of {at} covers events #1..#{through} (root {root}, key {key})",
+    },
+}
+
+#: The audit export's word on minimized records (``manifest.json``: ``minimized_note``).
+MINIMIZED_NOTE: dict[ProofLocale, str] = {
+    "de": "Diese Datensätze wurden minimiert, als die Nachweispflicht endete (Aufbewahrung bis "
+          "zum Ende des Widerrufsjahres plus der Verjährungsfrist, §§ 195, 199 BGB; nie "
+          "bestätigte Anmeldungen nach OPTIN_PENDING_RETENTION_DAYS Tagen): Adresse, Namen, "
+          "Felder, IP-Adressen und User-Agents sind gelöscht (Art. 5 Abs. 1 lit. c und e, "
+          "Art. 17 DSGVO), daher gibt es keinen Nachweis mehr zu drucken. Erhalten bleiben nur "
+          "der Schlüssel-Hash der Adresse (HMAC-SHA256, für die Sperrliste und die Frage, ob "
+          "diese Adresse je eingewilligt hat), Art und Zeitpunkt jedes Ereignisses und die "
+          "Hash-Kette, deren Prüfung hier für jeden Datensatz angegeben ist.",
+    "en": "These records were minimized when the proof obligation lapsed (kept until the end of "
+          "the withdrawal year plus the limitation period, §§ 195, 199 BGB; signups never "
+          "confirmed after OPTIN_PENDING_RETENTION_DAYS days): the address, names, fields, IP "
+          "addresses and user agents are deleted (Art. 5(1)(c) and (e), Art. 17 GDPR), so there "
+          "is no proof left to print. What remains is the keyed hash of the address "
+          "(HMAC-SHA256, for suppression and to answer whether this address ever consented), "
+          "the kind and time of each event, and the hash chain, whose verification is given "
+          "here for each record.",
 }

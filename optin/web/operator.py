@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import logging
 import tempfile
 import zipfile
@@ -24,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, jsonify, request, send_file
 from werkzeug.exceptions import UnprocessableEntity
 
 from optin.config import current_settings
@@ -37,7 +36,7 @@ from optin.models import MailingList, OutboxItem, RetentionRun
 from optin.ops import metrics
 from optin.ops.problems import field_errors, problem
 from optin.ops.requestjson import Blueprint
-from optin.privacy import audit, document, export, proof, retention, rights
+from optin.privacy import audit, document, proof, proof_export, retention, rights
 from optin.schemas import (
     ConsentTextsSchema,
     ContactExportSchema,
@@ -338,23 +337,32 @@ def consent_texts(slug: str) -> MailingList:
         "schema": ProblemSchema}}},
     422: {"description": PROBLEMS[422], "content": {"application/problem+json": {
         "schema": ProblemSchema}}}})
-def proof_export(slug: str) -> Response:
+def list_proofs(slug: str) -> Response:
     """Audit export: every proof of a list (PDF and JSON) and a manifest with hashes, as ZIP."""
     _known_list(slug)
     locale = request.args.get("locale") or None
     if locale not in (None, "de", "en"):
         return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
                        errors={"locale": ["Must be one of: de, en."]})
-    with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
-        manifest = export.export_list(slug, Path(folder), _actor(), locale=locale, workers=1)
-        _detail(proofs=manifest["proofs"])
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(folder).iterdir()):
-                archive.write(path, f"proofs-{slug}/{path.name}")
-    response = Response(buffer.getvalue(), mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="proofs-{slug}.zip"'
-    return response
+    # On disk, not in memory: the folder while it is written, then the ZIP, which is
+    # sent from its file and deleted once sent (a temporary file closed by the response).
+    archive_file = tempfile.TemporaryFile(prefix="optin-export-")  # noqa: SIM115 (see above)
+    try:
+        with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
+            manifest = proof_export.export_list(slug, Path(folder), _actor(), locale=locale,
+                                                workers=1)
+            _detail(proofs=manifest["proofs"])
+            with zipfile.ZipFile(archive_file, "w", zipfile.ZIP_DEFLATED) as archive:
+                for path in sorted(Path(folder).iterdir()):
+                    # A PDF is compressed already: stored as it is.
+                    archive.write(path, f"proofs-{slug}/{path.name}", compress_type=(
+                        zipfile.ZIP_STORED if path.suffix == ".pdf" else zipfile.ZIP_DEFLATED))
+    except BaseException:
+        archive_file.close()
+        raise
+    archive_file.seek(0)
+    return send_file(archive_file, mimetype="application/zip", as_attachment=True,
+                     download_name=f"proofs-{slug}.zip")
 
 
 # --- outbox, retention, stats ---------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -32,8 +33,10 @@ from optin.models import (
     Subscription,
     utcnow,
 )
+from optin.privacy import wording
 
 from ..conftest import LEDGER_KEY, NEXT_LEDGER_KEY
+from ..privacy.test_document import english_left
 
 
 def public_key(seed: str) -> str:
@@ -357,11 +360,20 @@ def test_standalone_check_of_the_file_and_a_proofs_path(history, runner, tmp_pat
     assert section["checkpoint"] == 1 and section["public_key"] == public_key(LEDGER_KEY)
     assert section["leaf"]["seq"] == section["covers_events_through"] >= 4
     (tmp_path / "proof.json").write_text(result.output)
-    page = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter", "--format", "html"])
+    page = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter", "--format", "html",
+                               "--locale", "en"])
     assert "Signed checkpoint" in page.output and section["root"] in page.output
     assert section["signature"] in page.output and section["public_key"] in page.output
-    text = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter"]).output
+    german = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter", "--format",
+                                 "html"]).output  # the list's language
+    assert "Signierter Checkpoint" in german and f"Merkle-Wurzel ({section['tree_size']} Ketten)" in german
+    assert "außerhalb der Datenbank veröffentlicht" in german and section["root"] in german
+    assert "Signed checkpoint" not in german and "Anyone can check" not in german
+    text = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter",
+                               "--locale", "en"]).output
     assert f"#1 of {section['at']} covers events #1..#{section['covers_events_through']}" in text
+    text = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter"]).output
+    assert f"#1 vom {section['at']} erfasst die Ereignisse #1..#" in text
     command = [sys.executable, "-m", "optin.consent.checkpoint_file", str(path),
                "--public-key", public_key(LEDGER_KEY), "--proof", str(tmp_path / "proof.json")]
     check = subprocess.run(command, capture_output=True, text=True)
@@ -375,6 +387,23 @@ def test_standalone_check_of_the_file_and_a_proofs_path(history, runner, tmp_pat
     wrong_key = [*command[:5], public_key(NEXT_LEDGER_KEY)]
     check = subprocess.run(wrong_key, capture_output=True, text=True)
     assert check.returncode == 1 and "not a trusted key" in check.stderr
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs poppler-utils")
+def test_the_german_pdf_names_its_checkpoint_in_german(history, runner, tmp_path):
+    checkpoint(runner)
+    out = tmp_path / "proof.pdf"
+    result = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter", "--format", "pdf",
+                                 "--out", str(out)])  # the list's language: German
+    assert result.exit_code == 0, result.output
+    text = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+    flat = " ".join(text.split())
+    for german in ("Signierter Checkpoint", "von Protokoll-Checkpoint 1 erfasst",
+                   "Jeder kann ihn ohne diesen Dienst prüfen", "Ed25519-Signatur",
+                   "Öffentlicher Schlüssel (ID", "Merkle-Pfad", "Signierte Erklärung"):
+        assert german in flat, german
+    assert english_left(text, wording.LABELS, wording.EVENTS) == []
 
 
 def test_public_key_and_new_key_commands(app, runner, signed_config):

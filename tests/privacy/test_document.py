@@ -45,6 +45,23 @@ def test_both_languages_say_everything():
     assert wording.LABELS["de"].keys() == wording.LABELS["en"].keys()
     assert wording.EVENTS["de"].keys() == wording.EVENTS["en"].keys()
     assert len(wording.LEGAL_NOTES["de"]) == len(wording.LEGAL_NOTES["en"])
+    assert wording.TEXT["de"].keys() == wording.TEXT["en"].keys()
+    assert wording.MINIMIZED_NOTE.keys() == {"de", "en"}
+
+
+def english_left(text: str, *tables: dict) -> list[str]:
+    """The English words of ``tables`` (``wording`` dictionaries by language) found in a
+    German ``text``: each English phrase that differs from its German one, up to its first
+    placeholder, if it is long enough to mean something."""
+    flat = " ".join(text.split())
+    found = []
+    for table in tables:
+        for key, english in table["en"].items():
+            phrase = " ".join(english.split("{")[0].split()).strip(" :(")
+            german = table["de"][key].split("{")[0].strip(" :(")
+            if len(phrase) >= 10 and phrase not in german and phrase in flat:
+                found.append(phrase)
+    return found
 
 
 @pytest.mark.parametrize(("moment", "locale", "expected"), [

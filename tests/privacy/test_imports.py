@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from sqlalchemy import func, select
 from optin.consent import ledger
 from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, JobState, Subscription, Suppression
+from optin.privacy import wording
 from optin.privacy.import_rows import ImportRow
 from optin.privacy.imports import IMPORTED, KNOWN, SUPPRESSED, WITHDRAWN, Known, decide
 
 from ..conftest import ADMIN_TOKEN
+from .test_document import english_left
 
 MC_HEADER = ["Email Address", "First Name", "Last Name", "Company", "MEMBER_RATING", "OPTIN_TIME",
              "OPTIN_IP", "CONFIRM_TIME", "CONFIRM_IP", "LATITUDE", "LONGITUDE", "GMTOFF",
@@ -319,7 +322,7 @@ def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
     monkeypatch.chdir(tmp_path)
     path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org", CONFIRM_IP="")])
     assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
-    text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter")
+    text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter", "--locale", "en")
     assert text.exit_code == 0, text.output
     flat = " ".join(text.output.split())
     assert flat.startswith("Proof of consent (evidence imported from another system)")
@@ -333,12 +336,41 @@ def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
     cycle = answer.get_json()["consents"][0]
     assert cycle["imported"]["source"] == "mailchimp" and cycle["confirmation"] is None
     assert cycle["imported"]["evidence"]["confirm_ip"] is None
-    page = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+    page = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter&locale=en",
                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
                                "Accept": "text/html"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Imported consent: evidence from Mailchimp" in html
     assert "OPTIN_TIME" in html and "missing in the source" in html
+    assert "opt-in 2021-03-04 10:11:12 from 198.51.100.4" in html
+
+
+def test_the_proof_of_an_imported_consent_in_german(app, runner, newsletter, client, tmp_path,
+                                                    monkeypatch):
+    """The list's language (de): the imported-evidence section and the text proof say it in
+    German, with no English words of theirs left."""
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org", CONFIRM_IP="")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    page = client.get("/v1/contacts/proof?email=ada@example.org&list=newsletter",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "text/html"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and '<html lang="de">' in html
+    assert "Importierte Einwilligung: Nachweise aus Mailchimp" in html
+    assert "Anmeldung 2021-03-04 10:11:12 von 198.51.100.4" in html
+    assert "hier kein Double-Opt-In" in html and "fehlt in der Quelle" in html
+    assert "IP-Adresse der Bestätigung (CONFIRM_IP)" in html and "Status in der Quelle" in html
+    for english in ("Imported consent", "evidence from", "missing in the source", "Status in the",
+                    "SHA-256 of the file", "No published checkpoint", "Signed checkpoint"):
+        assert english not in html, english
+    assert english_left(re.sub(r"<[^>]+>", " ", html), wording.LABELS, wording.EVENTS) == []
+    text = invoke(runner, "proof", "ada@example.org", "--list", "newsletter")
+    flat = " ".join(text.output.split())
+    assert flat.startswith("Nachweis der Einwilligung (aus einem anderen System importierte")
+    assert "Nachweise importiert aus Mailchimp am" in flat and "fehlt in der Quelle" in flat
+    for english in ("Proof of consent", "Evidence imported", "missing in the source", "imported by",
+                    "Consent cycle", "Ledger:", "events:", "retention"):
+        assert english not in flat, english
 
 
 def test_ctrl_c_in_a_real_import_process_then_the_same_command_resumes(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,8 +12,10 @@ from sqlalchemy import select
 
 from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, utcnow
+from optin.privacy import wording
 
 from ..conftest import ADMIN_TOKEN, deliver, links, signup
+from .test_document import english_left
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PROOF = "/v1/contacts/proof?email=anna@example.org&list=newsletter"
@@ -137,7 +140,7 @@ def test_receipt_names_the_controller_policy_and_purpose_set_by_the_operator(cli
 
 
 def test_proof_cli_in_every_format(app, runner, anna):
-    text = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter"])
+    text = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter", "--locale", "en"])
     assert text.exit_code == 0, text.output
     assert "Ledger: verified, intact" in text.output
     assert "IP 198.51.100.20" in text.output and "confirm.de" in text.output
@@ -158,6 +161,23 @@ def test_proof_cli_in_every_format(app, runner, anna):
     assert missing.exit_code == 1 and "no list 'nope'" in missing.output
 
 
+def test_the_text_proof_follows_the_locale(runner, anna):
+    """``optin proof EMAIL --list SLUG``: German for a German list (like the document), English
+    with --locale en; no English word of the text proof in the German one."""
+    german = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter"])
+    assert german.exit_code == 0, german.output
+    for expected in ("Nachweis der Einwilligung (Double-Opt-In)", "Protokoll: geprüft, unverändert",
+                     "Einwilligung 1 (Abonnement 1, Status bestätigt)", "Anmeldung #1",
+                     "Bestätigungsmail", "Aufbewahrt, solange das Abonnement besteht",
+                     "Bestätigungsmail versandt", "Verantwortlicher:", "IP 198.51.100.20"):
+        assert expected in german.output, expected
+    assert english_left(german.output, wording.TEXT, wording.EVENTS) == []
+    english = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter",
+                                  "--locale", "en"])
+    assert "Consent cycle 1 (subscription 1, status confirmed)" in english.output
+    assert "confirmation mail sent" in english.output and "Nachweis" not in english.output
+
+
 def test_tampering_shows_on_the_proof(app, client, runner, anna):
     with app.app_context():
         event = db.session.scalar(select(ConsentEvent).where(ConsentEvent.kind == "confirmed"))
@@ -167,8 +187,10 @@ def test_tampering_shows_on_the_proof(app, client, runner, anna):
     assert proof["ledger_ok"] is False
     assert "event #3 (confirmed) was modified" in proof["consents"][0]["ledger"]["problems"][0]
     assert "FEHLGESCHLAGEN" in client.get(PROOF, headers={**AUTH, "Accept": "text/html"}).get_data(True)
-    result = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter"])
+    result = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter", "--locale", "en"])
     assert result.exit_code == 1 and "VERIFICATION FAILED" in result.output
+    result = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter"])
+    assert result.exit_code == 1 and "PRÜFUNG FEHLGESCHLAGEN" in result.output
 
 
 def test_every_consent_cycle_is_listed_newest_first(app, client, anna, mailbox):
@@ -212,6 +234,27 @@ def test_proof_not_found(client, app, newsletter, signed_up):
     assert refused.status_code == 404 and "never confirmed" in refused.json["detail"]
     assert client.get(never + "&format=docx", headers=AUTH).status_code == 422
     assert client.get(never + "&locale=fr", headers=AUTH).status_code == 422
+
+
+def test_a_template_edited_while_the_service_runs_shows_on_the_next_proof(app, client, anna,
+                                                                         tmp_path):
+    """Proofs keep each template's version while its files are unchanged (an audit export
+    builds thousands): an edit is seen by the very next proof."""
+    from optin.config import TEMPLATE_DIR
+    from optin.delivery.mailer import MailTemplates
+
+    override = tmp_path / "override" / "email"
+    override.mkdir(parents=True)
+    copy = override / "confirm.de.txt"
+    copy.write_text((TEMPLATE_DIR / "email" / "confirm.de.txt").read_text())  # the same, for now
+    app.extensions["optin.mail_templates"] = MailTemplates(override_dir=tmp_path / "override")
+    assert client.get(PROOF, headers=AUTH).json["consents"][0]["mails"][0][
+        "matches_current_template"] is True
+    copy.write_text(copy.read_text() + "Neue Zeile\n")
+    later = copy.stat().st_mtime + 5
+    os.utime(copy, (later, later))
+    assert client.get(PROOF, headers=AUTH).json["consents"][0]["mails"][0][
+        "matches_current_template"] is False
 
 
 def test_proof_after_the_template_changed(app, client, anna, tmp_path):

@@ -7,7 +7,10 @@ import hashlib
 import io
 import json
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from optin.privacy.rights import identify
 
 from ..conftest import ADMIN_TOKEN, deliver, links, signup
 
@@ -72,3 +75,41 @@ def test_export_from_the_operator_route(app, client, newsletter, mailbox, tmp_pa
     assert client.get("/v1/lists/nope/proofs", headers=AUTH).status_code == 404
     assert client.get("/v1/lists/newsletter/proofs?locale=fr", headers=AUTH).status_code == 422
     assert client.get("/v1/lists/newsletter/proofs").status_code == 401
+
+
+def test_minimized_records_are_listed_in_the_manifest_with_what_they_keep(
+        app, client, runner, newsletter, mailbox, tmp_path):
+    """An address whose records were all minimized has no proof to print: the manifest says
+    so for each record (its keyed hash, when and by which run, the events kept, its chain's
+    verdict) and what minimization kept and why; an address minimized and then signed up
+    again has its proof, which shows the minimized cycle too."""
+    _three_addresses(app, client, mailbox)  # anna confirmed; ben and cem never confirmed
+    later = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
+    assert signup(client, "cem@example.org").status_code == 202  # cem comes back
+    deliver(app)
+    out = tmp_path / "export"
+    result = runner.invoke(args=["proof", "--list", "newsletter", "--all", "--out", str(out),
+                                 "--workers", "1", "--locale", "de"])
+    assert result.exit_code == 0, result.output
+    assert "1 minimized addresses have no proof left (listed in manifest.json)" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["proofs"] == 2 and manifest["minimized_addresses"] == 1
+    assert len(manifest["minimized"]) == 1
+    (gone,) = manifest["minimized"]
+    with app.app_context():
+        _, ben_hash = identify("ben@example.org")
+        _, cem_hash = identify("cem@example.org")
+    assert gone["address_hash"] == ben_hash and gone["ledger_ok"] is True
+    minimized_at = datetime.fromisoformat(gone["minimized_at"])  # when the run made it
+    assert datetime.now(UTC) - timedelta(minutes=5) < minimized_at <= datetime.now(UTC)
+    assert gone["retention_run"] == 1
+    assert gone["retention_rule"] and gone["ledger_head"]
+    kinds = [e["kind"] for e in gone["events"]]
+    assert kinds[0] == "signup_requested" and kinds[-1] == "minimized"
+    assert all(set(e) == {"seq", "kind", "at"} for e in gone["events"])  # nothing personal
+    assert "ben" not in json.dumps(gone)
+    assert "Schlüssel-Hash der Adresse" in manifest["minimized_note"]  # the export's language
+    assert not any(path.name.startswith(f"proof-{ben_hash[:16]}") for path in out.iterdir())
+    cem = json.loads((out / f"proof-{cem_hash[:16]}.json").read_text())
+    assert [c["status"] for c in cem["consents"]] == ["pending", "minimized"]
