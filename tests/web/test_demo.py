@@ -46,6 +46,19 @@ def test_demo_page_shows_the_embedded_form(dev_app):
     assert "Bleiben Sie auf dem Laufenden" in client.get("/?lang=de").get_data(as_text=True)
 
 
+@pytest.mark.parametrize(("lang", "false_claims"), [
+    ("de", ["Keine Weitergabe", "mit einem Klick abbestellbar"]),
+    ("en", ["never pass your address", "unsubscribe with one click"]),
+])
+def test_the_demo_page_claims_nothing_untrue(dev_app, lang, false_claims):
+    """Contacts go to ActiveCampaign once it is configured, and the mail's unsubscribe link
+    opens a page with a button: a company copying this page must not copy false promises."""
+    html = dev_app.test_client().get(f"/?lang={lang}").get_data(as_text=True)
+    for claim in false_claims:
+        assert claim not in html
+    assert ("Datenschutzerklärung" if lang == "de" else "privacy policy") in html
+
+
 def test_mail_folder_lists_mails_with_their_links(dev_app):
     client = dev_app.test_client()
     assert "No mail yet" in client.get("/dev/mail?lang=en").get_data(as_text=True)
