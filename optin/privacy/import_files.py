@@ -88,12 +88,14 @@ def records(opener: Callable[[], IO[bytes]], member: str,
         with _text(opener, encoding) as handle:
             dialect = _dialect(handle.read(SNIFF_BYTES))
         with _text(opener, encoding) as handle:
-            # NUL is no text (the csv module refuses it, no database can hold it): dropped.
-            reader = csv.reader((line.replace("\0", "") for line in handle), dialect)
+            # NUL is no text (no database can hold it). It is kept here, so that a value
+            # holding one is checked as given: an address with a NUL is refused, not turned
+            # into another address; free text drops it when stored (models.storable_text).
+            reader = csv.reader(handle, dialect)
             header = next(reader, None)
             if header is None:
                 return
-            header = [h.strip() for h in header]
+            header = [h.replace("\0", "").strip() for h in header]
             row, start = 0, reader.line_num + 1
             for fields in reader:
                 row += 1
