@@ -91,7 +91,9 @@ def records(opener: Callable[[], IO[bytes]], member: str,
             # NUL is no text (no database can hold it). It is kept here, so that a value
             # holding one is checked as given: an address with a NUL is refused, not turned
             # into another address; free text drops it when stored (models.storable_text).
-            reader = csv.reader(handle, dialect)
+            # strict: a quote opened and never closed is an error at the end of the file,
+            # where the lenient reader made the rest of the file one field (rows lost).
+            reader = csv.reader(handle, dialect, strict=True)
             header = next(reader, None)
             if header is None:
                 return

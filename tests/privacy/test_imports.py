@@ -553,3 +553,18 @@ def test_a_nul_byte_in_an_address_rejects_the_row_not_makes_another_address(
     assert set(subs(app)) == {"nul@example.org"}
     assert subs(app)["nul@example.org"].first_name == "Grace" and verified(app)
 
+
+def test_an_unterminated_quote_is_refused_not_swallowing_the_rows_after_it(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """An opening quote never closed made the rest of the file one field: the next rows
+    vanished into a name (their address in another person's record) and the import said
+    it was done. The file is refused as unreadable."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_bytes(b"email,status,first_name\n"
+                     b"k@example.org,subscribed,\"unterminated\n"
+                     b"l@example.org,subscribed,Lou\n")
+    result = runner.invoke(args=["import", "csv", str(path), "--list", "newsletter"])
+    assert result.exit_code == 1 and "not a readable CSV" in result.output
+    assert "l@example.org" not in {s.first_name for s in subs(app).values()}
+    assert counts(app) == (0, 0, 0)
