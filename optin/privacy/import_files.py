@@ -19,6 +19,7 @@ maps them: ``--field COLUMN=NAME``).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -73,6 +74,10 @@ def _dialect(sample: str) -> type[csv.Dialect]:
 
 @contextmanager
 def _text(opener: Callable[[], IO[bytes]], encoding: str) -> Iterator[IO[str]]:
+    try:
+        codecs.lookup(encoding)  # --encoding is the operator's text: a typo is a message
+    except LookupError:
+        raise ImportFileError(f"unknown encoding {encoding!r} (try utf-8 or cp1252)") from None
     raw = opener()
     try:
         yield io.TextIOWrapper(raw, encoding=encoding, newline="")

@@ -568,3 +568,15 @@ def test_an_unterminated_quote_is_refused_not_swallowing_the_rows_after_it(
     assert result.exit_code == 1 and "not a readable CSV" in result.output
     assert "l@example.org" not in {s.first_name for s in subs(app).values()}
     assert counts(app) == (0, 0, 0)
+
+
+def test_an_unknown_encoding_is_an_error_message_not_a_traceback(app, runner, newsletter,
+                                                                tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_text("email,status\nenc@example.org,subscribed\n")
+    result = runner.invoke(args=["import", "csv", str(path), "--list", "newsletter",
+                                 "--encoding", "no-such-codec"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "unknown encoding" in result.output and "Traceback" not in result.output
+    assert counts(app) == (0, 0, 0)
