@@ -291,6 +291,12 @@ def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, 
         except OSError as exc:  # refused for this mail (4xx/5xx to RCPT or DATA)
             metrics.mail_failed(mail.template)
             row.mail, row.failure = None, outbox.RetryLater(f"mail not sent: {_smtp_error(exc)}")
+        except Exception as exc:  # anything else (a bug with this message) is the row's too:
+            # escaping, it left the mails sent before it unrecorded, to be sent again by
+            # every next delivery, and this row's attempts uncounted (never a dead letter)
+            metrics.mail_failed(mail.template)
+            log.exception("outbox %s: sending its mail failed", row.item.id)  # logs: scrubbed
+            row.mail, row.failure = None, outbox.RetryLater(f"mail not sent: {_smtp_error(exc)}")
         else:
             sent.append(row)
             outcome.reached = True
@@ -299,7 +305,7 @@ def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, 
     return sent
 
 
-def _smtp_error(exc: OSError) -> str:
+def _smtp_error(exc: Exception) -> str:
     """The relay's refusal with addresses and secrets replaced by their pseudonyms (as
     ``notifications.smtp_error``)."""
     return logs.scrubber(current_settings())(f"{type(exc).__name__}: {exc}")

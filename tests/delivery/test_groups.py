@@ -184,3 +184,43 @@ def test_an_unsubscribe_during_a_group_still_wins(app, client, newsletter, mailb
     for address in addresses:
         if address != target:
             assert len(mailbox.to(address)) == 1
+
+
+def test_an_unexpected_error_of_one_send_stays_that_rows_failure(app, client, newsletter,
+                                                                  mailbox):
+    """A send that fails with something neither the relay's refusal nor its outage (here a
+    ValueError, as a bug in building one message would raise) is its row's failure: the
+    mails its group sent before it are recorded and done, not left to be sent again by
+    every later delivery while the failing row never counts an attempt."""
+    addresses = ["first@example.org", "second@example.org", "poison@example.org",
+                 "last@example.org"]
+    for address in addresses:
+        assert signup(client, address).status_code == 202
+    backend = app.extensions["optin.mail_backend"]
+    real = backend.send
+
+    def send(message) -> None:  # noqa: ANN001
+        if "poison" in str(message["To"]):
+            raise ValueError(f"cannot build this one for {message['To']}")
+        real(message)
+
+    backend.send = send
+    try:
+        Worker(app, threads=1).drain()
+        Worker(app, threads=1).drain()  # nothing more may leave for the rows already done
+    finally:
+        backend.send = real
+    good = [a for a in addresses if a != "poison@example.org"]
+    assert all(len(mailbox.to(a)) == 1 for a in good), [len(mailbox.to(a)) for a in good]
+    with app.app_context():
+        by_address = {s.email: s.id for s in db.session.scalars(select(Subscription))}
+    rows = {r.subscription_id: r for r in _mails(app)}
+    assert [rows[by_address[a]].status for a in good] == ["done"] * 3
+    poison = rows[by_address["poison@example.org"]]
+    assert poison.status == "pending" and poison.attempts == 1
+    assert "ValueError" in (poison.last_error or "")
+    assert "poison@" not in (poison.last_error or "")  # the API shows it: no address in clear
+    recorded = {e.details["message_id"] for e in _events(app, "confirmation_sent")}
+    assert {str(mailbox.to(a)[0]["Message-ID"]) for a in good} <= recorded
+    with app.app_context():
+        assert ledger.verify(db.session).ok
