@@ -244,13 +244,15 @@ def _prepare(row: _Row, handler: outbox.Handler | None, *, savepoint: bool) -> N
 
 def _unchanged(row: _Row) -> bool:
     """SQLite: is the subscription still as its handler saw it? Read right before the mail
-    leaves (one indexed read), for SQLite's reads take no row locks: a withdrawal committed
-    since the handler looked sends nothing (the row runs again and finds it)."""
+    leaves (one indexed read), for SQLite's reads take no row locks: a withdrawal or an
+    erasure committed since the handler looked sends nothing (the row runs again)."""
     mail = row.mail
     assert mail is not None
-    status = db.session.scalar(select(Subscription.status)
-                               .where(Subscription.id == mail.subscription_id))
-    if status == mail.status:
+    now = db.session.execute(select(Subscription.status, Subscription.erased_at)
+                             .where(Subscription.id == mail.subscription_id)).first()
+    # An erasure of a withdrawn subscription leaves its status: it counts as a change too
+    # (no mail, not even the goodbye, goes to an address erased).
+    if now is not None and now.status == mail.status and now.erased_at is None:
         return True
     row.mail, row.failure = None, _Changed()
     return False
