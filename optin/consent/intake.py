@@ -109,7 +109,9 @@ def process(item: OutboxItem) -> None:
 
 
 def _queued(digest: str) -> Any:
-    return (_ROWS.c.kind == KIND, _ROWS.c.status == OutboxStatus.PENDING,
+    """The address's intake rows that still hold its request: waiting, or dead letters
+    (``optin outbox retry`` would run those still, and they keep the data until retention)."""
+    return (_ROWS.c.kind == KIND, _ROWS.c.status.in_((OutboxStatus.PENDING, OutboxStatus.DEAD)),
             type_coerce(_ROWS.c.payload, JSON)["email_hash"].as_string() == digest)
 
 
@@ -124,8 +126,9 @@ class QueuedSignup(TypedDict):
 
 
 def queued(digest: str) -> list[QueuedSignup]:
-    """The address's signups still waiting to be processed (Art. 15: they are data held
-    about the person too, for the moment until the worker takes them), oldest first."""
+    """The address's signups still waiting to be processed, dead letters included (Art. 15:
+    they are data held about the person too, until the worker takes them or retention
+    blanks them), oldest first."""
     rows = db.session.scalars(select(_ROWS.c.payload).where(*_queued(digest))
                               .order_by(_ROWS.c.id)).all()
     return [{"list": (row.get("request") or {}).get("list"), "received_at": row["at"],

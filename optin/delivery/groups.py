@@ -244,13 +244,15 @@ def _prepare(row: _Row, handler: outbox.Handler | None, *, savepoint: bool) -> N
 
 def _unchanged(row: _Row) -> bool:
     """SQLite: is the subscription still as its handler saw it? Read right before the mail
-    leaves (one indexed read), for SQLite's reads take no row locks: a withdrawal committed
-    since the handler looked sends nothing (the row runs again and finds it)."""
+    leaves (one indexed read), for SQLite's reads take no row locks: a withdrawal or an
+    erasure committed since the handler looked sends nothing (the row runs again)."""
     mail = row.mail
     assert mail is not None
-    status = db.session.scalar(select(Subscription.status)
-                               .where(Subscription.id == mail.subscription_id))
-    if status == mail.status:
+    now = db.session.execute(select(Subscription.status, Subscription.erased_at)
+                             .where(Subscription.id == mail.subscription_id)).first()
+    # An erasure of a withdrawn subscription leaves its status: it counts as a change too
+    # (no mail, not even the goodbye, goes to an address erased).
+    if now is not None and now.status == mail.status and now.erased_at is None:
         return True
     row.mail, row.failure = None, _Changed()
     return False
@@ -291,6 +293,12 @@ def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, 
         except OSError as exc:  # refused for this mail (4xx/5xx to RCPT or DATA)
             metrics.mail_failed(mail.template)
             row.mail, row.failure = None, outbox.RetryLater(f"mail not sent: {_smtp_error(exc)}")
+        except Exception as exc:  # anything else (a bug with this message) is the row's too:
+            # escaping, it left the mails sent before it unrecorded, to be sent again by
+            # every next delivery, and this row's attempts uncounted (never a dead letter)
+            metrics.mail_failed(mail.template)
+            log.exception("outbox %s: sending its mail failed", row.item.id)  # logs: scrubbed
+            row.mail, row.failure = None, outbox.RetryLater(f"mail not sent: {_smtp_error(exc)}")
         else:
             sent.append(row)
             outcome.reached = True
@@ -299,7 +307,7 @@ def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, 
     return sent
 
 
-def _smtp_error(exc: OSError) -> str:
+def _smtp_error(exc: Exception) -> str:
     """The relay's refusal with addresses and secrets replaced by their pseudonyms (as
     ``notifications.smtp_error``)."""
     return logs.scrubber(current_settings())(f"{type(exc).__name__}: {exc}")

@@ -283,7 +283,10 @@ def send_welcome(item: OutboxItem) -> None:
 
 def send_goodbye(item: OutboxItem) -> None:
     sub = _subscription(item)
-    if sub is None or sub.status != S.UNSUBSCRIBED:
+    # Erased since the unsubscribe queued it: someone who asked for erasure gets no goodbye
+    # (checked here, under the subscription's lock, not by deleting the row, which a worker
+    # may hold while it waits for that lock).
+    if sub is None or sub.status != S.UNSUBSCRIBED or sub.erased_at is not None:
         return
     _send(sub, "goodbye", {"signup_url": _signup_page(sub)}, headers={})
 

@@ -19,6 +19,7 @@ maps them: ``--field COLUMN=NAME``).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -73,6 +74,10 @@ def _dialect(sample: str) -> type[csv.Dialect]:
 
 @contextmanager
 def _text(opener: Callable[[], IO[bytes]], encoding: str) -> Iterator[IO[str]]:
+    try:
+        codecs.lookup(encoding)  # --encoding is the operator's text: a typo is a message
+    except LookupError:
+        raise ImportFileError(f"unknown encoding {encoding!r} (try utf-8 or cp1252)") from None
     raw = opener()
     try:
         yield io.TextIOWrapper(raw, encoding=encoding, newline="")
@@ -88,12 +93,16 @@ def records(opener: Callable[[], IO[bytes]], member: str,
         with _text(opener, encoding) as handle:
             dialect = _dialect(handle.read(SNIFF_BYTES))
         with _text(opener, encoding) as handle:
-            # NUL is no text (the csv module refuses it, no database can hold it): dropped.
-            reader = csv.reader((line.replace("\0", "") for line in handle), dialect)
+            # NUL is no text (no database can hold it). It is kept here, so that a value
+            # holding one is checked as given: an address with a NUL is refused, not turned
+            # into another address; free text drops it when stored (models.storable_text).
+            # strict: a quote opened and never closed is an error at the end of the file,
+            # where the lenient reader made the rest of the file one field (rows lost).
+            reader = csv.reader(handle, dialect, strict=True)
             header = next(reader, None)
             if header is None:
                 return
-            header = [h.strip() for h in header]
+            header = [h.replace("\0", "").strip() for h in header]
             row, start = 0, reader.line_num + 1
             for fields in reader:
                 row += 1

@@ -46,11 +46,14 @@ BATCH = 500
 
 
 def addresses(list_id: int) -> list[str]:
-    """Every address of the list that still has a proof to print (one per address)."""
+    """Every address of the list that still has a proof to print, one per address as its
+    keyed hash counts them (``Anna@…`` and ``anna@…`` stored by two consent cycles are one
+    mailbox, one proof holding both, one file name): its first record's spelling."""
+    first = (select(func.min(Subscription.id))
+             .where(Subscription.list_id == list_id, Subscription.email.is_not(None))
+             .group_by(Subscription.email_hash))
     return list(db.session.scalars(
-        select(Subscription.email).where(Subscription.list_id == list_id,
-                                         Subscription.email.is_not(None))
-        .group_by(Subscription.email).order_by(func.min(Subscription.id))))
+        select(Subscription.email).where(Subscription.id.in_(first)).order_by(Subscription.id)))
 
 
 def _pdf_job(record: dict[str, Any], locale: ProofLocale, zone: str, path: str) -> str:

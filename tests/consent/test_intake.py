@@ -214,3 +214,37 @@ def test_a_signup_the_worker_crashed_on_is_processed_once_again(app, newsletter,
     with app.app_context():
         kinds = db.session.scalars(select(ConsentEvent.kind).order_by(ConsentEvent.id)).all()
     assert kinds == ["signup_requested", "confirmation_sent"]
+
+
+def _kill_intake_rows(app) -> None:
+    """The intake rows as dead letters (their handler failed every attempt, e.g. a bug)."""
+    with app.app_context():
+        db.session.execute(sa.update(OutboxItem).where(OutboxItem.kind == intake.KIND)
+                           .values(status="dead", finished_at=utcnow(), last_error="boom"))
+        db.session.commit()
+
+
+def test_erasure_wins_over_a_dead_lettered_signup_revived_later(app, client, runner,
+                                                                 newsletter, mailbox):
+    """A signup whose intake row became a dead letter still holds the request's data: an
+    erasure drops it too, so `optin outbox retry --all` never mails the erased address."""
+    assert _post(_raw(app), "dead-erase@example.org").status_code == 202
+    _kill_intake_rows(app)
+    assert client.delete("/v1/contacts?email=dead-erase@example.org",
+                         headers=AUTH).status_code == 200
+    (row,) = _intake_rows(app)
+    assert "dead-erase" not in repr(row.payload)
+    assert runner.invoke(args=["outbox", "retry", "--all"]).exit_code == 0
+    deliver(app)
+    assert mailbox.to("dead-erase@example.org") == []
+    with app.app_context():
+        assert db.session.scalars(select(Subscription.email)).all() == []
+
+
+def test_access_shows_a_signup_whose_intake_row_is_a_dead_letter(app, client, newsletter):
+    """Art. 15: a dead-lettered intake row still holds what was entered, until retention."""
+    assert _post(_raw(app), "dead-wait@example.org").status_code == 202
+    _kill_intake_rows(app)
+    body = client.get("/v1/contacts?email=dead-wait@example.org", headers=AUTH).json
+    [queued] = body["queued_signups"]
+    assert queued["entered"]["email"] == "dead-wait@example.org"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import event, func, select
 
 from optin.consent import ledger
@@ -17,7 +18,7 @@ from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import ConsentEvent, MailIntent, OutboxItem, Subscription
 
-from ..conftest import deliver, links, refused_recipients, signup, wait_for
+from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links, refused_recipients, signup, wait_for
 
 ONE_THREAD = {"OPTIN_WORKER_THREADS": "1", "OPTIN_WORKER_LEASE_SECONDS": "2",
               "OPTIN_WORKER_HEARTBEAT_SECONDS": "0.5"}
@@ -184,3 +185,83 @@ def test_an_unsubscribe_during_a_group_still_wins(app, client, newsletter, mailb
     for address in addresses:
         if address != target:
             assert len(mailbox.to(address)) == 1
+
+
+def test_an_unexpected_error_of_one_send_stays_that_rows_failure(app, client, newsletter,
+                                                                  mailbox):
+    """A send that fails with something neither the relay's refusal nor its outage (here a
+    ValueError, as a bug in building one message would raise) is its row's failure: the
+    mails its group sent before it are recorded and done, not left to be sent again by
+    every later delivery while the failing row never counts an attempt."""
+    addresses = ["first@example.org", "second@example.org", "poison@example.org",
+                 "last@example.org"]
+    for address in addresses:
+        assert signup(client, address).status_code == 202
+    backend = app.extensions["optin.mail_backend"]
+    real = backend.send
+
+    def send(message) -> None:  # noqa: ANN001
+        if "poison" in str(message["To"]):
+            raise ValueError(f"cannot build this one for {message['To']}")
+        real(message)
+
+    backend.send = send
+    try:
+        Worker(app, threads=1).drain()
+        Worker(app, threads=1).drain()  # nothing more may leave for the rows already done
+    finally:
+        backend.send = real
+    good = [a for a in addresses if a != "poison@example.org"]
+    assert all(len(mailbox.to(a)) == 1 for a in good), [len(mailbox.to(a)) for a in good]
+    with app.app_context():
+        by_address = {s.email: s.id for s in db.session.scalars(select(Subscription))}
+    rows = {r.subscription_id: r for r in _mails(app)}
+    assert [rows[by_address[a]].status for a in good] == ["done"] * 3
+    poison = rows[by_address["poison@example.org"]]
+    assert poison.status == "pending" and poison.attempts == 1
+    assert "ValueError" in (poison.last_error or "")
+    assert "poison@" not in (poison.last_error or "")  # the API shows it: no address in clear
+    recorded = {e.details["message_id"] for e in _events(app, "confirmation_sent")}
+    assert {str(mailbox.to(a)[0]["Message-ID"]) for a in good} <= recorded
+    with app.app_context():
+        assert ledger.verify(db.session).ok
+
+
+@pytest.mark.skipif(bool(PG_URL), reason="SQLite's re-check; on PostgreSQL the group holds "
+                    "the row lock, so an erasure in its send (one thread) would wait forever")
+def test_an_erasure_while_a_group_is_out_stops_its_goodbye_mail(app, client, runner,
+                                                                 confirmed, mailbox):
+    """Two goodbye mails in one group; the second address is erased while the first mail
+    is with the relay. The erasure leaves the status (unsubscribed) as it was, so the
+    re-check before each send must look at the erasure too: no goodbye after it."""
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club",
+                               "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    leave = {}
+    for address in ("gone1@example.org", "gone2@example.org"):
+        assert client.post("/v1/subscriptions", json={
+            "email": address, "list": "club", "consent_text_version": 1}).status_code == 202
+        deliver(app)
+        assert client.post(links(mailbox.to(address)[-1])["confirm"]).status_code == 303
+        deliver(app)
+        leave[address] = links(mailbox.to(address)[-1])["unsubscribe"]
+    for address in leave:  # both goodbyes queued, gone1's first
+        assert client.post(leave[address], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    mailbox.clear()
+    backend = app.extensions["optin.mail_backend"]
+    real = backend.send
+
+    def send(message) -> None:  # noqa: ANN001
+        real(message)
+        if "gone1" in str(message["To"]):  # the erasure commits while the group is out
+            assert client.delete("/v1/contacts?email=gone2@example.org", headers={
+                "Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+
+    backend.send = send
+    try:
+        Worker(app, threads=1).drain()
+    finally:
+        backend.send = real
+    assert len(mailbox.to("gone1@example.org")) == 1
+    assert mailbox.to("gone2@example.org") == []

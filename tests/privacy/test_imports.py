@@ -536,3 +536,47 @@ def test_the_read_ahead_keeps_order_raises_where_the_source_fails_and_stops_its_
     items.close()  # the consumer stops (an error, Ctrl-C): the reader stops and closes the source
     assert closed.is_set()
     assert not [t for t in threading.enumerate() if t.name == "import-reader"]
+
+
+def test_a_nul_byte_in_an_address_rejects_the_row_not_makes_another_address(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """``a\\0b@…`` is not ``ab@…``: dropping the NUL before parsing imported a consent for
+    an address nobody gave. The row is rejected; a NUL in a name is still just dropped."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_bytes(b"email,status,first_name\n"
+                     b"a\x00b@example.org,subscribed,Ann\n"
+                     b"nul@example.org,subscribed,Gr\x00ace\n")
+    result = invoke(runner, "import", "csv", str(path), "--list", "newsletter")
+    assert "imported (consent with its evidence, marked as imported): 1" in result.output
+    assert "rejected (see the report file): 1" in result.output
+    assert set(subs(app)) == {"nul@example.org"}
+    assert subs(app)["nul@example.org"].first_name == "Grace" and verified(app)
+
+
+def test_an_unterminated_quote_is_refused_not_swallowing_the_rows_after_it(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """An opening quote never closed made the rest of the file one field: the next rows
+    vanished into a name (their address in another person's record) and the import said
+    it was done. The file is refused as unreadable."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_bytes(b"email,status,first_name\n"
+                     b"k@example.org,subscribed,\"unterminated\n"
+                     b"l@example.org,subscribed,Lou\n")
+    result = runner.invoke(args=["import", "csv", str(path), "--list", "newsletter"])
+    assert result.exit_code == 1 and "not a readable CSV" in result.output
+    assert "l@example.org" not in {s.first_name for s in subs(app).values()}
+    assert counts(app) == (0, 0, 0)
+
+
+def test_an_unknown_encoding_is_an_error_message_not_a_traceback(app, runner, newsletter,
+                                                                tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "consents.csv"
+    path.write_text("email,status\nenc@example.org,subscribed\n")
+    result = runner.invoke(args=["import", "csv", str(path), "--list", "newsletter",
+                                 "--encoding", "no-such-codec"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "unknown encoding" in result.output and "Traceback" not in result.output
+    assert counts(app) == (0, 0, 0)

@@ -113,3 +113,28 @@ def test_minimized_records_are_listed_in_the_manifest_with_what_they_keep(
     assert not any(path.name.startswith(f"proof-{ben_hash[:16]}") for path in out.iterdir())
     cem = json.loads((out / f"proof-{cem_hash[:16]}.json").read_text())
     assert [c["status"] for c in cem["consents"]] == ["pending", "minimized"]
+
+
+def test_one_address_stored_in_two_spellings_is_one_proof_in_the_export(
+        app, client, runner, newsletter, mailbox, tmp_path):
+    """``Dora@…`` withdrew, then ``dora@…`` (the same mailbox, the same keyed hash) signed up
+    again: two subscriptions whose stored addresses differ in case. The export has one
+    proof for the address (both records in it), not two entries for one file name, the
+    second overwriting the first and the first's SHA-256 no longer matching."""
+    assert signup(client, "Dora@example.org").status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to("Dora@example.org")[-1])["confirm"]).status_code == 303
+    deliver(app)
+    leave = links(mailbox.to("Dora@example.org")[-1])["unsubscribe"]
+    assert client.post(leave, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert signup(client, "dora@example.org").status_code == 202
+    deliver(app)
+    out = tmp_path / "export"
+    result = runner.invoke(args=["proof", "--list", "newsletter", "--all", "--out", str(out),
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["proofs"] == 1, [e["json"] for e in manifest["files"]]
+    for line in (out / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name

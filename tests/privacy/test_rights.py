@@ -155,3 +155,26 @@ def test_erasure_sends_no_goodbye_mail(app, client, runner, confirmed, mailbox):
     assert mailbox.to("anna@example.org") == []
     with app.app_context():  # an ordinary unsubscribe on that list would have sent one
         assert "goodbye_mail" not in [i.kind for i in db.session.scalars(select(OutboxItem))]
+
+
+def test_erasure_right_after_an_unsubscribe_cancels_its_queued_goodbye_mail(
+        app, client, runner, confirmed, mailbox):
+    """Unsubscribe, then ask for erasure before the worker ran: the goodbye mail the
+    unsubscribe queued is not sent either (the erasure found the subscription already
+    withdrawn, and only cancelled goodbyes of active ones)."""
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club", "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    assert client.post("/v1/subscriptions", json={"email": "bea@example.org", "list": "club",
+                                                  "consent_text_version": 1}).status_code == 202
+    deliver(app)
+    from ..conftest import links
+    confirm = links(mailbox.to("bea@example.org")[-1])["confirm"]
+    assert client.post(confirm).status_code == 303
+    deliver(app)
+    unsubscribe = links(mailbox.to("bea@example.org")[-1])["unsubscribe"]
+    mailbox.clear()
+    assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert client.delete("/v1/contacts?email=bea@example.org", headers=AUTH).status_code == 200
+    deliver(app)
+    assert mailbox.to("bea@example.org") == []
