@@ -23,7 +23,7 @@ import importlib.util
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -254,9 +254,10 @@ def _watch(page: Any, live: Live) -> Any:
     return page
 
 
-def shoot(page: Any, name: str) -> None:
+def shoot(page: Any, name: str, check: Callable[[str], None] | None = None) -> None:
     """Full-page screenshots at desktop and phone width, light and dark
-    (``{name}-phone-dark.png``); nothing may scroll sideways."""
+    (``{name}-phone-dark.png``); nothing may scroll sideways. ``check(scheme)`` runs once
+    per scheme (e.g. axe)."""
     SCREENSHOTS.mkdir(exist_ok=True)
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
@@ -265,6 +266,8 @@ def shoot(page: Any, name: str) -> None:
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}-{scheme}.png"), full_page=True)
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= size["width"], f"{name} is {width}px wide at {size['width']}px"
+        if check is not None:
+            check(scheme)
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(DESKTOP)
 

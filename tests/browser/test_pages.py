@@ -39,6 +39,7 @@ from .test_browser import (
     heading,
     pytestmark,  # noqa: F401  (skipped without Chromium, like test_browser)
     serve,
+    shoot,
 )
 
 PHONES = [{"width": 360, "height": 640}, {"width": 375, "height": 667},
@@ -89,17 +90,11 @@ def _axe(page: Any, *, only_contrast: bool = False) -> list[dict[str, Any]]:
 def shoot_all(page: Any, name: str) -> None:
     """Desktop and phone, light and dark; nothing may scroll sideways; axe finds nothing
     serious in either scheme."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    for scheme in ("light", "dark"):
-        page.emulate_media(color_scheme=scheme)
-        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(size)
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}-{scheme}.png"), full_page=True)
-            width = page.evaluate("() => document.documentElement.scrollWidth")
-            assert width <= size["width"], f"{name} is {width}px wide at {size['width']}px"
+
+    def axe_finds_nothing(scheme: str) -> None:
         assert _axe(page) == [], f"{name} ({scheme})"
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(DESKTOP)
+
+    shoot(page, name, axe_finds_nothing)
 
 
 def shoot_mail_all(context: Any, message: Any, name: str) -> Any:
