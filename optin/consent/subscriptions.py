@@ -547,7 +547,7 @@ def _confirm(subscription_id: int, nonce: str, client: Client,
         db.session.execute(statement, params)
     metrics.confirmed(sub.mailing_list.slug)
     db.session.commit()
-    log.info("subscription %s confirmed on list %s", sub.id, snapshot.slug)
+    log.info("subscription %s confirmed on list %s", subscription_id, snapshot.slug)
     return Confirmation("confirmed", values["locale"], snapshot)
 
 
