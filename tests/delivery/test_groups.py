@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from optin.consent import ledger
+from optin.delivery import groups
 from optin.delivery.notifications import unsubscribe_url
 from optin.delivery.worker import Worker
 from optin.extensions import db
@@ -48,9 +49,13 @@ def _finished(app, kinds: tuple[str, ...] = ("confirm_mail",)) -> bool:
         return left == 0
 
 
-def test_a_group_of_mails_costs_a_few_statements_each(app, client, newsletter, mailbox):
+def test_a_group_of_mails_costs_a_few_statements_each(
+        app, client, newsletter, mailbox, monkeypatch):
     """One transaction for the group: set-based ledger events, done marks and intents,
     where one transaction per mail took 9.2 statements a mail."""
+    # The count is per group, so the group must not depend on this machine's speed: a
+    # loaded CI machine sent slower than 250 ms for 20 mails and cut it in three (4.3).
+    monkeypatch.setattr(groups, "GROUP_SECONDS", 60.0)
     for i in range(20):
         assert signup(client, f"many{i}@example.org").status_code == 202
     statements: list[str] = []
