@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [SCENARIO …]``: run the benchmarks, print the table.
 
 Scenarios: signups, confirmations, mails, backfill, retention, memory, imports, proof_export,
-and the delivery engine's burst, slowrelay, kill9, pickup, smtpoutage, acoutage (default: all).
+and the delivery engine's burst, burst20k, slowrelay, kill9, pickup, smtpoutage, acoutage (default: all).
 Writes ``bench/results.json`` and ``bench/results.png`` (``--out`` to put them elsewhere).
 """
 

@@ -139,7 +139,8 @@ def _burst(name: str, count: int, delay: float) -> dict[str, float]:
             result = loadgen.run(base, loadgen.SIGNUP, seconds=max(60, count / 20),
                                  env={"BENCH_RUN": name, "BENCH_MODE": "json",
                                       "BENCH_LIMIT": str(count // loadgen.THREADS)})
-            wait_until(lambda: sink.arrived() >= count, timeout=max(120, count * delay * 1.5),
+            wait_until(lambda: sink.arrived() >= count,
+                       timeout=max(120, count * delay * 1.5, count / 10),
                        step=0.5)
         queued = created(eng)
         arrived = sink.arrivals()
@@ -162,17 +163,23 @@ def _burst(name: str, count: int, delay: float) -> dict[str, float]:
     return figures
 
 
-def burst(size: Size) -> list[Row]:
-    count = size.pick(2_000, 300)
+def burst(size: Size, count: int | None = None) -> list[Row]:
+    count = count or size.pick(2_000, 300)
     f = _burst("burst", count, 0.0)
     ratio = f["mails_per_s"] / f["intake_per_s"] if f["intake_per_s"] else 0.0
     ok = f["mails"] == count
+    bound = 2.0 if count <= 2_000 else 5.0  # the issue's p99: 2 s for 2,000, 5 s for 20,000
     return [
         Row("burst", f"drain ÷ intake ({count:,} signups)", f["mails_per_s"], f["intake_per_s"],
             "signups/s taken", "≥ 1.0", ok and ratio >= 1.0, round(ratio, 2), f),
-        Row("burst", "signup→mail p99 (s)", f["p99_s"], f["p50_s"], "p50", "≤ 2 s",
-            ok and f["p99_s"] <= 2.0, None),
+        Row("burst", f"signup→mail p99 (s), {count:,}", f["p99_s"], f["p50_s"], "p50",
+            f"≤ {bound:.0f} s", ok and f["p99_s"] <= bound, None),
     ]
+
+
+def burst_20k(size: Size) -> list[Row]:
+    """The issue's long burst: 20,000 signups (300 with --quick)."""
+    return burst(size, size.pick(20_000, 300))
 
 
 def slow_relay(size: Size) -> list[Row]:
@@ -380,6 +387,7 @@ def ac_outage(size: Size) -> list[Row]:
 
 SCENARIOS: dict[str, Callable[[Size], list[Row]]] = {
     "burst": burst,
+    "burst20k": burst_20k,
     "slowrelay": slow_relay,
     "kill9": kill9,
     "pickup": pickup,
