@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import flask
@@ -19,7 +20,7 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, Table, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 
 from optin.schemas import ProblemSchema
 
@@ -86,6 +87,21 @@ def after_commit(work: Callable[[], None], session: Session | None = None) -> No
     the transaction is already committed.
     """
     (session or db.session()).info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+@contextmanager
+def savepoint(session: Session | scoped_session[Any] | None = None) -> Iterator[None]:
+    """A SAVEPOINT whose rollback also forgets the :func:`after_commit` work registered
+    inside it (a row of a group that failed spends nothing of an address's mail budget),
+    which a plain ``begin_nested`` keeps until the outer transaction ends."""
+    session = session or db.session()
+    mark = len(session.info.get(_AFTER_COMMIT, []))
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        del session.info.get(_AFTER_COMMIT, [])[mark:]
+        raise
 
 
 @event.listens_for(Session, "after_commit")

@@ -230,11 +230,12 @@ def _withdrawn_since(mailing_list: ListSnapshot, text: TextSnapshot, digest: str
         sub, EventKind.SIGNUP_REPEATED, origin="form", at=at, ip=client.ip,
         user_agent=client.user_agent, consent_text_id=text.id,
         details={**_evidence(req, text, email, mailing_list),
-                 "entered_sha256": entered_digest(_personal(req)), "action": WITHDRAWN_SINCE})
+                 "entered_sha256": entered_digest(personal_values(req)), "action": WITHDRAWN_SINCE})
     return "withdrawn"
 
 
-def _personal(req: SignupRequest) -> dict[str, Any]:
+def personal_values(req: SignupRequest) -> dict[str, Any]:
+    """The names, fields and source a signup entered (what a withdrawal deletes)."""
     return {
         "first_name": req.first_name or None,
         "last_name": req.last_name or None,
@@ -341,35 +342,54 @@ def _insert_new(
     event, the chain head and the outbox row follow as plain INSERT/UPDATEs
     (the ORM's unit of work cost more than the database did).
     """
-    personal = _personal(req)
+    personal = personal_values(req)
     dialect = db.session.get_bind().dialect.name
+    values = new_subscription_values(mailing_list, text, email, digest, req, settings, now)
     sub_id = db.session.execute(_insert_active(dialect), {
-        "list_id": mailing_list.id, "status": S.PENDING, "email": email, "email_hash": digest,
-        "locale": text.locale, "consent_text_id": text.id, "nonce": new_nonce(),
-        "created_at": now, "updated_at": now,
-        "retain_until": pending_lapses_at(now, settings.pending_retention_days),
-        "last_mail_requested_at": now, "ledger_seq": 0,
-        **personal, "fields": personal["fields"] or null(),  # SQL NULL, not JSON null
-    }).scalar()
+        **values, "fields": values["fields"] or null()}).scalar()  # SQL NULL, not JSON null
     if sub_id is None:
         return None
     mail = mailcap.take_address_mail(digest, settings)  # after the insert: no retry counts twice
-    capped = {} if mail else {"action": MAIL_CAPPED}
-    event = ledger.event_row(
-        sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
-        user_agent=client.user_agent, consent_text_id=text.id,
-        details={**_evidence(req, text, email, mailing_list), "email": email,
-                 "entered_sha256": entered_digest(personal), **capped})
+    event = signup_requested_event(sub_id, mailing_list, text, email, req, client, now,
+                                   capped=not mail)
     params = {**ledger.head_params(event), **_prefixed("ev_", event),
               **_prefixed("su_", signups.row(sub_id, event["seq"], now, email, text, personal))}
     if mail:
-        params.update(_prefixed("ob_", _confirm_mail(sub_id, event["seq"], now)))
+        params.update(_prefixed("ob_", confirm_mail_values(sub_id, event["seq"], now)))
     for statement in _signup_writes(dialect, mail):
         db.session.execute(statement, params)
     return "new" if mail else "capped"
 
 
-def _confirm_mail(subscription_id: int, signup_seq: int, now: datetime) -> dict[str, Any]:
+def new_subscription_values(mailing_list: ListSnapshot, text: TextSnapshot, email: str,
+                            digest: str, req: SignupRequest, settings: Settings,
+                            now: datetime) -> dict[str, Any]:
+    """The column values of a new address's pending subscription (``fields`` None when
+    nothing was entered: the writer stores that as SQL NULL). Shared with the worker's
+    set-based intake (``intake_batch``), so both write the same row."""
+    return {
+        "list_id": mailing_list.id, "status": S.PENDING, "email": email, "email_hash": digest,
+        "locale": text.locale, "consent_text_id": text.id, "nonce": new_nonce(),
+        "created_at": now, "updated_at": now,
+        "retain_until": pending_lapses_at(now, settings.pending_retention_days),
+        "last_mail_requested_at": now, "ledger_seq": 0, **personal_values(req),
+    }
+
+
+def signup_requested_event(sub_id: int, mailing_list: ListSnapshot, text: TextSnapshot,
+                           email: str, req: SignupRequest, client: Client, now: datetime, *,
+                           capped: bool) -> dict[str, Any]:
+    """The first ledger event of a new subscription (``ledger.event_row``): the request's
+    evidence, at the request's time and IP; ``capped`` when its mail was over the cap."""
+    return ledger.event_row(
+        sub_id, 0, None, EventKind.SIGNUP_REQUESTED, origin="form", at=now, ip=client.ip,
+        user_agent=client.user_agent, consent_text_id=text.id,
+        details={**_evidence(req, text, email, mailing_list), "email": email,
+                 "entered_sha256": entered_digest(personal_values(req)),
+                 **({"action": MAIL_CAPPED} if capped else {})})
+
+
+def confirm_mail_values(subscription_id: int, signup_seq: int, now: datetime) -> dict[str, Any]:
     """The outbox row of the confirmation mail for the signup whose event is ``signup_seq``."""
     return OutboxItem.pending_values(OutboxKind.CONFIRM_MAIL, subscription_id=subscription_id,
                                      payload={"signup_seq": signup_seq}, now=now)
@@ -418,7 +438,7 @@ def _signup_again(
     metrics), or None if the active row is gone by the time it is locked (a
     withdrawal committed in between): the caller goes again.
     """
-    personal = _personal(req)
+    personal = personal_values(req)
     sub = _active(mailing_list.id, digest)
     if sub is None:
         return None
@@ -441,7 +461,7 @@ def _signup_again(
     signups.record(sub.id, event.seq, now, email, text, personal)
     if outcome == "repeated":
         sub.last_mail_requested_at = now
-        db.session.add(OutboxItem(**_confirm_mail(sub.id, event.seq, now)))
+        db.session.add(OutboxItem(**confirm_mail_values(sub.id, event.seq, now)))
     return outcome
 
 

@@ -22,7 +22,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from optin.config import Settings, current_settings
-from optin.delivery import groups, intents, outbox
+from optin.delivery import groups, intake_groups, intents, outbox
 from optin.delivery.breaker import Breakers
 from optin.delivery.heartbeat import Heartbeat, Held
 from optin.delivery.notifier import Notifier
@@ -195,12 +195,53 @@ class Worker:
             select(OutboxItem.id, OutboxItem.kind).where(OutboxItem.id.in_(ids))).all())
         destinations = self.app.extensions.get(DESTINATIONS_EXTENSION, {})
         mails = [i for i in ids if destinations.get(kinds.get(i)) == groups.MAIL_DESTINATION]
-        others = [i for i in ids if i not in set(mails)]
+        intakes = ([i for i in ids if kinds.get(i) == intake_groups.KIND]
+                   if intake_groups.grouped(self.app.extensions[outbox.HANDLERS_EXTENSION])
+                   else [])
+        others = [i for i in ids if i not in set(mails) | set(intakes)]
         handled = self._deliver_mails(mails, kinds)
         if handled < len(mails):  # stopped, or the database went away: the rest is released
-            outbox.release(self.worker_id, others)
+            outbox.release(self.worker_id, intakes + others)
             return handled
-        return handled + self._deliver_rows(others)
+        done = self._deliver_intakes(intakes)
+        if done < len(intakes):
+            outbox.release(self.worker_id, others)
+            return handled + done
+        return handled + done + self._deliver_rows(others)
+
+    def _deliver_intakes(self, ids: list[int]) -> int:
+        """The signup intake rows in groups (``intake_groups.py``), each group's
+        confirmation mails sent by this thread right after its commit; how many intake rows
+        were handled (fewer than ``ids``: stopped, or the database went away)."""
+        settings = current_settings()
+        horizon = timedelta(hours=settings.outbox_retry_horizon_hours)
+        pending = list(ids)
+        handled = 0
+        while pending:
+            if self.stop_event.is_set():
+                outbox.release(self.worker_id, pending)
+                return handled
+            chunk, pending = pending[:intake_groups.GROUP_ROWS], pending[intake_groups.GROUP_ROWS:]
+            try:
+                outcome = intake_groups.deliver_intake_group(
+                    chunk, self.worker_id, max_attempts=settings.outbox_max_attempts,
+                    horizon=horizon, lease=self.lease)
+            except Exception:  # the database went away: hand the batch back, don't sit on it
+                log.exception("processing a group of %s intake rows failed", len(chunk))
+                db.session.rollback()
+                self._give_back(chunk, pending)
+                self.held.discard(chunk + pending)
+                return handled + len(chunk)
+            self.held.discard(chunk)
+            handled += outcome.handled
+            if outcome.mails:  # queued and leased to this worker: sent now, in mail groups
+                self.held.add(outcome.mails)
+                try:
+                    self._deliver_mails(outcome.mails, dict.fromkeys(
+                        outcome.mails, str(OutboxKind.CONFIRM_MAIL)))
+                finally:
+                    self.held.discard(outcome.mails)
+        return handled
 
     def _deliver_mails(self, ids: list[int], kinds: dict[int, str]) -> int:
         """The mail rows in groups, each as large as this thread's relay sends in a group's
