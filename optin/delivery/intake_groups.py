@@ -24,11 +24,12 @@ a crash, one row's failure its own), without another claim. A crash before the c
 loses nothing (the intake rows come back with their lease and run again); after it, the
 mails are queued and leased, and come back with the lease like any claimed row.
 
-What holds as row by row: one address's rows run in order (the claim takes one row per
-serial key at a time, and a second row of one address in a group runs after the first,
-row by row); an address with a subscription on the list (a repeat signup, a withdrawal
-since the request) always takes the row-by-row state machine; an erasure waits for the
-group's row locks (PostgreSQL) and then erases what it created.
+What holds as row by row: one address's rows run in order, each after the one before it
+committed (the claim takes one row per serial key at a time; a second row of one address
+in a group, from before the serial keys, waits for the next group, so the mail cap, which
+counts what committed, sees the first); an address with a subscription on the list (a
+repeat signup, a withdrawal since the request) always takes the row-by-row state machine;
+an erasure waits for the group's row locks (PostgreSQL) and then erases what it created.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class IntakeOutcome:
 
     handled: int = 0
     mails: list[int] = field(default_factory=list)
+    #: rows left for the next group (still claimed): a second row of one address
+    again: list[int] = field(default_factory=list)
 
 
 def deliver_intake_group(ids: list[int], worker_id: str, *, max_attempts: int,
@@ -84,9 +87,18 @@ def deliver_intake_group(ids: list[int], worker_id: str, *, max_attempts: int,
     mine = (_ROWS.c.id.in_(ids), _ROWS.c.status == outbox.PENDING,
             _ROWS.c.claimed_by == worker_id)
     db.session.execute(update(_ROWS).where(*mine).values(claimed_until=now + lease))
-    items = db.session.scalars(select(OutboxItem).where(*(c for c in mine))
-                               .order_by(OutboxItem.id)).all()
+    items = list(db.session.scalars(select(OutboxItem).where(*mine).order_by(OutboxItem.id)))
     outcome = IntakeOutcome(handled=len(ids) - len(items))
+    # One address's later rows wait for the next group: its mail cap counts what committed
+    # (``mailcap``), so two of its signups in one transaction would both see the budget.
+    seen: set[str] = set()
+    for item in list(items):
+        digest = (item.payload or {}).get("email_hash")
+        if isinstance(digest, str) and digest in seen:
+            items.remove(item)
+            outcome.again.append(item.id)
+        elif isinstance(digest, str):
+            seen.add(digest)
     found: dict[tuple[str, int], Any] = {}
     parsed = {item.id: intake_batch.parse(item.id, item.payload or {}, settings, found)
               for item in items}

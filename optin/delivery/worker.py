@@ -232,8 +232,9 @@ class Worker:
                 self._give_back(chunk, pending)
                 self.held.discard(chunk + pending)
                 return handled + len(chunk)
-            self.held.discard(chunk)
+            self.held.discard([i for i in chunk if i not in set(outcome.again)])
             handled += outcome.handled
+            pending = outcome.again + pending
             if outcome.mails:  # queued and leased to this worker: sent now, in mail groups
                 self.held.add(outcome.mails)
                 try:
