@@ -1,11 +1,11 @@
 """CPU and SQL statements per signup in the worker: its intake row and its confirmation mail.
 
-    python bench/intake_profile.py [--signups 400] [--profile FILE]
+    python bench/intake_profile.py [--signups 400] [--threads 1] [--batch N] [--profile FILE]
 
 The sibling of ``bench/mail_profile.py`` for the burst (issue 14): ``--signups`` signup
 requests are queued as the web tier queues them (``consent.intake.accept``, one intake row
-each, outside the measurement), then one delivery thread (``Worker(threads=1).run_once``
-until nothing is left) runs the state machine for each and sends each confirmation mail
+each, outside the measurement), then the worker's delivery threads (``Worker(threads=…).run_once``
+until nothing is left; one by default) runs the state machine for each and sends each confirmation mail
 on PostgreSQL into ``bench.smtp_sink`` in this process. Prints the worker's CPU time
 (``time.process_time``), SQL statements and Redis commands (the per-address mail cap) per
 signup. Run it with ``PYTHONPATH`` set to another checkout to measure that code in the
@@ -41,6 +41,8 @@ from bench.stack import (  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--signups", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1, help="delivery threads (default 1)")
+    parser.add_argument("--batch", type=int, help="rows a claim takes (default: the worker's)")
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--database", default="optin_bench_intakeprofile")
     args = parser.parse_args()
@@ -72,7 +74,7 @@ def main() -> int:
                     source_url="https://example.com/landing"),
                     Client(ip=f"198.51.100.{i % 250 + 1}", user_agent="Mozilla/5.0 (bench)"),
                     settings)
-        worker = Worker(app, threads=1)
+        worker = Worker(app, threads=args.threads, batch=args.batch)
         statements = savepoints = redis_calls = 0
         real_execute = Redis.execute_command
 
