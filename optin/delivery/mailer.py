@@ -23,7 +23,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import Compat32, compat32
+from email.policy import Compat32
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,7 +67,30 @@ class Unsendable(Exception):
     not offer it. Retrying cannot help; the message names no address."""
 
 
-class SMTPUTF8Policy(Compat32):
+class FastCompat32(Compat32):
+    """``compat32``, writing an ASCII header value that fits on its line as it is.
+
+    compat32 wraps every header value in a ``Header`` and runs its folding algorithm,
+    even a short ASCII one, which it gives back unchanged: fourteen headers a mail were
+    0.8 ms of the worker's CPU per mail. The same bytes without the detour
+    (``tests/delivery/test_mailer.py`` compares both); everything else goes the usual way.
+    """
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (isinstance(value, str) and value.isascii() and self.max_line_length
+                and len(name) + 2 + len(value) <= self.max_line_length
+                and _FOLDS_AS_IS.fullmatch(value) is not None):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]
+
+
+#: What ``Header`` gives back unchanged when it fits: printable ASCII, single spaces
+#: between words, none at either end (it would fold runs of blanks and line breaks).
+_FOLDS_AS_IS = re.compile(r"[!-~]+(?: [!-~]+)*")
+FAST_COMPAT32 = FastCompat32()
+
+
+class SMTPUTF8Policy(FastCompat32):
     """``compat32`` for a mail whose recipient needs SMTPUTF8 (RFC 6531/6532).
 
     ``smtplib`` sends such a mail with SMTPUTF8 when the relay offers it (and raises
@@ -224,7 +247,7 @@ def build_message(
     # quoted-printable bodies, since QP writes every "=" as "=3D".
     international = not to_email.isascii()
     msg = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}",
-                        policy=SMTPUTF8 if international else compat32)
+                        policy=SMTPUTF8 if international else FAST_COMPAT32)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["Date"] = formatdate(usegmt=True)
