@@ -193,3 +193,14 @@ def record_new(rows: Sequence[Queued], settings: Settings, *,
                      outcome, logs.pseudonym(row.email, settings.hash_key),
                      logs.pseudonym(row.client.ip, settings.hash_key))
     return recorded
+
+
+def lock_existing(pairs: set[tuple[int, str]]) -> None:
+    """Lock the subscriptions these (list id, address hash) pairs already have, lowest id
+    first, in one statement: the row-by-row state machine then locks them one at a time,
+    already held, so the group takes its locks in the order a mail group takes them
+    (``groups._preload``) and the two cannot deadlock. SQLite takes no row locks."""
+    if pairs and db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(_SUB.c.id).where(
+            tuple_(_SUB.c.list_id, _SUB.c.email_hash).in_(sorted(pairs)))
+            .order_by(_SUB.c.id).with_for_update())

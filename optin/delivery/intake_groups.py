@@ -11,8 +11,10 @@ signup's cost, and the burst drained at the intake's rate. A group takes up to
 2. signs up the addresses new to their lists set-based (``consent.intake_batch``),
    under a savepoint: should that fail as a whole (a database error), it is rolled back
    and every row goes the row-by-row way instead;
-3. runs every other row through the registered intake handler (the unchanged row-by-row
-   state machine, ``intake.process``) under a savepoint of its own, in id order: its
+3. locks the subscriptions the other rows' addresses have, lowest id first (as a mail
+   group does, so the two never deadlock), and runs every other row through the
+   registered intake handler (the unchanged row-by-row state machine,
+   ``intake.process``) under a savepoint of its own, in id order: its
    failure is rolled back to it (with the mail budget it took) and recorded for that row
    alone, by the usual retry and dead-letter rules;
 4. marks the processed rows done with their payloads blanked, and commits once.
@@ -112,6 +114,8 @@ def deliver_intake_group(ids: list[int], worker_id: str, *, max_attempts: int,
                       len(queued))
         recorded = intake_batch.Recorded()
     fast = set(recorded.done)
+    intake_batch.lock_existing({(row.mailing_list.id, row.digest) for row in queued
+                                if row.item_id not in fast})
     done, failed = list(recorded.done), []
     for item in items:
         if item.id in fast:
