@@ -8,6 +8,7 @@ a second header, and is all a transactional mailer needs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -248,8 +249,7 @@ def build_message(
     international = not to_email.isascii()
     msg = MIMEMultipart("alternative", boundary=f"=_{secrets.token_hex(16)}",
                         policy=SMTPUTF8 if international else FAST_COMPAT32)
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Message-ID"] = make_msgid(domain=_domain(sender))
     msg["Date"] = formatdate(usegmt=True)
     msg["From"] = _address(sender)
     msg["To"] = _recipient(clean_header_text(to_name), to_email)
@@ -273,18 +273,45 @@ def _recipient(name: str, address: str) -> str:
     return f"{formataddr((name, '@'), charset=UTF8).removesuffix('<@>')}<{address}>" if name else address
 
 
+@functools.lru_cache(maxsize=256)
 def _address(value: str) -> str:
-    """``Name <addr>`` or ``addr`` as a header: the name encoded when it is not ASCII."""
+    """``Name <addr>`` or ``addr`` as a header: the name encoded when it is not ASCII (a
+    list's sender: the same for every mail, parsed once)."""
     name, addr = parseaddr(clean_header_text(value))
     return formataddr((name, addr), charset=UTF8)
 
 
-def _header(value: str) -> str | Header:
+@functools.lru_cache(maxsize=256)
+def _domain(sender: str) -> str:
+    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+
+
+def _header(value: str) -> str | _EncodedWords:
     """ASCII stays as it is; anything else becomes RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, UTF8)
+    return value if value.isascii() else _EncodedWords(value)
 
 
-def _unfolded(value: str) -> str | Header | _AsIs:
+class _EncodedWords:
+    """A non-ASCII header value as ``Header(value, UTF8)`` writes it, encoded once per value
+    and line format: a list's subject is the same in every mail, and finding the shortest
+    encoding of each line was 0.4 ms of a mail's CPU. Header-like, as :class:`_AsIs`."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return self.value
+
+    def encode(self, linesep: str = "\n", maxlinelen: int | None = None) -> str:
+        return _encoded_words(self.value, linesep, maxlinelen)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded_words(value: str, linesep: str, maxlinelen: int | None) -> str:
+    return Header(value, UTF8).encode(linesep=linesep, maxlinelen=maxlinelen)
+
+
+def _unfolded(value: str) -> str | _EncodedWords | _AsIs:
     """For links (List-Unsubscribe): one line when it fits, else as :func:`_header`."""
     return _AsIs(value) if value.isascii() and len(value) <= MAX_HEADER_VALUE else _header(value)
 

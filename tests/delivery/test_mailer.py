@@ -10,6 +10,7 @@ import os
 import random
 import string
 from email.generator import BytesGenerator
+from email.header import Header
 
 import pytest
 from jinja2 import TemplateError
@@ -17,6 +18,7 @@ from jinja2 import TemplateError
 from optin.config import TEMPLATE_DIR
 from optin.delivery.mailer import (
     FAST_COMPAT32,
+    UTF8,
     FileBackend,
     MailTemplates,
     RelayUnavailable,
@@ -276,4 +278,9 @@ def test_the_fast_header_policy_writes_the_same_bytes_as_compat32():
             sender="Bench GmbH <news@example.com>",
             reply_to=rnd.choice([None, "reply@example.com"]),
             headers=rnd.choice([{}, {"List-Unsubscribe": f"<http://x.test/u/{'a' * i * 4}>"}]))
-        assert flat(message, fast) == flat(message, slow)
+        sent = flat(message, fast)
+        assert sent == flat(message, slow)
+        # A non-ASCII subject is encoded once per value, as Header writes it each time.
+        if not mail.subject.isascii():
+            message.replace_header("Subject", Header(mail.subject, UTF8))
+            assert flat(message, slow) == sent
