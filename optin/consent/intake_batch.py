@@ -41,7 +41,7 @@ from optin.consent import ledger, lists, mailcap, signups, subscriptions
 from optin.consent.lists import ListSnapshot, TextSnapshot
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
-from optin.models import OutboxItem, Signup, Subscription
+from optin.models import OutboxItem, OutboxKind, Signup, Subscription
 from optin.ops import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ def record_new(rows: Sequence[Queued], settings: Settings, *,
     for row, outcome in written:
         recorded.done.append(row.item_id)
         metrics.signup(row.mailing_list.slug, outcome)
-        with logs.context(request_id=row.request_id):
+        with logs.context(request_id=row.request_id, outbox_id=row.item_id,
+                          outbox_kind=OutboxKind.SIGNUP_INTAKE):
             log.info("signup on list %s: %s (address %s, IP %s)", row.mailing_list.slug,
                      outcome, logs.pseudonym(row.email, settings.hash_key),
                      logs.pseudonym(row.client.ip, settings.hash_key))

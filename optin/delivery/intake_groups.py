@@ -110,8 +110,9 @@ def deliver_intake_group(ids: list[int], worker_id: str, *, max_attempts: int,
             recorded = intake_batch.record_new(queued, settings, mail_values={
                 "claimed_by": worker_id, "claimed_until": now + lease})
     except Exception:  # e.g. a value the database refused: every row takes the slow way
-        log.exception("the set-based intake of %s rows failed; processing them one by one",
-                      len(queued))
+        with logs.context(outbox_id=ids[0], outbox_kind=KIND):  # the group's first row
+            log.exception("the set-based intake of %s rows failed; processing them one by one",
+                          len(queued))
         recorded = intake_batch.Recorded()
     fast = set(recorded.done)
     intake_batch.lock_existing({(row.mailing_list.id, row.digest) for row in queued
