@@ -401,20 +401,13 @@ class OutboxItem(Model):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (
-        Index("ix_outbox_due", "status", "next_attempt_at"),
-        # The claim's "no earlier pending row of this key" probe, one per candidate: over
-        # the pending rows only (a plain serial_key index let the planner AND it with
-        # ix_outbox_due's every pending row, per candidate: minutes a claim in a burst).
-        Index("ix_outbox_pending_serial_key", "serial_key", "id",
-              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
-    )
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     kind: Mapped[str] = mapped_column(StorableText(32))
     #: Rows sharing a key run one after another in id order (a signup's address: its
     #: requests keep their order whichever worker thread takes them); None: any order.
-    serial_key: Mapped[str | None] = mapped_column(StorableText(64))
+    serial_key: Mapped[str | None] = mapped_column(StorableText(64), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscription.id"), index=True

@@ -8,7 +8,6 @@ matters, on SQLite and PostgreSQL (``OPTIN_TEST_DATABASE_URL``)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
 from optin.consent import intake, ledger, mailcap
-from optin.delivery import groups, outbox
+from optin.delivery import groups
 from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import ConsentEvent, MailIntent, OutboxItem, Subscription
@@ -257,34 +256,3 @@ def test_a_worker_killed_in_an_intake_group_loses_no_signup(app, newsletter, mai
     assert {r.status for r in _rows(app, intake.KIND)} == {"done"}
     assert {r.status for r in _rows(app, "confirm_mail")} == {"done"}
 
-
-def test_the_claims_serial_key_probe_stays_on_the_pending_rows(app, newsletter):
-    """A burst's backlog of intake rows, each its own serial key, statistics not yet
-    gathered: the claim's probe for an earlier pending row of the same key must use the
-    partial index over pending rows. With a plain serial_key index PostgreSQL ANDed it with
-    every pending row of ix_outbox_due, per candidate: 52 s a claim with 17,893 queued."""
-    with app.app_context():
-        db.session.execute(OutboxItem.__table__.insert(), [
-            OutboxItem.pending_values(intake.KIND, payload={}, serial_key=f"key-{i}")
-            for i in range(2000)])
-        db.session.commit()
-        engine = db.engine
-        seen: list[tuple[str, object]] = []
-
-        def record(conn, cursor, statement, parameters, *args) -> None:  # noqa: ANN001
-            if "EXISTS" in statement:
-                seen.append((statement, parameters))
-
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            assert len(outbox.claim("tests:plan", 64)) == 64
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
-        (statement, parameters), = seen
-        explain = ("EXPLAIN (FORMAT JSON) " if engine.dialect.name == "postgresql"
-                   else "EXPLAIN QUERY PLAN ")
-        with engine.connect() as conn:
-            plan = json.dumps([list(row) for row in
-                               conn.exec_driver_sql(explain + statement, parameters)])
-    assert "ix_outbox_pending_serial_key" in plan, plan
-    assert "BitmapAnd" not in plan, plan
