@@ -375,7 +375,8 @@ class ConsentEvent(Model):
     __table_args__ = (UniqueConstraint("subscription_id", "seq"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
+    # No index of its own: the (subscription_id, seq) key's index leads with it.
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"))
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(StorableText(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
