@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         "days after signup before an unconfirmed signup is minimized"))
     proof_retention_years: int = Field(3, ge=1, description=(
         "years after the end of the withdrawal year that proof is kept"))
+    proof_export_page_size: int = Field(10, ge=1, le=500, description=(
+        "proofs in one answer of `GET /v1/lists/<slug>/proofs` (`?page=N` and the `Link` "
+        "header's `rel=next` give the rest): few enough that a page is laid out well within "
+        "the web tier's 30 s timeout; `optin proof --all` exports a whole list at once"))
     outbox_max_attempts: int = Field(12, ge=1, description=(
         "delivery attempts before an outbox row is dead"))
     outbox_retry_horizon_hours: int = Field(48, ge=1, description=(
