@@ -6,6 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +69,50 @@ def test_export_every_proof_of_a_list_from_the_cli(app, client, runner, newslett
     refused = runner.invoke(args=["proof", "anna@example.org", "--list", "newsletter", "--all",
                                   "--out", str(out)])
     assert refused.exit_code == 2 and "no EMAIL" in refused.output
+
+
+def _layout_processes(pid: int) -> list[int]:
+    """The export's pool processes (spawned children running multiprocessing's entry)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(child))
+    return found
+
+
+def test_a_killed_layout_process_ends_the_export_with_a_clear_error(
+        app, app_config, client, newsletter, mailbox, tmp_path):
+    """SIGKILL of a PDF layout process (the OOM killer does it) ends ``optin proof --all``
+    with one line saying what happened and what to do, not a traceback; no manifest.json
+    claims a complete export."""
+    for i in range(12):
+        assert signup(client, f"p{i}@example.org").status_code == 202
+    deliver(app)
+    out = tmp_path / "export"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optin", "proof", "--list", "newsletter", "--all", "--out",
+         str(out), "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        layout = _layout_processes(proc.pid)
+        if layout:
+            time.sleep(0.5)  # started on its first proof
+            os.kill(layout[0], signal.SIGKILL)
+            killed = layout[0]
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert killed is not None, "no layout process seen"
+    assert proc.returncode == 1, (stdout, stderr)
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert b"a PDF layout process died" in stderr and b"run the export again" in stderr
+    assert not (out / "manifest.json").exists()
 
 
 def test_export_from_the_operator_route(app, client, newsletter, mailbox, tmp_path):
