@@ -402,7 +402,14 @@ class OutboxItem(Model):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        # The claim's "is an earlier row of this key pending?": one probe per due row,
+        # whatever the planner's statistics say (delivery.outbox._first_of_its_key).
+        Index("ix_outbox_pending_serial", "serial_key", "id",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     kind: Mapped[str] = mapped_column(StorableText(32))
