@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
-from optin.consent import intake, ledger, mailcopies, signups, subscriptions
+from optin.consent import intake, ledger, mailcopies, signups, subscriptions, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -287,6 +287,9 @@ def erase(raw_email: str, actor: str) -> Erasure:
     results: list[ErasedSubscription] = []
     pushed = False
     for sub in subs:
+        # A withdrawal queued behind a delivery came first: it is applied (its time, its
+        # channel) before the erasure, and its queued row keeps nothing personal after it.
+        withdrawals.apply_queued(sub)
         was = sub.status
         if was in ACTIVE_STATUSES:
             subscriptions.withdraw(sub, origin="operator", kind=EventKind.ERASED, at=now,
