@@ -72,6 +72,7 @@ PROCESSED: dict[str, Any] = {"processed": True}
 LOCK_NOT_AVAILABLE = "55P03"
 _ROWS = OutboxItem.__table__
 _WAITING = (OutboxStatus.PENDING, OutboxStatus.DEAD)
+SERIAL_PREFIX = "withdrawal:"
 T = TypeVar("T")
 
 
@@ -177,31 +178,38 @@ def _unsubscribe_queued(subscription_id: int, nonce: str | None,
     return "unsubscribed"
 
 
+def serial_key(subscription_id: int) -> str:
+    """The queued withdrawals of one subscription run in order, and are found, by this key."""
+    return f"{SERIAL_PREFIX}{subscription_id}"
+
+
 def queue(subscription_id: int, request: Withdrawal) -> None:
-    """Queue the withdrawal for the worker, in the caller's transaction, without locking the
-    subscription. A withdrawal already waiting for it wins (it came first): nothing more."""
+    """Queue the withdrawal for the worker, in the caller's transaction, taking no lock at
+    all: the row names its subscription by its serial key and payload, not by the foreign
+    key, whose check would share-lock the subscription row and so wait for its holder like
+    the withdrawal itself. A withdrawal already waiting for it wins (it came first)."""
     if request.kind != EventKind.BOUNCED and subscription_id in pending([subscription_id]):
         return
-    db.session.add(OutboxItem.pending(KIND, subscription_id=subscription_id,
-                                      payload=request.payload(), now=utcnow(),
-                                      serial_key=f"withdrawal:{subscription_id}"))
+    db.session.add(OutboxItem.pending(
+        KIND, payload={**request.payload(), "subscription_id": subscription_id}, now=utcnow(),
+        serial_key=serial_key(subscription_id)))
 
 
 def _waiting(subscription_ids: Collection[int]) -> Any:
-    return (_ROWS.c.kind == KIND, _ROWS.c.status.in_(_WAITING),
-            _ROWS.c.subscription_id.in_(list(subscription_ids)),
+    return (_ROWS.c.serial_key.in_([serial_key(i) for i in subscription_ids]),
+            _ROWS.c.kind == KIND, _ROWS.c.status.in_(_WAITING),
             type_coerce(_ROWS.c.payload, JSON)["at"].as_string().is_not(None))
 
 
 def pending(subscription_ids: Collection[int]) -> set[int]:
-    """Which of these subscriptions have a withdrawal waiting (one statement): mail nothing
-    to them but the goodbye, and show them as unsubscribed."""
+    """Which of these subscriptions have a withdrawal waiting (one indexed statement): mail
+    nothing to them but the goodbye, and show them as unsubscribed."""
     if not subscription_ids:
         return set()
-    found = db.session.scalars(select(_ROWS.c.subscription_id).where(
+    found = db.session.scalars(select(_ROWS.c.serial_key).where(
         *_waiting(subscription_ids), type_coerce(_ROWS.c.payload, JSON)["kind"].as_string()
         != str(EventKind.BOUNCED)))
-    return {sub_id for sub_id in found if sub_id is not None}
+    return {int(key.removeprefix(SERIAL_PREFIX)) for key in found if key}
 
 
 def apply_queued(sub: Subscription) -> bool:
@@ -252,9 +260,10 @@ def process(item: OutboxItem) -> None:
     """Outbox handler: wait for the subscription's lock (the worker may wait; the request
     could not) and apply its queued withdrawals, in the row's transaction. Repeatable: a
     row already processed does nothing."""
-    if "at" not in (item.payload or {}) or item.subscription_id is None:
+    payload = item.payload or {}
+    if "at" not in payload:
         return
-    sub = db.session.get(Subscription, item.subscription_id, with_for_update=True,
+    sub = db.session.get(Subscription, payload["subscription_id"], with_for_update=True,
                          populate_existing=True)
     if sub is None:
         db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id).values(payload=PROCESSED))
