@@ -484,7 +484,7 @@ def _count_failed_commit(ids: list[int], exc: Exception, *, max_attempts: int,
     row, instead of going round for ever; :data:`COMMIT_FAILED` makes each run alone next
     time (``deliver_group``), so its neighbours go through without it. A database that is
     down records nothing here: the leases bring the rows back, attempts untouched."""
-    failure = outbox.RetryLater(f"{COMMIT_FAILED}: {type(exc).__name__}", after=0)
+    failure = outbox.RetryLater(f"{COMMIT_FAILED}: {type(exc).__name__}")
     for item_id in ids:
         try:
             item = db.session.get(OutboxItem, item_id, with_for_update=True,
