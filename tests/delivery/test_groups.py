@@ -7,6 +7,7 @@ PostgreSQL (``OPTIN_TEST_DATABASE_URL``)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -296,12 +297,18 @@ def test_a_withdrawal_between_a_groups_send_and_its_commit_is_followed(
     real = backend.send
     answers = []
 
+    def withdraw() -> None:  # a request of its own (in this thread it would share the
+        # group's app context, and so its session and transaction)
+        answers.append(client.delete("/v1/contacts?email=anna@example.org", headers={
+            "Authorization": f"Bearer {ADMIN_TOKEN}"}) if withdrawal == "erasure"
+            else client.post(path, data={"List-Unsubscribe": "One-Click"}))
+
     def send(message) -> None:  # noqa: ANN001
         real(message)
         if not answers:  # commits between the send and the group's commit
-            answers.append(client.delete("/v1/contacts?email=anna@example.org", headers={
-                "Authorization": f"Bearer {ADMIN_TOKEN}"}) if withdrawal == "erasure"
-                else client.post(path, data={"List-Unsubscribe": "One-Click"}))
+            request = threading.Thread(target=withdraw)
+            request.start()
+            request.join(30)
 
     backend.send = send
     try:
