@@ -48,7 +48,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError
 
 from optin.config import current_settings
-from optin.consent import ledger, subscriptions
+from optin.consent import ledger, mailcopies, signups, subscriptions
 from optin.consent.subscriptions import Client, UnsubscribeOutcome
 from optin.extensions import db
 from optin.models import (
@@ -86,17 +86,21 @@ class Withdrawal:
     kind: EventKind = EventKind.UNSUBSCRIBED
     details: dict[str, Any] = field(default_factory=dict)
 
+    #: an erasure (Art. 17) of the subscription, not only a withdrawal (:func:`erase`)
+    erase: bool = False
+
     def payload(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "origin": self.origin, "kind": str(self.kind),
                 "ip": self.client.ip, "user_agent": self.client.user_agent,
-                "details": self.details, "request_id": logs.request_id()}
+                "details": self.details, "request_id": logs.request_id(),
+                **({"erase": True} if self.erase else {})}
 
     @classmethod
     def of(cls, payload: dict[str, Any]) -> Withdrawal:
         return cls(origin=payload["origin"],
                    client=Client(ip=payload.get("ip"), user_agent=payload.get("user_agent")),
                    at=datetime.fromisoformat(payload["at"]), kind=EventKind(payload["kind"]),
-                   details=payload.get("details") or {})
+                   details=payload.get("details") or {}, erase=bool(payload.get("erase")))
 
 
 def _postgres() -> bool:
@@ -188,7 +192,8 @@ def queue(subscription_id: int, request: Withdrawal) -> None:
     all: the row names its subscription by its serial key and payload, not by the foreign
     key, whose check would share-lock the subscription row and so wait for its holder like
     the withdrawal itself. A withdrawal already waiting for it wins (it came first)."""
-    if request.kind != EventKind.BOUNCED and subscription_id in pending([subscription_id]):
+    if (request.kind != EventKind.BOUNCED and not request.erase
+            and subscription_id in pending([subscription_id])):
         return
     db.session.add(OutboxItem.pending(
         KIND, payload={**request.payload(), "subscription_id": subscription_id}, now=utcnow(),
@@ -227,6 +232,8 @@ def apply_queued(sub: Subscription) -> bool:
         request = Withdrawal.of(row.payload)
         if request.kind == EventKind.BOUNCED:
             _bounced(sub, request)
+        elif request.erase:
+            withdrew = _erase(sub, actor=request.details.get("actor"), at=request.at)[1] or withdrew
         elif sub.status in ACTIVE_STATUSES:
             _apply(sub, request)
             withdrew = True
@@ -242,6 +249,41 @@ def apply_queued(sub: Subscription) -> bool:
 def _apply(sub: Subscription, request: Withdrawal) -> None:
     subscriptions.withdraw(sub, origin=request.origin, client=request.client, at=request.at,
                            details=request.details or None, kind=request.kind)
+
+
+def erase(sub: Subscription, *, actor: str | None, at: datetime) -> tuple[str, bool]:
+    """Art. 17 erasure of one subscription, in the caller's transaction (the caller holds
+    the row lock; ``privacy.rights.erase`` answers the operator): a queued withdrawal is
+    applied first, then an active subscription is withdrawn (kind ``erased``, no goodbye:
+    someone who asked for erasure gets no "you have been unsubscribed" mail), else the
+    erasure is noted; the names and fields proof does not need are deleted, from its
+    signups and its mail copies too. Returns the status it had, and whether it withdrew."""
+    apply_queued(sub)
+    return _erase(sub, actor=actor, at=at)
+
+
+def _erase(sub: Subscription, *, actor: str | None, at: datetime) -> tuple[str, bool]:
+    was = sub.status
+    if was in ACTIVE_STATUSES:
+        subscriptions.withdraw(sub, origin="operator", kind=EventKind.ERASED, at=at,
+                               details={"actor": actor}, goodbye=False)
+    else:
+        ledger.append(sub, EventKind.ERASED, origin="operator", at=at,
+                      details={"actor": actor, "was": was})
+    sub.first_name = sub.last_name = None
+    sub.fields = None
+    sub.erased_at = sub.erased_at or at
+    signups.forget_personal([sub.id])
+    mailcopies.forget_names([sub.id])
+    return was, was in ACTIVE_STATUSES
+
+
+def queue_erasure(subscription_id: int, *, actor: str, at: datetime) -> None:
+    """Queue :func:`erase` for the worker (the subscription is held), in the caller's
+    transaction; it runs after any withdrawal queued before it."""
+    queue(subscription_id, Withdrawal(origin="operator", client=Client(), at=at,
+                                      kind=EventKind.ERASED, details={"actor": actor},
+                                      erase=True))
 
 
 def _bounced(sub: Subscription, request: Withdrawal) -> None:

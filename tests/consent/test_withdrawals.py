@@ -224,3 +224,42 @@ def test_a_held_row_queues_the_link_and_the_webhook_and_the_worker_applies_them(
     assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)] * 2
     with app.app_context():
         assert ledger.verify(db.session).ok
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_an_erasure_of_a_held_row_is_queued_behind_its_withdrawal(
+        app, client, runner, mailbox, quick_config, held):
+    """One-click, then erasure, both while a delivery holds the row, on a list that sends
+    the goodbye: both answer, the worker applies them in order, and no goodbye leaves."""
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club",
+                               "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    assert client.post("/v1/subscriptions", json={
+        "email": ADDRESS, "list": "club", "consent_text_version": 1,
+        "first_name": "Anna"}).status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to(ADDRESS)[-1])["confirm"]).status_code == 303
+    deliver(app)
+    path = links(mailbox.to(ADDRESS)[-1])["unsubscribe"]
+    sub = _sub(app)
+    release = held(sub.id)
+    assert client.post(path, data=ONE_CLICK, environ_base={
+        "REMOTE_ADDR": LATER_IP}).status_code == 200
+    erasure = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+    assert erasure.status_code == 200
+    [answer] = erasure.get_json()["subscriptions"]
+    assert (answer["status_before"], answer["status"]) == ("unsubscribed", "unsubscribed")
+    assert [r.payload.get("erase", False) for r in _rows(app)] == [False, True]
+    release()
+    mailbox.clear()
+    deliver(app)
+    assert mailbox.to(ADDRESS) == []
+    kinds = _kinds(app, sub.id)
+    assert kinds.index("unsubscribed") < kinds.index("erased")
+    after = _sub(app)
+    assert (after.status, after.first_name, after.erased_at is not None) == (
+        "unsubscribed", None, True)
+    assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)] * 2
+    with app.app_context():
+        assert ledger.verify(db.session).ok

@@ -2,10 +2,11 @@
 
 A real ``optin worker`` process sends a group whose first mail the suite's aiosmtpd server
 stalls in DATA (25 s, under the worker's 30 s SMTP timeout): on PostgreSQL the group holds
-its subscriptions' row locks all that time. The one-click POST, the page's button and the
-ActiveCampaign webhook still answer within the lock wait (queued on PostgreSQL, applied at
-once on SQLite), the worker applies them with the request's time and IP once the group
-ends, and no mail the group held for those subscriptions leaves after them."""
+its subscriptions' row locks all that time. The one-click POST, the page's button, the
+ActiveCampaign webhook and the operator's erasure still answer within the lock wait
+(queued on PostgreSQL, applied at once on SQLite), the worker applies them with the
+request's time and IP once the group ends, and no mail the group held for those
+subscriptions leaves after them."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from optin.models import (
     Suppression,
 )
 
-from ..conftest import PG_URL, deliver, links, signup, wait_for
+from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links, signup, wait_for
 
 ONE_THREAD = {"OPTIN_WORKER_THREADS": "1", "OPTIN_WORKER_LEASE_SECONDS": "2",
               "OPTIN_WORKER_HEARTBEAT_SECONDS": "0.5"}
@@ -35,8 +36,8 @@ STALL_SECONDS = 25.0
 ANSWERED_WITHIN = 10.0
 WEBHOOK = "/webhooks/activecampaign?secret=webhook-secret-0123456789"
 WITHDRAWN = "Sie sind abgemeldet"
-ONE_CLICK, BUTTON, WEBHOOK_ADDRESS = ("oneclick@example.org", "button@example.org",
-                                      "webhook@example.org")
+ONE_CLICK, BUTTON, WEBHOOK_ADDRESS, ERASED = ("oneclick@example.org", "button@example.org",
+                                              "webhook@example.org", "erased@example.org")
 HUNG = "hung@example.org"
 
 
@@ -75,9 +76,9 @@ def test_withdrawals_answer_while_a_group_hangs_on_the_relay(app, client, newsle
     with app.app_context():
         db.session.get(MailingList, newsletter["id"]).ac_list_id = 1  # the webhook's list
         db.session.commit()
-    leavers = (ONE_CLICK, BUTTON, WEBHOOK_ADDRESS)
+    leavers = (ONE_CLICK, BUTTON, WEBHOOK_ADDRESS, ERASED)
     for address in leavers:
-        assert signup(client, address).status_code == 202
+        assert signup(client, address, first_name="Kim").status_code == 202
     deliver(app)
     confirm = {a: links(mailbox.to(a)[-1])["confirm"] for a in leavers}
     # The hung mail first in the group, then the three welcome mails behind it.
@@ -103,10 +104,16 @@ def test_withdrawals_answer_while_a_group_hangs_on_the_relay(app, client, newsle
     hook, took_hook = _timed(lambda: client.post(WEBHOOK, data={
         "type": "unsubscribe", "list": "1", "contact[id]": "7",
         "contact[email]": WEBHOOK_ADDRESS}))
+    erasure, took_erasure = _timed(lambda: client.delete(
+        f"/v1/contacts?email={ERASED}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}))
+    assert erasure.status_code == 200
+    [erased] = erasure.get_json()["subscriptions"]
+    assert (erased["status_before"], erased["status"]) == ("confirmed", "unsubscribed")
+    assert erased["kept_until"] is not None
     assert one_click.status_code == 200 and WITHDRAWN in one_click.get_data(as_text=True)
     assert button.status_code == 303
     assert hook.status_code == 200 and hook.get_json() == {"status": "ok"}
-    assert max(took_one_click, took_button, took_hook) < ANSWERED_WITHIN
+    assert max(took_one_click, took_button, took_hook, took_erasure) < ANSWERED_WITHIN
     # The page after the button's redirect, and a second one-click, say unsubscribed.
     assert WITHDRAWN in client.get(paths[BUTTON]).get_data(as_text=True)
     again = client.post(paths[ONE_CLICK], data={"List-Unsubscribe": "One-Click"})
@@ -114,7 +121,7 @@ def test_withdrawals_answer_while_a_group_hangs_on_the_relay(app, client, newsle
     answered = datetime.now(UTC)
     if PG_URL:  # the group still holds the rows: the withdrawals wait in the queue
         assert not mailbox.released.is_set() and len(mailbox.messages) == 0
-        assert [r.status for r in _queued(app)] == ["pending"] * 3
+        assert [r.status for r in _queued(app)] == ["pending"] * 4
         assert {_sub(app, a).status for a in leavers} == {SubscriptionStatus.CONFIRMED}
     else:  # no row locks: applied at once
         assert {_sub(app, a).status for a in leavers} == {SubscriptionStatus.UNSUBSCRIBED}
@@ -127,14 +134,17 @@ def test_withdrawals_answer_while_a_group_hangs_on_the_relay(app, client, newsle
         assert mailbox.to(address) == [], address  # no welcome after the withdrawal
     expected = {ONE_CLICK: ("one_click", "198.51.100.1", "MailClient/1"),
                 BUTTON: ("link", "198.51.100.2", "Browser/2"),
-                WEBHOOK_ADDRESS: ("activecampaign", None, None)}
+                WEBHOOK_ADDRESS: ("activecampaign", None, None),
+                ERASED: ("operator", None, None)}
     with app.app_context():
         for address, (origin, ip, agent) in expected.items():
             sub = db.session.scalar(select(Subscription).where(Subscription.email == address))
             assert (sub.status, sub.withdrawal_origin) == ("unsubscribed", origin)
+            assert sub.first_name is None  # deleted at withdrawal (and erasure)
+            assert (sub.erased_at is not None) == (address == ERASED)
             events = list(db.session.scalars(select(ConsentEvent).where(
                 ConsentEvent.subscription_id == sub.id).order_by(ConsentEvent.seq)))
-            [withdrawal] = [e for e in events if e.kind == "unsubscribed"]
+            [withdrawal] = [e for e in events if e.kind in ("unsubscribed", "erased")]
             assert (withdrawal.ip, withdrawal.user_agent) == (ip, agent)
             assert withdrawal.at <= answered  # the request's time, not the worker's
             assert "welcome_sent" not in [e.kind for e in events]
