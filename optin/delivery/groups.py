@@ -33,9 +33,19 @@ What the three conditions of group commits rest on:
 
 An unsubscribe still wins: on PostgreSQL the group holds the subscriptions' row locks
 from the handler's check to its commit, so a withdrawal either came first (the handler
-sends nothing) or waits for the group and comes after mails that left before it; on
-SQLite, whose reads take no row locks, each subscription's status is read again right
-before its mail leaves, and a row whose subscription changed sends nothing (and runs again).
+sends nothing) or, after waiting ``OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS`` for the group, is
+queued (``consent.withdrawals``): the group reads its subscriptions' queued withdrawals
+with its preload, and once more before a send when it has been out for half that wait (a
+hung relay), and sends nothing but a goodbye for them. On SQLite, whose reads take no row
+locks, each subscription's status is read again right before its mail leaves, a row whose
+subscription changed sends nothing (and runs again), and the record re-reads the chain
+heads after taking the write lock, so a withdrawal committed while the mails were out is
+followed on the chain, and a copy of a mail to it keeps no names.
+
+A group whose COMMIT fails records each sent mail in a transaction of its own and counts
+an attempt on every row it could not record (:data:`COMMIT_FAILED`); those rows run alone
+next time, so a row that breaks every commit reaches its dead letter by the usual rule and
+its neighbours go through without it.
 """
 
 from __future__ import annotations
