@@ -38,6 +38,7 @@ SQLite has no row locks: there every withdrawal is applied at once, as before.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,7 +152,8 @@ def _unsubscribe_now(subscription_id: int, nonce: str | None,
     if sub is None:
         db.session.rollback()
         return "invalid"
-    if sub.status in ACTIVE_STATUSES and nonce is not None and sub.nonce != nonce:
+    if sub.status in ACTIVE_STATUSES and nonce is not None and \
+            not secrets.compare_digest(sub.nonce, nonce):
         db.session.rollback()
         return "invalid"
     if apply_queued(sub) or sub.status not in ACTIVE_STATUSES:  # an earlier request's
@@ -174,7 +176,7 @@ def _unsubscribe_queued(subscription_id: int, nonce: str | None,
     if row.status not in ACTIVE_STATUSES:
         db.session.rollback()
         return "already"
-    if nonce is not None and row.nonce != nonce:
+    if nonce is not None and not secrets.compare_digest(row.nonce, nonce):
         db.session.rollback()
         return "invalid"
     queue(subscription_id, request)
