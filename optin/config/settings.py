@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     breaker_probe_seconds: float = Field(5, gt=0, allow_inf_nan=False, description=(
         "while a destination is paused, one worker sends one row as a probe this often; "
         "the first that goes through resumes delivery"))
+    withdrawal_lock_wait_seconds: float = Field(2, gt=0, le=20, allow_inf_nan=False,
+                                                description=(
+        "PostgreSQL: how long a withdrawal (unsubscribe link, one-click, webhook, erasure) "
+        "waits for a subscription a mail delivery holds before it is queued for the worker "
+        "instead and answered as done (well below gunicorn's timeout)"))
     worker_threads: int = Field(4, ge=1, le=64, description=(
         "rows one `optin worker` delivers at once, each with its own SMTP connection (mind "
         "the relay's limit on connections); on SQLite, whose writers take turns, one"))
