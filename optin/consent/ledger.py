@@ -35,6 +35,16 @@ from optin.models import (
 
 GENESIS = "0" * 64
 
+#: Event details that survive minimization (``privacy.retention`` strips the rest): kinds
+#: of things, versions and hashes, never a value a person typed or that names them. Here,
+#: so that verification can hold a minimized event to it.
+KEPT_DETAIL_KEYS = (
+    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
+    "fields_entered",
+    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
+    "signup_seq", "template", "template_sha256", "text_sha256", "was",
+)
+
 
 def canonical_content(event: ConsentEvent) -> str:
     """The event's content as canonical JSON: what ``content_hash`` hashes.
@@ -264,12 +274,18 @@ def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) 
     problems: list[str] = []
     where = f"subscription {subscription.id}"
     previous: str | None = None
-    for expected_seq, event in enumerate(sorted(events, key=lambda e: e.seq), 1):
+    ordered = sorted(events, key=lambda e: e.seq)
+    minimized = next((e for e in ordered if e.kind == EventKind.MINIMIZED
+                      and e.redacted_at is None), None)
+    for expected_seq, event in enumerate(ordered, 1):
         if event.seq != expected_seq:
             problems.append(f"{where}: event #{expected_seq} is missing (found #{event.seq})")
             return problems
-        if event.redacted_at is None and content_hash(event) != event.content_hash:
-            problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        if event.redacted_at is None:
+            if content_hash(event) != event.content_hash:
+                problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        elif (problem := _redaction_problem(event, minimized)) is not None:
+            problems.append(f"{where}: event #{event.seq} ({event.kind}) {problem}")
         if chain_hash(previous, event.seq, event.content_hash) != event.chain_hash:
             problems.append(f"{where}: chain broken at event #{event.seq} ({event.kind})")
             return problems
@@ -280,6 +296,22 @@ def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) 
             " (events deleted or head altered)"
         )
     return problems
+
+
+def _redaction_problem(event: ConsentEvent, minimized: ConsentEvent | None) -> str | None:
+    """What is wrong with a minimized event, or None.
+
+    Its content no longer matches its hash, so marking an event minimized would let any
+    edit of it pass. What can be checked is that the retention job did it: the job appends
+    a ``minimized`` event (itself verified) after the events it strips, at the instant it
+    strips them, and leaves no IP, user agent or detail beyond :data:`KEPT_DETAIL_KEYS`.
+    """
+    if minimized is None or minimized.seq <= event.seq or minimized.at != event.redacted_at:
+        return "is marked minimized, but no minimization of the record did it (modified)"
+    if (event.ip is not None or event.user_agent is not None
+            or not set(event.details or {}) <= set(KEPT_DETAIL_KEYS)):
+        return "was modified after its minimization"
+    return None
 
 
 def _subscriptions(session: Session, batch: int) -> Iterator[Subscription]:

@@ -79,21 +79,65 @@ def test_tampering_is_caught(history, runner, tamper):
     assert "TAMPERED" in result.output
 
 
-def test_redacted_content_still_verifies_but_chain_is_checked(history):
+def test_redacted_content_still_verifies_but_chain_is_checked(history, runner):
     """Minimization blanks content; the chain covers the content hash, not the content."""
+    _minimize_all(history, runner)
     sub_id, events = _first_sub_events(history)
-    with history.app_context():
-        db.session.execute(update(ConsentEvent.__table__)
-                           .where(ConsentEvent.subscription_id == sub_id)
-                           .values(ip=None, user_agent=None, details={},
-                                   redacted_at=datetime.now(UTC)))
-        db.session.commit()
+    assert events[0].redacted_at is not None and events[-1].kind == EventKind.MINIMIZED
     assert _verify(history).ok
     with history.app_context():
         db.session.execute(update(ConsentEvent.__table__)
                            .where(ConsentEvent.id == events[1].id).values(content_hash="0" * 64))
         db.session.commit()
     assert not _verify(history).ok
+
+
+def _minimize_all(app, runner) -> None:
+    """Both records lapsed, then minimized by the retention job itself."""
+    with app.app_context():
+        db.session.execute(update(Subscription.__table__).values(
+            status="unsubscribed", retain_until=datetime(2020, 1, 1, tzinfo=UTC)))
+        db.session.commit()
+    assert runner.invoke(args=["retention", "run"]).exit_code == 0
+
+
+def _redact(app, event_id: int, **values) -> None:
+    with app.app_context():
+        db.session.execute(update(ConsentEvent.__table__).where(ConsentEvent.id == event_id)
+                           .values(redacted_at=datetime.now(UTC), **values))
+        db.session.commit()
+
+
+@pytest.mark.parametrize("edit", [
+    {"ip": "10.9.9.9"},  # the confirmation's IP swapped
+    {"kind": "accessed", "details": {}},  # a withdrawal hidden as a look-up
+    {"at": datetime(2020, 1, 1, tzinfo=UTC)},  # the consent's date moved
+])
+def test_an_event_marked_minimized_by_hand_is_caught(history, runner, edit):
+    """Marking an event minimized was enough to edit its content unseen: the content hash
+    is not checked for a minimized event. Only the retention job minimizes, and it appends
+    a `minimized` event at that moment, so an event marked minimized without one is an edit."""
+    sub_id, events = _first_sub_events(history)
+    victim = next(e for e in events if e.kind in (EventKind.UNSUBSCRIBED, EventKind.CONFIRMED))
+    _redact(history, victim.id, **edit)
+    report = _verify(history)
+    assert any(f"subscription {sub_id}: event #{victim.seq}" in p for p in report.problems), \
+        report.problems
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "TAMPERED" in result.output
+
+
+def test_a_minimized_event_edited_afterwards_is_caught(history, runner):
+    """After a real minimization, a minimized event may hold no IP, user agent or detail
+    beyond what minimization keeps: one written back in is an edit."""
+    _minimize_all(history, runner)
+    sub_id, events = _first_sub_events(history)
+    with history.app_context():
+        db.session.execute(update(ConsentEvent.__table__).where(ConsentEvent.id == events[0].id)
+                           .values(details={"email": "someone-else@example.org"}))
+        db.session.commit()
+    assert not _verify(history).ok
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 1
 
 
 def test_chain_hash_depends_on_previous_sequence_and_content():
