@@ -580,3 +580,40 @@ def test_an_unknown_encoding_is_an_error_message_not_a_traceback(app, runner, ne
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "unknown encoding" in result.output and "Traceback" not in result.output
     assert counts(app) == (0, 0, 0)
+
+
+def _damage(path: Path, how: str) -> None:
+    """Make the zip ``path`` (one member, stored) encrypted, compressed by a method zipfile
+    lacks, damaged inside its data, or cut short, as a broken download or a hostile file is."""
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")
+    if how == "encrypted":
+        data[6] |= 1
+        data[central + 8] |= 1
+    elif how == "unsupported method":
+        data[8:10] = data[central + 10:central + 12] = (98).to_bytes(2, "little")  # PPMd
+    elif how == "bad crc":
+        at = data.find(b"m19@example.org")
+        data[at] = ord("n")
+    elif how == "cut short":
+        data = data[:central - 40] + data[central:]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["encrypted", "unsupported method", "bad crc", "cut short"])
+def test_a_damaged_or_encrypted_zip_is_refused_with_a_message_not_a_traceback(
+        app, runner, newsletter, tmp_path, monkeypatch, how):
+    """Each of these ended the import in a traceback (RuntimeError, NotImplementedError,
+    BadZipFile, OSError). The file is refused before anything is imported: counting its
+    lines reads every byte, so a bad CRC at the end of a member is found first too."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "members_export.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("subscribed_members_export.csv",
+                         mc_csv([mc_member(f"m{i}@example.org") for i in range(20)]))
+    _damage(path, how)
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter",
+                                 "--batch", "5"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "cannot be read" in result.output and "export it again" in result.output
+    assert counts(app) == (0, 0, 0)
