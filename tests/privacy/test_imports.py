@@ -617,3 +617,28 @@ def test_a_damaged_or_encrypted_zip_is_refused_with_a_message_not_a_traceback(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "cannot be read" in result.output and "export it again" in result.output
     assert counts(app) == (0, 0, 0)
+
+
+def test_an_address_that_withdrew_and_consented_again_keeps_its_consent_through_export_and_import(
+        app, runner, client, newsletter, confirmed, tmp_path, monkeypatch):
+    """The export wrote the withdrawn record first, the import recorded that withdrawal and
+    then called the newer consent (confirmed here after it) "suppressed": the subscriber
+    was lost on the way to another list or instance."""
+    monkeypatch.chdir(tmp_path)
+    unsubscribe = confirmed("again@example.org")
+    assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    confirmed("again@example.org")
+    out = tmp_path / "export.csv"
+    result = invoke(runner, "export", "--list", "newsletter", "--output", str(out))
+    assert result.exit_code == 0 and "2 subscriptions" in result.output, result.output
+    assert invoke(runner, "lists", "create", "other", "--name", "Other").exit_code == 0
+    assert invoke(runner, "consent-texts", "add", "other", "--locale", "de",
+                  "--text", "Ja, bitte.").exit_code == 0
+    again = invoke(runner, "import", "csv", str(out), "--list", "other")
+    assert "imported (consent with its evidence, marked as imported): 1" in again.output, again.output
+    assert "already known (nothing changed): 1" in again.output
+    with app.app_context():
+        other = db.session.scalars(select(Subscription)
+                                   .where(Subscription.mailing_list.has(slug="other"))).all()
+        assert [s.status for s in other] == ["confirmed"]
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
