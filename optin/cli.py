@@ -436,7 +436,11 @@ def _as_of(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"not an ISO date or date-time: {value!r}", param_hint="--now") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # in UTC here: a time whose zone puts it outside UTC's years failed in the database
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is outside the years 1 to 9999 in UTC",
+                                 param_hint="--now") from None
 
 
 @retention_group.command("run")

@@ -387,6 +387,15 @@ def test_now_must_be_a_date(runner, app) -> None:
     assert "not an ISO date" in result.output
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+def test_a_time_outside_utcs_years_is_refused_not_a_traceback(runner, app, moment) -> None:
+    """A valid ISO time whose zone puts it before year 1 or after 9999 in UTC ended the
+    run in an OverflowError from the database layer (and left a run recorded as failed)."""
+    result = runner.invoke(args=["retention", "run", "--now", moment, "--dry-run"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
+    assert "outside the years 1 to 9999" in result.output
+
+
 @pytest.mark.skipif(not PG_URL, reason="row locks between transactions: PostgreSQL only")
 def test_rows_locked_elsewhere_are_skipped_not_waited_for(app, client, newsletter) -> None:
     """FOR UPDATE SKIP LOCKED: a row another transaction holds (a concurrent run's batch,
