@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, object_session, scoped_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from optin.config import current_settings
 from optin.models import (
     ConsentEvent,
     EventKind,
@@ -32,6 +33,7 @@ from optin.models import (
     storable_text,
     utcnow,
 )
+from optin.ops.pseudonyms import identity, keyed_hash
 
 GENESIS = "0" * 64
 
@@ -269,10 +271,20 @@ class Verification:
         return not self.problems
 
 
-def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) -> list[str]:
-    """Problems in one chain (empty when intact)."""
+#: The events whose details record the address that signed up (``email``, stored form), or
+#: that an import brought in.
+_SIGNUP_KINDS = (EventKind.SIGNUP_REQUESTED, EventKind.SIGNUP_REPEATED, EventKind.CONSENT_IMPORTED)
+
+
+def verify_subscription(subscription: Subscription, events: list[ConsentEvent],
+                        key: bytes | None = None) -> list[str]:
+    """Problems in one chain (empty when intact), and in the subscription row's address,
+    which the chain does not cover but its signup events name: an address swapped in the
+    row would make the proof of one person's consent read as another's. With ``key`` the
+    row's keyed hash is held to its address too (suppression and look-ups go by it)."""
     problems: list[str] = []
     where = f"subscription {subscription.id}"
+    problems.extend(_address_problems(subscription, events, key))
     previous: str | None = None
     ordered = sorted(events, key=lambda e: e.seq)
     minimized = next((e for e in ordered if e.kind == EventKind.MINIMIZED
@@ -295,6 +307,22 @@ def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) 
             f"{where}: chain ends at #{len(events)} but the head says #{subscription.ledger_seq}"
             " (events deleted or head altered)"
         )
+    return problems
+
+
+def _address_problems(subscription: Subscription, events: list[ConsentEvent],
+                      key: bytes | None) -> list[str]:
+    where, address = f"subscription {subscription.id}", subscription.email
+    if address is None:
+        return []
+    problems = [f"{where}: its address is not the one its event #{e.seq} ({e.kind}) recorded "
+                "(the subscription row was altered)"
+                for e in events if e.kind in _SIGNUP_KINDS and e.redacted_at is None
+                and isinstance((e.details or {}).get("email"), str)
+                and identity(e.details["email"]) != identity(address)]
+    if key is not None and keyed_hash(address, key) != subscription.email_hash:
+        problems.append(f"{where}: its address hash is not its address's "
+                        "(the subscription row was altered)")
     return problems
 
 
@@ -344,10 +372,11 @@ def verify(session: Session, subscription_ids: list[int] | None = None, batch: i
         )
     else:
         subs = _subscriptions(session, batch)
+    key = current_settings().hash_key
     for sub in subs:
         report.subscriptions += 1
         report.events += len(sub.events)
-        report.problems.extend(verify_subscription(sub, list(sub.events)))
+        report.problems.extend(verify_subscription(sub, list(sub.events), key))
     orphans = session.scalars(
         select(ConsentEvent.id).where(~ConsentEvent.subscription_id.in_(select(Subscription.id)))
     ).all()

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import delete, select, update
 
+from optin.config import current_settings
 from optin.consent import ledger
+from optin.consent.addresses import address_hash
 from optin.extensions import db
 from optin.models import ConsentEvent, EventKind, Subscription
 
@@ -194,3 +196,24 @@ def test_details_serialized_once_are_what_event_row_stores_and_hashes(details):
     assert row["details"] == storable_json(details)
     assert json.loads(text) == row["details"]
     assert row["content_hash"] == ledger.content_hash(SimpleNamespace(**row))
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_an_address_swapped_in_the_subscription_row_is_caught(history, runner, rehash):
+    """The chain does not cover the subscription row: an insider who wrote another address
+    (and its keyed hash) into it got a proof, "ledger intact", that the other person
+    consented. The row's address must be the one its signup recorded, and its hash the
+    address's."""
+    sub_id, _ = _first_sub_events(history)
+    with history.app_context():
+        digest = address_hash("mallory@example.org", current_settings().hash_key)
+        db.session.execute(update(Subscription.__table__).where(Subscription.id == sub_id)
+                           .values(email="mallory@example.org",
+                                   **({"email_hash": digest} if rehash else {})))
+        db.session.commit()
+    problems = _verify(history).problems
+    assert any(f"subscription {sub_id}: its address is not the one its event #1" in p
+               for p in problems), problems
+    assert any("its address hash is not its address's" in p for p in problems) is not rehash
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "TAMPERED" in result.output
