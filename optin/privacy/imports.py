@@ -517,7 +517,7 @@ class _Writer:
         first = ledger.chained_event(
             sub_id, 0, None, EventKind.CONSENT_IMPORTED, origin="import", at=now,
             consent_text_id=row.consent_text_id,
-            details={**self._origin(row, now),
+            details={**self._origin(row, now), "email": row.email,  # as a signup records it
                      "consent_at": row.consent_at.isoformat() if row.consent_at else None,
                      "entered_sha256": subscriptions.entered_digest(personal)})
         if not row.withdrawn:

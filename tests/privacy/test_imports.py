@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from optin.config import current_settings
 from optin.consent import ledger
+from optin.consent.addresses import address_hash
 from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, JobState, Subscription, Suppression
 from optin.privacy import wording
@@ -642,3 +644,20 @@ def test_an_address_that_withdrew_and_consented_again_keeps_its_consent_through_
                                    .where(Subscription.mailing_list.has(slug="other"))).all()
         assert [s.status for s in other] == ["confirmed"]
         assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_an_imported_consents_address_swapped_in_its_row_is_caught(app, runner, newsletter,
+                                                                  tmp_path, monkeypatch):
+    """The imported consent's ledger named no address, so another address and its keyed
+    hash written into the row verified as intact: the import records the address as a
+    signup does, and verify holds the row to it."""
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    with app.app_context():
+        digest = address_hash("mallory@example.org", current_settings().hash_key)
+        db.session.execute(Subscription.__table__.update().values(email="mallory@example.org",
+                                                                  email_hash=digest))
+        db.session.commit()
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "its address is not the one its event #1" in result.output
