@@ -23,7 +23,7 @@ from sqlalchemy import func, not_, select
 from optin.extensions import db
 from optin.models import ConsentEvent, ConsentText, EventKind, MailingList, Subscription, SubscriptionStatus
 from optin.privacy import audit
-from optin.privacy.import_files import CSV_COLUMNS, FIELD_PREFIX
+from optin.privacy.import_files import CSV_COLUMNS, FIELD_PREFIX, spreadsheet_safe
 
 S = SubscriptionStatus
 OPTIN_COLUMNS = ("optin_recorded_by", "optin_subscription_id", "optin_signup_user_agent",
@@ -136,7 +136,10 @@ def export_csv(mailing_list: MailingList, out: TextIO, *, actor: str) -> ExportS
     for status in EXPORTED:
         for wanted in _batches(list_id, status):
             for sub, events in _with_evidence(wanted):
-                writer.writerow(_row(sub, events, texts, field_names))
+                row = _row(sub, events, texts, field_names)
+                # Names, fields and user agents are what visitors typed or sent.
+                writer.writerow({k: spreadsheet_safe(v) if isinstance(v, str) else v
+                                 for k, v in row.items()})
                 summary.rows += 1
     summary.skipped = db.session.scalar(
         select(func.count()).select_from(Subscription).where(

@@ -370,6 +370,7 @@ class GenericCSV:
                 yield Rejected(self.label, line, str(exc))
 
     def _row(self, line: int, row: int, values: dict[str, str]) -> ImportRow:
+        values = {k: spreadsheet_value(v) for k, v in values.items()}  # as optin export wrote
         email, given = address(values.get("email", ""), smtputf8=self.smtputf8)
         given_status = (values.get("status") or "").strip().lower()
         status = CSV_STATUSES.get(given_status)
@@ -392,6 +393,29 @@ class GenericCSV:
             first_name=(values.get("first_name") or "").strip() or None,
             last_name=(values.get("last_name") or "").strip() or None,
             fields=fields or None, locale=locale)
+
+
+#: How a cell starts that a spreadsheet runs as a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _runs_as_formula(value: str) -> bool:
+    """Whether :func:`spreadsheet_safe` quotes ``value``: a formula start, or a quote before
+    one (so that :func:`spreadsheet_value` gives back exactly what was written)."""
+    quotes = len(value) - len(value.lstrip("'"))
+    return value[quotes:quotes + 1] in FORMULA_STARTS and value[quotes:quotes + 1] != ""
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A CSV cell no spreadsheet runs: a value starting like a formula (``=HYPERLINK(…)``
+    in a user agent a visitor sent) gets a ``'`` before it, which spreadsheets read as
+    "this is text" and hide. :func:`spreadsheet_value` reverses it exactly."""
+    return "'" + value if _runs_as_formula(value) else value
+
+
+def spreadsheet_value(cell: str) -> str:
+    """The value :func:`spreadsheet_safe` wrote as ``cell``."""
+    return cell[1:] if cell[:1] == "'" and _runs_as_formula(cell[1:]) else cell
 
 
 def parse_field_map(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

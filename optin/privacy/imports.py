@@ -72,6 +72,7 @@ from optin.models import (
     utcnow,
 )
 from optin.privacy import audit
+from optin.privacy.import_files import spreadsheet_safe
 from optin.privacy.import_rows import CLEANED, ImportRow, Rejected, describe, parse_time
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ class _Report:
             self.writer = csv.writer(self._handle)
             self.writer.writerow(["file", "line", "reason"])
         assert self.writer is not None
-        self.writer.writerow([rejected.member, rejected.line, rejected.reason])
+        self.writer.writerow([spreadsheet_safe(rejected.member), rejected.line,
+                              spreadsheet_safe(rejected.reason)])
         self.written += 1
 
     def close(self) -> None:

