@@ -694,3 +694,29 @@ def test_an_imported_consents_address_swapped_in_its_row_is_caught(app, runner, 
         db.session.commit()
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 1 and "its address is not the one its event #1" in result.output
+
+
+def test_an_overlong_value_rejects_its_row_instead_of_going_into_the_ledger(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """The CSV reader takes fields up to 1 MB, and every evidence column was kept as
+    given: a 280 KB zip of 150 rows with a 900,000-character "IP" put 270 MB into the
+    ledger (for good), and a batch of 5,000 such rows would be gigabytes in memory."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "members_export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("subscribed_members_export.csv", mc_csv([
+            mc_member("huge@example.org", OPTIN_IP="1" * 900_000),
+            mc_member("name@example.org", **{"First Name": "A" * 3_000}),
+            mc_member("fine@example.org", LEID="9" * 2_000)]))
+    report = tmp_path / "rejected.csv"
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter",
+                    "--report", str(report))
+    assert "imported (consent with its evidence, marked as imported): 1" in result.output
+    assert "rejected (see the report file): 2" in result.output
+    reasons = [r["reason"] for r in csv.DictReader(report.open(encoding="utf-8"))]
+    assert reasons == ["OPTIN_IP holds 900000 characters, more than 2000: not imported",
+                       "first_name holds 3000 characters, more than 2000: not imported"]
+    assert list(subs(app)) == ["fine@example.org"]
+    with app.app_context():
+        longest = max(len(json.dumps(e.details)) for e in db.session.scalars(select(ConsentEvent)))
+    assert longest < 10_000
