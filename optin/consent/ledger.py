@@ -43,9 +43,12 @@ GENESIS = "0" * 64
 KEPT_DETAIL_KEYS = (
     "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
     "fields_entered",
-    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
+    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
+#: Kept by minimizations before "reason" went (it holds what a contact typed as their
+#: reason to leave, passed on by ActiveCampaign): a minimized event may still hold it.
+_ONCE_KEPT = frozenset(KEPT_DETAIL_KEYS) | {"reason"}
 
 
 def canonical_content(event: ConsentEvent) -> str:
@@ -332,12 +335,12 @@ def _redaction_problem(event: ConsentEvent, minimized: ConsentEvent | None) -> s
     Its content no longer matches its hash, so marking an event minimized would let any
     edit of it pass. What can be checked is that the retention job did it: the job appends
     a ``minimized`` event (itself verified) after the events it strips, at the instant it
-    strips them, and leaves no IP, user agent or detail beyond :data:`KEPT_DETAIL_KEYS`.
+    strips them, and leaves no IP, user agent or detail beyond what it keeps (or kept).
     """
     if minimized is None or minimized.seq <= event.seq or minimized.at != event.redacted_at:
         return "is marked minimized, but no minimization of the record did it (modified)"
     if (event.ip is not None or event.user_agent is not None
-            or not set(event.details or {}) <= set(KEPT_DETAIL_KEYS)):
+            or not set(event.details or {}) <= _ONCE_KEPT):
         return "was modified after its minimization"
     return None
 
