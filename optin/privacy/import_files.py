@@ -42,6 +42,10 @@ from optin.privacy.import_rows import (
 )
 
 SNIFF_BYTES = 64 * 1024
+#: Files in a zip beyond which it is no audience export (Mailchimp's holds three or four
+#: CSVs): each member is read several times, each time through the zip's directory, so a
+#: small zip of thousands of members took minutes per thousand.
+MAX_ZIP_MEMBERS = 100
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 20)  # a 1 MB field is a broken file, not a row
 
@@ -229,6 +233,10 @@ class MailchimpExport:
         if zipfile.is_zipfile(self.path):
             try:
                 with zipfile.ZipFile(self.path) as archive:
+                    if len(archive.infolist()) > MAX_ZIP_MEMBERS:
+                        raise ImportFileError(
+                            f"{self.label} holds {len(archive.infolist())} files, more than "
+                            f"{MAX_ZIP_MEMBERS}: not a Mailchimp audience export (a few CSVs)")
                     names = [i.filename for i in archive.infolist()
                              if not i.is_dir() and i.filename.lower().endswith(".csv")
                              and not Path(i.filename).name.startswith(".")]
