@@ -114,6 +114,8 @@ def _with_evidence(subs: list[Subscription]) -> Iterator[tuple[Subscription, dic
         select(ConsentEvent).where(ConsentEvent.subscription_id.in_([s.id for s in subs]),
                                    ConsentEvent.kind.in_(_EVIDENCE_KINDS))
         .order_by(ConsentEvent.subscription_id, ConsentEvent.seq)):
+        if event.kind == EventKind.BOUNCED and "was" not in (event.details or {}):
+            continue  # a bounce recorded without withdrawing ("was": the withdrawal's mark)
         by_sub.setdefault(event.subscription_id, {}).setdefault(event.kind, event)
     for sub in subs:
         yield sub, by_sub.get(sub.id, {})

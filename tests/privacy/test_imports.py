@@ -737,3 +737,19 @@ def test_a_zip_of_thousands_of_members_is_refused_at_once(app, runner, newslette
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "holds 101 files, more than 100" in result.output
     assert counts(app) == (0, 0, 0)
+
+
+def test_a_bounce_that_withdrew_nothing_does_not_make_a_later_unsubscribe_cleaned(
+        ac_newsletter, ac_app, runner, client, confirmed, tmp_path, monkeypatch):
+    """ActiveCampaign's bounce is recorded without withdrawing; the export then called the
+    subscriber's own later unsubscribe "cleaned", and the import made it a bounce."""
+    monkeypatch.chdir(tmp_path)
+    unsubscribe = confirmed("bounce@example.org")
+    assert client.post("/webhooks/activecampaign?secret=webhook-secret-0123456789", data={
+        "type": "bounce", "list": "1", "contact[email]": "bounce@example.org",
+        "bounce[type]": "soft"}).status_code == 200
+    assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    out = tmp_path / "export.csv"
+    assert invoke(runner, "export", "--list", "newsletter", "--output", str(out)).exit_code == 0
+    (row,) = csv.DictReader(out.open(encoding="utf-8"))
+    assert (row["status"], row["optin_withdrawal_channel"]) == ("unsubscribed", "one_click")
