@@ -736,7 +736,8 @@ def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_ru
                                   batch=batch, report=report, restart=restart,
                                   progress=bar.update)
     except KeyboardInterrupt:
-        done = imports.cursor(mailing_list, source)
+        # Read again: an interrupted statement may have cost the session its connection.
+        done = imports.cursor(_list_or_exit(slug), source)
         click.echo(f"\ninterrupted: {done['done'] if done else 0} rows committed; run the "
                    "same command again to resume", err=True)
         sys.exit(130)

@@ -397,7 +397,13 @@ class _Writer:
                 if attempt == ATTEMPTS:
                     raise
             except BaseException:
-                db.session.rollback()
+                try:
+                    db.session.rollback()
+                except Exception:
+                    # Ctrl-C landed inside a statement (a COPY, a commit): the connection is
+                    # in no state to roll back, and the batch is lost with it either way.
+                    # Dropped, so the interruption (and where to resume) is what is said.
+                    db.session().invalidate()
                 summary.counts = dict(before)
                 raise
 
