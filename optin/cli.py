@@ -436,7 +436,11 @@ def _as_of(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"not an ISO date or date-time: {value!r}", param_hint="--now") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # in UTC here: a time whose zone puts it outside UTC's years failed in the database
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is outside the years 1 to 9999 in UTC",
+                                 param_hint="--now") from None
 
 
 @retention_group.command("run")
@@ -732,7 +736,8 @@ def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_ru
                                   batch=batch, report=report, restart=restart,
                                   progress=bar.update)
     except KeyboardInterrupt:
-        done = imports.cursor(mailing_list, source)
+        # Read again: an interrupted statement may have cost the session its connection.
+        done = imports.cursor(_list_or_exit(slug), source)
         click.echo(f"\ninterrupted: {done['done'] if done else 0} rows committed; run the "
                    "same command again to resume", err=True)
         sys.exit(130)

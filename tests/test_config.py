@@ -56,6 +56,10 @@ def test_production_requires_a_secret_key(tmp_path):
     ({"OPTIN_ENV": "staging"}, "OPTIN_ENV must be"),
     ({"OPTIN_SECRET_KEY": "tooshort"}, "at least 16"),
     ({"OPTIN_BRAND_COLOR": "red; }"}, "OPTIN_BRAND_COLOR"),
+    # Dates past year 9999: every withdrawal (or signup, or link) failed in its transaction.
+    ({"OPTIN_PROOF_RETENTION_YEARS": "9000"}, "OPTIN_PROOF_RETENTION_YEARS must be at most 100"),
+    ({"OPTIN_PENDING_RETENTION_DAYS": "3000000"}, "OPTIN_PENDING_RETENTION_DAYS must be at most"),
+    ({"OPTIN_CONFIRM_TTL_HOURS": "99999999999"}, "OPTIN_CONFIRM_TTL_HOURS must be at most"),
 ])
 def test_bad_values_are_named(tmp_path, env, message):
     with pytest.raises(ConfigError, match=message):

@@ -19,6 +19,7 @@ _PHRASES = {
     "bool_parsing": "must be 0 or 1",
     "greater_than_equal": "must be at least {ge}",
     "greater_than": "must be a number above {gt}",
+    "less_than_equal": "must be at most {le}",
     "literal_error": "must be {expected}",
 }
 

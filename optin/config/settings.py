@@ -111,12 +111,12 @@ class Settings(BaseSettings):
     mails_per_address_per_day: int = Field(3, ge=1, description=(
         "confirmation mails to one address in 24 hours, whatever the IP or list; signups "
         "beyond it are answered as usual and send no mail"))
-    confirm_ttl_hours: int = Field(72, ge=1, description="validity of a confirmation link")
+    confirm_ttl_hours: int = Field(72, ge=1, le=8760, description="validity of a confirmation link")
     resend_interval_minutes: int = Field(15, ge=0, description=(
         "a pending signup that signs up again gets at most one new mail per interval"))
-    pending_retention_days: int = Field(14, ge=1, description=(
+    pending_retention_days: int = Field(14, ge=1, le=3650, description=(
         "days after signup before an unconfirmed signup is minimized"))
-    proof_retention_years: int = Field(3, ge=1, description=(
+    proof_retention_years: int = Field(3, ge=1, le=100, description=(
         "years after the end of the withdrawal year that proof is kept"))
     proof_export_page_size: int = Field(10, ge=1, le=500, description=(
         "proofs in one answer of `GET /v1/lists/<slug>/proofs` (`?page=N` and the `Link` "

@@ -13,7 +13,8 @@ a chain of their own. ``tsa_token`` time-stamps SHA-256 of the statement.
 
 Run ``python -m optin.consent.checkpoint_file FILE --public-key KEY`` to check a
 file (and, with ``--proof PROOF.json``, that a proof's chain head is in its
-checkpoint) with no access to the service or its database.
+checkpoint, and that the events the proof shows hash and chain to that head) with
+no access to the service or its database.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -302,17 +304,72 @@ def _check_proof(proof: Any, by_n: Mapping[int, Published]) -> list[str]:
     sections = list(_sections(proof))
     if not sections:
         return ["the proof names no checkpoint"]
+    cycles = {c["checkpoint"]["leaf"]["subscription_id"]: c
+              for c in (proof.get("consents") or []) if isinstance(proof, dict)
+              and isinstance(c, dict) and isinstance(c.get("checkpoint"), dict)}
     for section in sections:
         entry = by_n.get(int(section["checkpoint"]))
         leaf = section["leaf"]
+        cycle = cycles.get(leaf["subscription_id"])
+        shown = _chain_problems(cycle, leaf, section["checkpoint"]) if cycle else []
         if entry is None:
             problems.append(f"checkpoint {section['checkpoint']} is not in the file")
         elif not check_inclusion(entry, leaf, section["merkle_path"]):
             problems.append(f"subscription {leaf['subscription_id']}'s chain head is not in "
                             f"checkpoint {entry.n}")
+        elif shown:
+            problems.extend(shown)
         else:
             print(f"subscription {leaf['subscription_id']}: events #1..#{leaf['seq']} are in "
                   f"checkpoint {entry.n} (root {entry.statement['root']})")
+    return problems
+
+
+GENESIS = "0" * 64
+
+
+def event_content(subscription_id: int, event: Mapping[str, Any]) -> str:
+    """An event's content as the ledger hashes it (``ledger.canonical_content``), from the
+    event as a proof's JSON shows it."""
+    at = datetime.fromisoformat(str(event["at"])).isoformat(timespec="microseconds")
+    content = {"subscription_id": subscription_id, "seq": event["seq"], "kind": event["kind"],
+               "at": at, "ip": event.get("ip"), "user_agent": event.get("user_agent"),
+               "consent_text_id": event.get("consent_text_id"), "origin": event.get("origin"),
+               "details": event.get("details") or {}}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chain_problems(cycle: Mapping[str, Any], leaf: Mapping[str, Any], n: Any) -> list[str]:
+    """The cycle's events as the proof shows them, held to the head checkpoint ``n`` signed.
+
+    Without this the check said "events #1..#N are in checkpoint n" of whatever events a
+    proof listed (an edited copy, or a history altered and re-hashed): the leaf alone is
+    in the checkpoint. Each shown event must hash as recorded (a minimized one cannot be
+    checked: its content is gone), the hashes must chain, and the chain must reach the
+    signed head at its number.
+    """
+    where = f"subscription {leaf['subscription_id']}"
+    sub_id, problems, previous = int(leaf["subscription_id"]), [], None
+    events = sorted(cycle.get("events") or [], key=lambda e: int(e["seq"]))
+    for expected, event in enumerate(events, 1):
+        seq = int(event["seq"])
+        if seq != expected:
+            return [f"{where}: event #{expected} is not in the proof"]
+        if not event.get("redacted_at") and hashlib.sha256(
+                event_content(sub_id, event).encode()).hexdigest() != event.get("content_hash"):
+            problems.append(f"{where}: event #{seq} as the proof shows it does not hash as "
+                            "recorded (altered)")
+        previous_text = previous or GENESIS
+        chained = hashlib.sha256(f"{previous_text}|{seq}|{event.get('content_hash')}".encode())
+        if chained.hexdigest() != event.get("chain_hash"):
+            return [*problems, f"{where}: the chain is broken at event #{seq}"]
+        previous = event["chain_hash"]
+        if seq == int(leaf["seq"]) and previous != leaf["chain_hash"]:
+            problems.append(f"{where}: events #1..#{seq} as the proof shows them are not what "
+                            f"checkpoint {n} signed (altered and re-hashed)")
+    if len(events) < int(leaf["seq"]):
+        problems.append(f"{where}: event #{leaf['seq']}, signed by checkpoint {n}, is not in "
+                        "the proof")
     return problems
 
 

@@ -470,3 +470,40 @@ def covering(subscription_id: int) -> dict[str, Any] | None:
         "covers_events_through": seq,
         "published_in": current_settings().ledger_checkpoint_file.name,
     }
+
+
+def anchor_problems(anchor: dict[str, Any], chain: dict[int, str]) -> list[str]:
+    """What is wrong between a proof's checkpoint section (:func:`covering`) and the chain
+    the proof shows (``chain``: each event's number and chain hash); empty when it holds.
+
+    The per-chain check cannot see a history altered and re-hashed; this one, like
+    ``optin ledger verify``, can: the head the checkpoint signed must still be the chain's
+    event with that hash, and the database's copy of the checkpoint must carry a valid
+    signature whose root the leaf's Merkle path leads to. Without it a proof showed the
+    rewritten events as "intact" and "covered by checkpoint n".
+    """
+    where, leaf = f"checkpoint {anchor['checkpoint']}", anchor["leaf"]
+    sub, seq = f"subscription {leaf['subscription_id']}", leaf["seq"]
+    problems = list(_signed_copy_problems(anchor["statement"], anchor["signature"],
+                                          anchor["tsa_token"]))
+    data = merkle.leaf_data(int(leaf["subscription_id"]), int(seq), str(leaf["chain_hash"]))
+    if not problems and merkle.root_from_path(data, anchor["merkle_path"]) != json.loads(
+            anchor["statement"]).get("root"):
+        problems.append(f"{sub}: the database's record of {where} does not lead to the root "
+                        "it signed (checkpoint records rewritten)")
+    found = chain.get(seq)
+    if found is None:
+        problems.append(f"{sub}: event #{seq}, signed by {where}, is gone")
+    elif found != leaf["chain_hash"]:
+        problems.append(f"{sub}: its history up to event #{seq} is not what {where} signed "
+                        "(altered and re-hashed)")
+    return problems
+
+
+@lru_cache(maxsize=16)
+def _signed_copy_problems(statement: str, signature: str, tsa_token: str | None) -> tuple[str, ...]:
+    """The database's copy of a checkpoint checked as its published line would be (once per
+    checkpoint and process: an audit export asks for every proof of a list)."""
+    entry = Published(statement=json.loads(statement), signature=signature, public_key="",
+                      tsa_token=tsa_token)
+    return tuple(checkpoint_file.check_entry(entry, trusted_keys()))

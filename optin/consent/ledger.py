@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, object_session, scoped_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from optin.config import current_settings
 from optin.models import (
     ConsentEvent,
     EventKind,
@@ -32,8 +33,22 @@ from optin.models import (
     storable_text,
     utcnow,
 )
+from optin.ops.pseudonyms import identity, keyed_hash
 
 GENESIS = "0" * 64
+
+#: Event details that survive minimization (``privacy.retention`` strips the rest): kinds
+#: of things, versions and hashes, never a value a person typed or that names them. Here,
+#: so that verification can hold a minimized event to it.
+KEPT_DETAIL_KEYS = (
+    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
+    "fields_entered",
+    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "rule", "run",
+    "signup_seq", "template", "template_sha256", "text_sha256", "was",
+)
+#: Kept by minimizations before "reason" went (it holds what a contact typed as their
+#: reason to leave, passed on by ActiveCampaign): a minimized event may still hold it.
+_ONCE_KEPT = frozenset(KEPT_DETAIL_KEYS) | {"reason"}
 
 
 def canonical_content(event: ConsentEvent) -> str:
@@ -259,17 +274,33 @@ class Verification:
         return not self.problems
 
 
-def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) -> list[str]:
-    """Problems in one chain (empty when intact)."""
+#: The events whose details record the address that signed up (``email``, stored form), or
+#: that an import brought in.
+_SIGNUP_KINDS = (EventKind.SIGNUP_REQUESTED, EventKind.SIGNUP_REPEATED, EventKind.CONSENT_IMPORTED)
+
+
+def verify_subscription(subscription: Subscription, events: list[ConsentEvent],
+                        key: bytes | None = None) -> list[str]:
+    """Problems in one chain (empty when intact), and in the subscription row's address,
+    which the chain does not cover but its signup events name: an address swapped in the
+    row would make the proof of one person's consent read as another's. With ``key`` the
+    row's keyed hash is held to its address too (suppression and look-ups go by it)."""
     problems: list[str] = []
     where = f"subscription {subscription.id}"
+    problems.extend(_address_problems(subscription, events, key))
     previous: str | None = None
-    for expected_seq, event in enumerate(sorted(events, key=lambda e: e.seq), 1):
+    ordered = sorted(events, key=lambda e: e.seq)
+    minimized = next((e for e in ordered if e.kind == EventKind.MINIMIZED
+                      and e.redacted_at is None), None)
+    for expected_seq, event in enumerate(ordered, 1):
         if event.seq != expected_seq:
             problems.append(f"{where}: event #{expected_seq} is missing (found #{event.seq})")
             return problems
-        if event.redacted_at is None and content_hash(event) != event.content_hash:
-            problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        if event.redacted_at is None:
+            if content_hash(event) != event.content_hash:
+                problems.append(f"{where}: event #{event.seq} ({event.kind}) was modified")
+        elif (problem := _redaction_problem(event, minimized)) is not None:
+            problems.append(f"{where}: event #{event.seq} ({event.kind}) {problem}")
         if chain_hash(previous, event.seq, event.content_hash) != event.chain_hash:
             problems.append(f"{where}: chain broken at event #{event.seq} ({event.kind})")
             return problems
@@ -280,6 +311,38 @@ def verify_subscription(subscription: Subscription, events: list[ConsentEvent]) 
             " (events deleted or head altered)"
         )
     return problems
+
+
+def _address_problems(subscription: Subscription, events: list[ConsentEvent],
+                      key: bytes | None) -> list[str]:
+    where, address = f"subscription {subscription.id}", subscription.email
+    if address is None:
+        return []
+    problems = [f"{where}: its address is not the one its event #{e.seq} ({e.kind}) recorded "
+                "(the subscription row was altered)"
+                for e in events if e.kind in _SIGNUP_KINDS and e.redacted_at is None
+                and isinstance((e.details or {}).get("email"), str)
+                and identity(e.details["email"]) != identity(address)]
+    if key is not None and keyed_hash(address, key) != subscription.email_hash:
+        problems.append(f"{where}: its address hash is not its address's "
+                        "(the subscription row was altered)")
+    return problems
+
+
+def _redaction_problem(event: ConsentEvent, minimized: ConsentEvent | None) -> str | None:
+    """What is wrong with a minimized event, or None.
+
+    Its content no longer matches its hash, so marking an event minimized would let any
+    edit of it pass. What can be checked is that the retention job did it: the job appends
+    a ``minimized`` event (itself verified) after the events it strips, at the instant it
+    strips them, and leaves no IP, user agent or detail beyond what it keeps (or kept).
+    """
+    if minimized is None or minimized.seq <= event.seq or minimized.at != event.redacted_at:
+        return "is marked minimized, but no minimization of the record did it (modified)"
+    if (event.ip is not None or event.user_agent is not None
+            or not set(event.details or {}) <= _ONCE_KEPT):
+        return "was modified after its minimization"
+    return None
 
 
 def _subscriptions(session: Session, batch: int) -> Iterator[Subscription]:
@@ -312,10 +375,11 @@ def verify(session: Session, subscription_ids: list[int] | None = None, batch: i
         )
     else:
         subs = _subscriptions(session, batch)
+    key = current_settings().hash_key
     for sub in subs:
         report.subscriptions += 1
         report.events += len(sub.events)
-        report.problems.extend(verify_subscription(sub, list(sub.events)))
+        report.problems.extend(verify_subscription(sub, list(sub.events), key))
     orphans = session.scalars(
         select(ConsentEvent.id).where(~ConsentEvent.subscription_id.in_(select(Subscription.id)))
     ).all()

@@ -7,7 +7,8 @@ filled from what optin recorded, or, for an imported consent, with the
 evidence exactly as the source gave it; then ``optin_…`` columns with what
 only optin knows (user agents, where the record came from, the ledger head).
 Pending signups are no consents and minimized records have no address: both
-are left out. Read in id order in batches; the export is audited.
+are left out. Read in id order in batches, the active subscriptions first (see
+:func:`export_csv`); the export is audited.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, not_, select
 
 from optin.extensions import db
 from optin.models import ConsentEvent, ConsentText, EventKind, MailingList, Subscription, SubscriptionStatus
 from optin.privacy import audit
-from optin.privacy.import_files import CSV_COLUMNS, FIELD_PREFIX
+from optin.privacy.import_files import CSV_COLUMNS, FIELD_PREFIX, spreadsheet_safe
 
 S = SubscriptionStatus
 OPTIN_COLUMNS = ("optin_recorded_by", "optin_subscription_id", "optin_signup_user_agent",
@@ -44,12 +45,13 @@ def _iso(value: Any) -> str:
     return value.isoformat() if value is not None else ""
 
 
-def _batches(list_id: int) -> Iterator[list[Subscription]]:
+def _batches(list_id: int, status: str | None = None) -> Iterator[list[Subscription]]:
     last = 0
     while True:
-        subs = list(db.session.scalars(
-            select(Subscription).where(Subscription.list_id == list_id, Subscription.id > last)
-            .order_by(Subscription.id).limit(READ_CHUNK)))
+        query = select(Subscription).where(Subscription.list_id == list_id, Subscription.id > last)
+        if status is not None:
+            query = query.where(Subscription.status == status, Subscription.email.is_not(None))
+        subs = list(db.session.scalars(query.order_by(Subscription.id).limit(READ_CHUNK)))
         if not subs:
             return
         yield subs
@@ -105,6 +107,20 @@ def _row(sub: Subscription, events: dict[str, ConsentEvent], texts: dict[int, Co
     return row
 
 
+def _with_evidence(subs: list[Subscription]) -> Iterator[tuple[Subscription, dict[str, ConsentEvent]]]:
+    """Each subscription with the first event of each evidence kind, in one query."""
+    by_sub: dict[int, dict[str, ConsentEvent]] = {}
+    for event in db.session.scalars(
+        select(ConsentEvent).where(ConsentEvent.subscription_id.in_([s.id for s in subs]),
+                                   ConsentEvent.kind.in_(_EVIDENCE_KINDS))
+        .order_by(ConsentEvent.subscription_id, ConsentEvent.seq)):
+        if event.kind == EventKind.BOUNCED and "was" not in (event.details or {}):
+            continue  # a bounce recorded without withdrawing ("was": the withdrawal's mark)
+        by_sub.setdefault(event.subscription_id, {}).setdefault(event.kind, event)
+    for sub in subs:
+        yield sub, by_sub.get(sub.id, {})
+
+
 def export_csv(mailing_list: MailingList, out: TextIO, *, actor: str) -> ExportSummary:
     """Write the list as CSV to ``out`` (see the module doc); audited."""
     list_id, slug = mailing_list.id, mailing_list.slug
@@ -115,19 +131,22 @@ def export_csv(mailing_list: MailingList, out: TextIO, *, actor: str) -> ExportS
     summary = ExportSummary()
     texts = {t.id: t for t in db.session.scalars(
         select(ConsentText).where(ConsentText.list_id == list_id))}
-    for subs in _batches(list_id):
-        wanted = [s for s in subs if s.status in EXPORTED and s.email]
-        summary.skipped += len(subs) - len(wanted)
-        by_sub: dict[int, dict[str, ConsentEvent]] = {}
-        if wanted:
-            for event in db.session.scalars(
-                select(ConsentEvent).where(ConsentEvent.subscription_id.in_([s.id for s in wanted]),
-                                           ConsentEvent.kind.in_(_EVIDENCE_KINDS))
-                .order_by(ConsentEvent.subscription_id, ConsentEvent.seq)):
-                by_sub.setdefault(event.subscription_id, {}).setdefault(event.kind, event)
-        for sub in wanted:
-            writer.writerow(_row(sub, by_sub.get(sub.id, {}), texts, field_names))
-            summary.rows += 1
+    # The active subscriptions first: an address that withdrew and consented again has a
+    # withdrawn record and a newer confirmed one, and the import decides row by row. The
+    # withdrawal first made the newer consent come back "suppressed" (lost); after it,
+    # the older withdrawal is "already known" and the consent stays.
+    for status in EXPORTED:
+        for wanted in _batches(list_id, status):
+            for sub, events in _with_evidence(wanted):
+                row = _row(sub, events, texts, field_names)
+                # Names, fields and user agents are what visitors typed or sent.
+                writer.writerow({k: spreadsheet_safe(v) if isinstance(v, str) else v
+                                 for k, v in row.items()})
+                summary.rows += 1
+    summary.skipped = db.session.scalar(
+        select(func.count()).select_from(Subscription).where(
+            Subscription.list_id == list_id,
+            not_(Subscription.status.in_(EXPORTED) & Subscription.email.is_not(None)))) or 0
     audit.record(actor, "export", details={"list": slug, "format": "csv", "rows": summary.rows})
     db.session.commit()
     return summary

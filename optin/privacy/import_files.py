@@ -25,6 +25,7 @@ import hashlib
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,10 @@ from optin.privacy.import_rows import (
 )
 
 SNIFF_BYTES = 64 * 1024
+#: Files in a zip beyond which it is no audience export (Mailchimp's holds three or four
+#: CSVs): each member is read several times, each time through the zip's directory, so a
+#: small zip of thousands of members took minutes per thousand.
+MAX_ZIP_MEMBERS = 100
 DELIMITERS = ",;\t|"
 csv.field_size_limit(1 << 20)  # a 1 MB field is a broken file, not a row
 
@@ -49,12 +54,29 @@ class ImportFileError(ValueError):
     """The file as a whole cannot be read (not a CSV, no address column, not UTF-8)."""
 
 
+#: What a damaged zip raises while a member is read (a bad CRC, a cut-off or corrupt
+#: stream) or a file that cannot be read at all; opening a member can also raise
+#: RuntimeError (encrypted) or NotImplementedError (a compression method zipfile lacks).
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+def _unreadable(name: str, exc: BaseException) -> ImportFileError:
+    """The operator's message for a file or zip member that cannot be read: a reason, and
+    what to do, never a traceback (nothing of the file's content is in it)."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return ImportFileError(f"{name} cannot be read ({reason}); export it again as a plain "
+                           "(unencrypted) zip or CSV")
+
+
 def sha256_of(path: Path) -> str:
     """SHA-256 of the file's bytes, read in chunks: what the ledger names the file by."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise _unreadable(path.name, exc) from None
     return digest.hexdigest()
 
 
@@ -118,16 +140,22 @@ def records(opener: Callable[[], IO[bytes]], member: str,
                               "(or pass --encoding)") from None
     except csv.Error as exc:
         raise ImportFileError(f"{member}: not a readable CSV ({exc})") from None
+    except _DAMAGED as exc:
+        raise _unreadable(member, exc) from None
 
 
-def _lines(opener: Callable[[], IO[bytes]]) -> int:
+def _lines(opener: Callable[[], IO[bytes]], member: str) -> int:
     """Lines after the header: the records, for a progress bar (a quoted newline makes it
-    one more; the summary counts records exactly). Bytes counted, nothing parsed."""
+    one more; the summary counts records exactly). Bytes counted, nothing parsed; it
+    reads every byte, so a damaged zip is refused here, before anything is imported."""
     lines, last = 0, b"\n"
-    with opener() as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
+    try:
+        with opener() as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except _DAMAGED as exc:
+        raise _unreadable(member, exc) from None
     return max(lines + (last != b"\n") - 1, 0)
 
 
@@ -139,6 +167,8 @@ def _header_of(opener: Callable[[], IO[bytes]], member: str, encoding: str) -> s
     except UnicodeDecodeError:
         raise ImportFileError(f"{member} is not {encoding} text; save it as UTF-8 "
                               "(or pass --encoding)") from None
+    except _DAMAGED as exc:
+        raise _unreadable(member, exc) from None
     header = next(csv.reader(io.StringIO(sample.replace("\0", "")), _dialect(sample)), [])
     return {h.strip() for h in header}
 
@@ -201,10 +231,17 @@ class MailchimpExport:
     def _members(self) -> list[tuple[str, str, Callable[[], IO[bytes]]]]:
         """(name, status, opener) of each CSV, subscribed first."""
         if zipfile.is_zipfile(self.path):
-            with zipfile.ZipFile(self.path) as archive:
-                names = [i.filename for i in archive.infolist()
-                         if not i.is_dir() and i.filename.lower().endswith(".csv")
-                         and not Path(i.filename).name.startswith(".")]
+            try:
+                with zipfile.ZipFile(self.path) as archive:
+                    if len(archive.infolist()) > MAX_ZIP_MEMBERS:
+                        raise ImportFileError(
+                            f"{self.label} holds {len(archive.infolist())} files, more than "
+                            f"{MAX_ZIP_MEMBERS}: not a Mailchimp audience export (a few CSVs)")
+                    names = [i.filename for i in archive.infolist()
+                             if not i.is_dir() and i.filename.lower().endswith(".csv")
+                             and not Path(i.filename).name.startswith(".")]
+            except _DAMAGED as exc:
+                raise _unreadable(self.label, exc) from None
             found = []
             for name in names:
                 status = mailchimp_status(name)
@@ -235,8 +272,15 @@ class MailchimpExport:
 
     def _zip_opener(self, name: str) -> Callable[[], IO[bytes]]:
         def opener() -> IO[bytes]:
-            archive = zipfile.ZipFile(self.path)
-            inner = archive.open(name)
+            try:
+                archive = zipfile.ZipFile(self.path)
+            except _DAMAGED as exc:
+                raise _unreadable(name, exc) from None
+            try:
+                inner = archive.open(name)
+            except (*_DAMAGED, RuntimeError, NotImplementedError) as exc:
+                archive.close()
+                raise _unreadable(name, exc) from None
             close = inner.close
 
             def closing() -> None:
@@ -248,7 +292,7 @@ class MailchimpExport:
         return opener
 
     def count(self) -> int:
-        return sum(_lines(opener) for _, _, opener in self.members)
+        return sum(_lines(opener, name) for name, _, opener in self.members)
 
     def rows(self) -> Iterator[ImportRow | Rejected]:
         for name, status, opener in self.members:
@@ -321,7 +365,7 @@ class GenericCSV:
                                   f"status (found: {', '.join(sorted(names)) or 'none'})")
 
     def count(self) -> int:
-        return _lines(self._opener)
+        return _lines(self._opener, self.label)
 
     def rows(self) -> Iterator[ImportRow | Rejected]:
         for line, row, values in records(self._opener, self.label, self.encoding):
@@ -334,6 +378,7 @@ class GenericCSV:
                 yield Rejected(self.label, line, str(exc))
 
     def _row(self, line: int, row: int, values: dict[str, str]) -> ImportRow:
+        values = {k: spreadsheet_value(v) for k, v in values.items()}  # as optin export wrote
         email, given = address(values.get("email", ""), smtputf8=self.smtputf8)
         given_status = (values.get("status") or "").strip().lower()
         status = CSV_STATUSES.get(given_status)
@@ -356,6 +401,29 @@ class GenericCSV:
             first_name=(values.get("first_name") or "").strip() or None,
             last_name=(values.get("last_name") or "").strip() or None,
             fields=fields or None, locale=locale)
+
+
+#: How a cell starts that a spreadsheet runs as a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _runs_as_formula(value: str) -> bool:
+    """Whether :func:`spreadsheet_safe` quotes ``value``: a formula start, or a quote before
+    one (so that :func:`spreadsheet_value` gives back exactly what was written)."""
+    quotes = len(value) - len(value.lstrip("'"))
+    return value[quotes:quotes + 1] in FORMULA_STARTS and value[quotes:quotes + 1] != ""
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A CSV cell no spreadsheet runs: a value starting like a formula (``=HYPERLINK(…)``
+    in a user agent a visitor sent) gets a ``'`` before it, which spreadsheets read as
+    "this is text" and hide. :func:`spreadsheet_value` reverses it exactly."""
+    return "'" + value if _runs_as_formula(value) else value
+
+
+def spreadsheet_value(cell: str) -> str:
+    """The value :func:`spreadsheet_safe` wrote as ``cell``."""
+    return cell[1:] if cell[:1] == "'" and _runs_as_formula(cell[1:]) else cell
 
 
 def parse_field_map(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

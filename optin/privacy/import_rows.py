@@ -24,6 +24,11 @@ EVIDENCE_ROLES = ("signup_time", "signup_ip", "confirm_time", "confirm_ip", "wit
 TIME_ROLES = ("signup_time", "confirm_time", "withdrawn_time")
 IP_ROLES = ("signup_ip", "confirm_ip")
 
+#: The longest value a row may keep (evidence, names, fields; a consent text: MAX_TEXT).
+#: The CSV reader takes fields up to 1 MB, and a zip of a few hundred KB can hold rows of
+#: such "IP addresses": each stored in the ledger for good, a batch of them in memory.
+MAX_VALUE, MAX_TEXT = 2_000, 20_000
+
 SUBSCRIBED, UNSUBSCRIBED, CLEANED = "subscribed", "unsubscribed", "cleaned"
 STATUSES = (SUBSCRIBED, UNSUBSCRIBED, CLEANED)
 
@@ -62,6 +67,7 @@ class ImportRow:
     consent_text_id: int | None = None  # set by the importer from consent_text_version
 
     def __post_init__(self) -> None:
+        self._check_lengths()
         self.interpreted: dict[str, str] = {}
         self.times: dict[str, datetime] = {}
         for role in TIME_ROLES:
@@ -75,6 +81,18 @@ class ImportRow:
             decoded = decode_ip(raw) if raw else None
             if decoded is not None and decoded != raw:
                 self.interpreted[role] = decoded
+
+    def _check_lengths(self) -> None:
+        """Raises BadValue for a value longer than a proof or a mail could use."""
+        kept: list[tuple[str, Any]] = [
+            *((self.columns.get(role, role), v) for role, v in self.evidence.items()),
+            *self.extra.items(), ("first_name", self.first_name), ("last_name", self.last_name),
+            *(("field " + str(k), v) for k, v in (self.fields or {}).items())]
+        for column, value in kept:
+            limit = MAX_TEXT if column == self.columns.get("consent_text") else MAX_VALUE
+            if isinstance(value, str) and len(value) > limit:
+                raise BadValue(f"{str(column)[:40]} holds {len(value)} characters, more than "
+                               f"{limit}: not imported")
 
     @property
     def missing(self) -> list[str]:

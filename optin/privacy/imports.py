@@ -72,6 +72,7 @@ from optin.models import (
     utcnow,
 )
 from optin.privacy import audit
+from optin.privacy.import_files import spreadsheet_safe
 from optin.privacy.import_rows import CLEANED, ImportRow, Rejected, describe, parse_time
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ class _Report:
             self.writer = csv.writer(self._handle)
             self.writer.writerow(["file", "line", "reason"])
         assert self.writer is not None
-        self.writer.writerow([rejected.member, rejected.line, rejected.reason])
+        self.writer.writerow([spreadsheet_safe(rejected.member), rejected.line,
+                              spreadsheet_safe(rejected.reason)])
         self.written += 1
 
     def close(self) -> None:
@@ -395,7 +397,13 @@ class _Writer:
                 if attempt == ATTEMPTS:
                     raise
             except BaseException:
-                db.session.rollback()
+                try:
+                    db.session.rollback()
+                except Exception:
+                    # Ctrl-C landed inside a statement (a COPY, a commit): the connection is
+                    # in no state to roll back, and the batch is lost with it either way.
+                    # Dropped, so the interruption (and where to resume) is what is said.
+                    db.session().invalidate()
                 summary.counts = dict(before)
                 raise
 
@@ -517,7 +525,7 @@ class _Writer:
         first = ledger.chained_event(
             sub_id, 0, None, EventKind.CONSENT_IMPORTED, origin="import", at=now,
             consent_text_id=row.consent_text_id,
-            details={**self._origin(row, now),
+            details={**self._origin(row, now), "email": row.email,  # as a signup records it
                      "consent_at": row.consent_at.isoformat() if row.consent_at else None,
                      "entered_sha256": subscriptions.entered_digest(personal)})
         if not row.withdrawn:

@@ -426,6 +426,9 @@ def _cycle(sub: Subscription) -> ConsentCycle:
     confirmed_seq = _confirmed_seq(confirmed, records)
     shown = (confirmed.consent_text_id if confirmed else None) or sub.consent_text_id
     check = ledger.verify(db.session(), [sub.id])
+    anchor = checkpoints.covering(sub.id)
+    problems = check.problems + (checkpoints.anchor_problems(
+        anchor, {e.seq: e.chain_hash for e in events}) if anchor else [])
     copies = mailcopies.of(sub.id)
     mails = [_mail(e, by_seq, copies) for e in events if e.kind in MAIL_SENT]
     requests = [_signup(e, by_seq.get(e.seq), confirmed_seq, mails)
@@ -459,12 +462,12 @@ def _cycle(sub: Subscription) -> ConsentCycle:
         "events": events,
         "imported": imported_evidence(events),
         "ledger": {
-            "ok": check.ok,
+            "ok": not problems,
             "events": check.events,
             "head": sub.ledger_head,
-            "problems": check.problems,
+            "problems": problems,
         },
-        "checkpoint": checkpoints.covering(sub.id),
+        "checkpoint": anchor,
     }
 
 

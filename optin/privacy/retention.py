@@ -67,15 +67,10 @@ UNCONFIRMED = "unconfirmed_signup"  # never confirmed: OPTIN_PENDING_RETENTION_D
 WITHDRAWN = "withdrawn_consent"  # confirmed, then withdrawn or erased: proof period over
 RULES = (UNCONFIRMED, WITHDRAWN)
 
-# Event details that survive minimization: kinds of things, versions and hashes,
-# never a value a person typed or that names them. Anything else is dropped, so
-# a key someone adds later is removed by default.
-KEPT_DETAIL_KEYS = (
-    "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
-    "fields_entered",
-    "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "reason", "rule", "run",
-    "signup_seq", "template", "template_sha256", "text_sha256", "was",
-)
+# Event details that survive minimization: kinds of things, versions and hashes, never
+# a value a person typed or that names them. Anything else is dropped, so a key someone
+# adds later is removed by default (defined with the ledger, which verifies by it).
+KEPT_DETAIL_KEYS = ledger.KEPT_DETAIL_KEYS
 
 
 @dataclass

@@ -459,3 +459,61 @@ def test_a_head_moved_by_hand_is_never_signed(history, runner):
             select(LedgerCheckpointLeaf))}
     result = verify(runner)
     assert result.exit_code == 1 and f"TAMPERED: subscription {sub_id}" in result.output
+
+
+@pytest.mark.parametrize("leaf_too", [False, True])
+def test_a_proof_of_a_history_altered_and_rehashed_says_so(history, runner, leaf_too):
+    """`optin ledger verify` caught the rewrite, but the proof checked the chain alone:
+    "Ledger: verified, intact", the altered IP shown "covered by checkpoint 1". The proof
+    now holds its checkpoint section to the chain, as verify does, and the database's copy
+    of the checkpoint to its signature and root (an insider who moves the signed head too)."""
+    checkpoint(runner)
+    sub_id = first_subscription(history)
+    rewrite_and_rehash(history, sub_id, ip="198.51.100.99")
+    if leaf_too:
+        with history.app_context():
+            sub = db.session.get(Subscription, sub_id)
+            event = db.session.scalar(select(ConsentEvent).where(
+                ConsentEvent.subscription_id == sub_id,
+                ConsentEvent.seq == db.session.scalar(select(LedgerCheckpointLeaf.seq).where(
+                    LedgerCheckpointLeaf.subscription_id == sub.id))))
+            db.session.execute(update(LedgerCheckpointLeaf).where(
+                LedgerCheckpointLeaf.subscription_id == sub_id).values(chain_hash=event.chain_hash))
+            db.session.commit()
+    result = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter",
+                                 "--format", "json"])
+    record = json.loads(result.output)
+    assert record["ledger_ok"] is False
+    (problem,) = record["consents"][0]["ledger"]["problems"]
+    assert ("does not lead to the root it signed" if leaf_too
+            else "is not what checkpoint 1 signed (altered and re-hashed)") in problem
+    text = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter", "--locale", "en"])
+    assert text.exit_code == 1 and "intact" not in text.output.splitlines()[4]
+    assert verify(runner).exit_code == 1
+
+
+@pytest.mark.parametrize("forgery", ["edited copy", "rewritten and re-hashed"])
+def test_the_standalone_check_holds_the_proofs_events_to_the_signed_head(
+        history, runner, tmp_path, forgery):
+    """The standalone check said "events #1..#N are in checkpoint 1" for any events a proof
+    listed: only the leaf was checked. An edited proof (the confirmation's IP changed in the
+    JSON) or the proof of a history rewritten in the database and re-hashed passed."""
+    checkpoint(runner)
+    if forgery == "rewritten and re-hashed":
+        rewrite_and_rehash(history, first_subscription(history), ip="198.51.100.99")
+    result = runner.invoke(args=["proof", "k@example.org", "--list", "newsletter",
+                                 "--format", "json"])
+    proof = json.loads(result.output)
+    if forgery == "edited copy":
+        event = next(e for e in proof["consents"][0]["events"] if e["kind"] == "confirmed")
+        event["ip"] = "198.51.100.99"
+    (tmp_path / "proof.json").write_text(json.dumps(proof))
+    path = history.extensions["optin.settings"].ledger_checkpoint_file
+    check = subprocess.run([sys.executable, "-m", "optin.consent.checkpoint_file", str(path),
+                            "--public-key", public_key(LEDGER_KEY),
+                            "--proof", str(tmp_path / "proof.json")],
+                           capture_output=True, text=True)
+    assert check.returncode == 1, check.stdout
+    assert ("does not hash as recorded (altered)" if forgery == "edited copy"
+            else "are not what checkpoint 1 signed (altered and re-hashed)") in check.stderr
+    assert "are in checkpoint 1" not in check.stdout

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import delete, select, update
 
+from optin.config import current_settings
 from optin.consent import ledger
+from optin.consent.addresses import address_hash
 from optin.extensions import db
 from optin.models import ConsentEvent, EventKind, Subscription
 
@@ -79,21 +81,65 @@ def test_tampering_is_caught(history, runner, tamper):
     assert "TAMPERED" in result.output
 
 
-def test_redacted_content_still_verifies_but_chain_is_checked(history):
+def test_redacted_content_still_verifies_but_chain_is_checked(history, runner):
     """Minimization blanks content; the chain covers the content hash, not the content."""
+    _minimize_all(history, runner)
     sub_id, events = _first_sub_events(history)
-    with history.app_context():
-        db.session.execute(update(ConsentEvent.__table__)
-                           .where(ConsentEvent.subscription_id == sub_id)
-                           .values(ip=None, user_agent=None, details={},
-                                   redacted_at=datetime.now(UTC)))
-        db.session.commit()
+    assert events[0].redacted_at is not None and events[-1].kind == EventKind.MINIMIZED
     assert _verify(history).ok
     with history.app_context():
         db.session.execute(update(ConsentEvent.__table__)
                            .where(ConsentEvent.id == events[1].id).values(content_hash="0" * 64))
         db.session.commit()
     assert not _verify(history).ok
+
+
+def _minimize_all(app, runner) -> None:
+    """Both records lapsed, then minimized by the retention job itself."""
+    with app.app_context():
+        db.session.execute(update(Subscription.__table__).values(
+            status="unsubscribed", retain_until=datetime(2020, 1, 1, tzinfo=UTC)))
+        db.session.commit()
+    assert runner.invoke(args=["retention", "run"]).exit_code == 0
+
+
+def _redact(app, event_id: int, **values) -> None:
+    with app.app_context():
+        db.session.execute(update(ConsentEvent.__table__).where(ConsentEvent.id == event_id)
+                           .values(redacted_at=datetime.now(UTC), **values))
+        db.session.commit()
+
+
+@pytest.mark.parametrize("edit", [
+    {"ip": "10.9.9.9"},  # the confirmation's IP swapped
+    {"kind": "accessed", "details": {}},  # a withdrawal hidden as a look-up
+    {"at": datetime(2020, 1, 1, tzinfo=UTC)},  # the consent's date moved
+])
+def test_an_event_marked_minimized_by_hand_is_caught(history, runner, edit):
+    """Marking an event minimized was enough to edit its content unseen: the content hash
+    is not checked for a minimized event. Only the retention job minimizes, and it appends
+    a `minimized` event at that moment, so an event marked minimized without one is an edit."""
+    sub_id, events = _first_sub_events(history)
+    victim = next(e for e in events if e.kind in (EventKind.UNSUBSCRIBED, EventKind.CONFIRMED))
+    _redact(history, victim.id, **edit)
+    report = _verify(history)
+    assert any(f"subscription {sub_id}: event #{victim.seq}" in p for p in report.problems), \
+        report.problems
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "TAMPERED" in result.output
+
+
+def test_a_minimized_event_edited_afterwards_is_caught(history, runner):
+    """After a real minimization, a minimized event may hold no IP, user agent or detail
+    beyond what minimization keeps: one written back in is an edit."""
+    _minimize_all(history, runner)
+    sub_id, events = _first_sub_events(history)
+    with history.app_context():
+        db.session.execute(update(ConsentEvent.__table__).where(ConsentEvent.id == events[0].id)
+                           .values(details={"email": "someone-else@example.org"}))
+        db.session.commit()
+    assert not _verify(history).ok
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 1
 
 
 def test_chain_hash_depends_on_previous_sequence_and_content():
@@ -150,3 +196,24 @@ def test_details_serialized_once_are_what_event_row_stores_and_hashes(details):
     assert row["details"] == storable_json(details)
     assert json.loads(text) == row["details"]
     assert row["content_hash"] == ledger.content_hash(SimpleNamespace(**row))
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_an_address_swapped_in_the_subscription_row_is_caught(history, runner, rehash):
+    """The chain does not cover the subscription row: an insider who wrote another address
+    (and its keyed hash) into it got a proof, "ledger intact", that the other person
+    consented. The row's address must be the one its signup recorded, and its hash the
+    address's."""
+    sub_id, _ = _first_sub_events(history)
+    with history.app_context():
+        digest = address_hash("mallory@example.org", current_settings().hash_key)
+        db.session.execute(update(Subscription.__table__).where(Subscription.id == sub_id)
+                           .values(email="mallory@example.org",
+                                   **({"email_hash": digest} if rehash else {})))
+        db.session.commit()
+    problems = _verify(history).problems
+    assert any(f"subscription {sub_id}: its address is not the one its event #1" in p
+               for p in problems), problems
+    assert any("its address hash is not its address's" in p for p in problems) is not rehash
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "TAMPERED" in result.output

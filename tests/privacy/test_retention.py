@@ -387,6 +387,15 @@ def test_now_must_be_a_date(runner, app) -> None:
     assert "not an ISO date" in result.output
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"])
+def test_a_time_outside_utcs_years_is_refused_not_a_traceback(runner, app, moment) -> None:
+    """A valid ISO time whose zone puts it before year 1 or after 9999 in UTC ended the
+    run in an OverflowError from the database layer (and left a run recorded as failed)."""
+    result = runner.invoke(args=["retention", "run", "--now", moment, "--dry-run"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
+    assert "outside the years 1 to 9999" in result.output
+
+
 @pytest.mark.skipif(not PG_URL, reason="row locks between transactions: PostgreSQL only")
 def test_rows_locked_elsewhere_are_skipped_not_waited_for(app, client, newsletter) -> None:
     """FOR UPDATE SKIP LOCKED: a row another transaction holds (a concurrent run's batch,
@@ -420,3 +429,21 @@ def test_rows_locked_elsewhere_are_skipped_not_waited_for(app, client, newslette
         assert db.session.get(Subscription, held).status == "pending"
         assert retention.run(as_of).counts["unconfirmed_signup"] == 1
         assert db.session.get(Subscription, held).status == "minimized"
+
+
+def test_minimization_drops_the_reason_a_person_typed_when_unsubscribing(
+        ac_newsletter, confirmed, ac_app, client, runner) -> None:
+    """ActiveCampaign passes on what a contact typed as their reason for leaving
+    (``unsubscribe[reason]``), kept as ``reason``, and "reason" was among the details
+    minimization keeps: the typed text (here a name and an address) stayed for good."""
+    confirmed("ada@example.org")
+    typed = "Bitte keine Mails mehr an ada@example.org, Ada Lovelace"
+    response = client.post("/webhooks/activecampaign?secret=webhook-secret-0123456789", data={
+        "type": "unsubscribe", "list": "1", "contact[email]": "ada@example.org",
+        "unsubscribe[reason]": typed})
+    assert response.status_code == 200
+    assert runner.invoke(args=["retention", "run", "--now", "2099-01-01"]).exit_code == 0
+    with ac_app.app_context():
+        kept = [e.details for e in db.session.scalars(select(ConsentEvent))]
+    assert not [d for d in kept if "ada@example.org" in str(d) or "Lovelace" in str(d)], kept
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
