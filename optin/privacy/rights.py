@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import delete, select
 
 from optin.config import current_settings
-from optin.consent import intake, ledger, mailcopies, signups, subscriptions
+from optin.consent import confirmations, intake, ledger, mailcopies, signups, subscriptions
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -112,6 +112,7 @@ class ContactExport(TypedDict):
     consent_texts: list[ConsentText]
     suppressions: list[SuppressionRecord]
     queued_signups: list[intake.QueuedSignup]
+    queued_confirmations: list[confirmations.QueuedConfirmation]
 
 
 class ContactLookup(TypedDict):
@@ -253,6 +254,7 @@ def export(raw_email: str, actor: str) -> ContactExport:
         "suppressions": [{"list": slug, "reason": reason, "since": at}
                          for slug, reason, at in suppressions],
         "queued_signups": intake.queued(digest),
+        "queued_confirmations": confirmations.queued(digest),
     }
 
 
@@ -283,6 +285,8 @@ def erase(raw_email: str, actor: str) -> Erasure:
     # First: signups still queued for the state machine never happen (erasure wins), and
     # one a worker is processing right now is waited for, so its subscription is erased too.
     dropped = intake.drop_queued(digest)
+    # So do clicks on its confirmation links still queued (they hold an IP and user agent).
+    dropped_clicks = confirmations.drop_queued(digest)
     subs = subscriptions_of(digest, lock=True)
     results: list[ErasedSubscription] = []
     pushed = False
@@ -318,7 +322,8 @@ def erase(raw_email: str, actor: str) -> Erasure:
     mailcopies.forget_names([sub.id for sub in subs])  # and the names in its mail copies
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
-                          "queued_signups_dropped": dropped})
+                          "queued_signups_dropped": dropped,
+                          "queued_confirmations_dropped": dropped_clicks})
     db.session.commit()
     lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
