@@ -272,16 +272,17 @@ def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
 def settle_intake(app: Flask) -> int:
     """Run the worker's intake handlers for every queued signup request and confirmation
     click, as a worker with no pick-up delay would, and nothing else (the mails and syncs
-    they queue stay queued for :func:`deliver`); how many were processed. The handler and the outbox's delivery
-    are the real ones; only the claim is narrowed to intake rows. Each call claims as a
-    worker of its own, so racing requests each deliver only the rows they claimed. On
-    SQLite one settles at a time, as the one delivery thread a worker runs there does."""
+    they queue stay queued for :func:`deliver`); how many were processed. The handlers
+    and the outbox's delivery are the real ones; only the claim is narrowed to intake
+    rows. Each call claims as a worker of its own, so racing requests each deliver only
+    the rows they claimed. On SQLite one settles at a time, as the one delivery thread a
+    worker runs there does."""
     settler = f"{SETTLING_WORKER}:{uuid.uuid4().hex[:8]}"
     one_writer = _SQLITE_SETTLING if not PG_URL else contextlib.nullcontext()
     with one_writer, app.app_context():
         rows = OutboxItem.__table__
-        queued = sa.and_(rows.c.kind.in_((intake.KIND, confirmations.KIND)), rows.c.status == OutboxStatus.PENDING,
-                         rows.c.claimed_by.is_(None))
+        queued = sa.and_(rows.c.kind.in_((intake.KIND, confirmations.KIND)),
+                         rows.c.status == OutboxStatus.PENDING, rows.c.claimed_by.is_(None))
         if db.session.scalar(sa.select(rows.c.id).where(queued).limit(1)) is None:
             db.session.rollback()  # nothing queued: no transaction to commit
             return 0
