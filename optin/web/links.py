@@ -118,7 +118,7 @@ def confirm_page(token: str) -> Response:
     assert sub is not None
     shown: Signup | Subscription = signup if signup is not None else sub
     confirmed = sub.status == S.CONFIRMED
-    if confirmed or confirmations.pending(sub.id, sub.nonce):
+    if confirmed or confirmations.pending(sub):
         # ?done=1 is where the Confirm button's POST redirects to (POST-redirect-GET). A
         # click the worker has not applied yet is consent given: no second button, and
         # the page in the language the confirmation will give the subscription.
