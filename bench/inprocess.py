@@ -45,6 +45,7 @@ def _measure(send: Callable[[int], Any], n: int, offset: int = 0) -> float:
         send(i)
     if profiler and profile:
         profiler.disable()
+        profiler.dump_stats(profile + ".prof")
         with open(profile, "w") as out:
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(45)
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(70)
