@@ -20,7 +20,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
 
-from ..conftest import ADMIN_TOKEN, deliver, links
+from ..conftest import ADMIN_TOKEN, deliver, links, wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UA = {"User-Agent": "Mozilla/5.0 (confirm test)"}
@@ -93,6 +93,24 @@ def test_click_is_queued_the_page_says_confirmed_and_the_worker_records_the_clic
     (row,) = _rows(app)
     assert row.status == "done" and row.payload == {"processed": True, "outcome": "confirmed"}
     assert len(mailbox.to("anna@example.org")) == 2  # the confirmation mail, the welcome mail
+    page = raw.get(answer.headers["Location"]).get_data(as_text=True)
+    assert CONFIRMED in page and not _shows_button(page, path)
+
+
+def test_a_real_worker_process_applies_the_click_and_mails_the_welcome(
+        app, newsletter, signed_up, mailbox, worker_processes):
+    """Through HTTP as the recipient, with an ``optin worker`` process doing the rest."""
+    path = signed_up()
+    raw = _raw(app)
+    answer = _click(raw, path, ip="203.0.113.44")
+    assert answer.status_code == 303
+    assert CONFIRMED in raw.get(answer.headers["Location"]).get_data(as_text=True)
+    worker_processes.start()
+    wait_for(lambda: len(mailbox.to("anna@example.org")) == 2, timeout=30)  # the welcome mail
+    assert _sub(app).status == "confirmed"
+    with app.app_context():
+        event = db.session.scalar(select(ConsentEvent).where(ConsentEvent.kind == "confirmed"))
+        assert event.ip == "203.0.113.44" and event.user_agent == UA["User-Agent"]
     page = raw.get(answer.headers["Location"]).get_data(as_text=True)
     assert CONFIRMED in page and not _shows_button(page, path)
 
