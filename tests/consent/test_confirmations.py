@@ -8,9 +8,11 @@ run the worker as the service would.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -20,7 +22,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
 
-from ..conftest import ADMIN_TOKEN, deliver, links, wait_for
+from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links, wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UA = {"User-Agent": "Mozilla/5.0 (confirm test)"}
@@ -282,3 +284,27 @@ def test_a_click_issues_the_same_statements_for_every_state_of_the_confirmation(
     assert "FOR UPDATE" not in statement.upper()  # never waits on a lock
     columns = statement.split(")", 1)[0]  # no foreign key to check: no share lock either
     assert "subscription_id" not in columns, statement
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks between transactions: PostgreSQL only")
+def test_a_click_does_not_wait_for_a_worker_holding_the_subscriptions_lock(
+        app, newsletter, signed_up):
+    """A worker applying a confirmation (or sending a mail) holds the subscription's row
+    lock; the click neither locks the row nor checks a foreign key to it, so it is
+    answered while the lock is held (it would otherwise wait until the lock goes)."""
+    path = signed_up()
+    sub = _sub(app)
+    with app.app_context():
+        engine = db.engine
+    answers: list = []
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
+                       {"id": sub.id})
+        clicking = threading.Thread(target=lambda: answers.append(_click(_raw(app), path)))
+        clicking.start()
+        clicking.join(30)  # a bound for a hang, not a speed check: the lock stays until below
+        answered_under_lock = not clicking.is_alive()
+        holder.rollback()
+    clicking.join()
+    assert answered_under_lock
+    assert answers[0].status_code == 303
