@@ -487,31 +487,12 @@ class Confirmation:
     mailing_list: ListSnapshot | None = None
 
 
-def confirm(subscription_id: int, nonce: str, client: Client,
-            signup_seq: int | None = None) -> Confirmation:
-    """Record consent to the signup the link was mailed for, now, in a transaction of its
-    own (see :func:`record_confirmation`; the link's POST queues it instead,
-    ``consent.confirmations``). Tried again when a concurrent writer collides.
-    """
-    return retrying(lambda: _confirm(subscription_id, nonce, client, signup_seq))
-
-
-def _confirm(subscription_id: int, nonce: str, client: Client,
-             signup_seq: int | None) -> Confirmation:
-    done = record_confirmation(subscription_id, nonce, client, signup_seq)
-    if done.outcome != "confirmed":
-        db.session.rollback()
-        return done
-    db.session.commit()
-    log.info("subscription %s confirmed on list %s", subscription_id,
-             done.mailing_list.slug if done.mailing_list else None)
-    return done
-
-
 def record_confirmation(subscription_id: int, nonce: str, client: Client,
                         signup_seq: int | None = None,
                         at: datetime | None = None) -> Confirmation:
-    """Record consent to the signup the link was mailed for (``signup_seq``; None for a
+    """The link's POST queues the click (``consent.confirmations``); the worker calls this.
+
+    Record consent to the signup the link was mailed for (``signup_seq``; None for a
     link older than that: the first signup), made at ``at`` (the click's time; now by
     default) by ``client``, in the caller's transaction, which it leaves to the caller to
     commit. The outcome is ``confirmed``, ``already_confirmed`` or ``invalid``; only
