@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -534,8 +535,14 @@ def _export(slug: str, out: str | None, locale: str | None, workers: int | None,
     total = len(proof_export.addresses(mailing_list.id))
     with click.progressbar(length=total, label=f"proofs of {slug}", file=sys.stderr,
                            show_pos=True, show_eta=True) as bar:
-        manifest = proof_export.export_list(slug, Path(out), actor, locale=locale,
-                                            workers=workers, progress=bar.update)
+        try:
+            manifest = proof_export.export_list(slug, Path(out), actor, locale=locale,
+                                                workers=workers, progress=bar.update)
+        except BrokenProcessPool:
+            raise click.ClickException(
+                f"a PDF layout process died (killed, or out of memory?) after {bar.pos} of "
+                f"{total} proofs: {out} holds an unfinished export without manifest.json; "
+                "run the export again (fewer --workers if memory is short)") from None
     minimized = manifest["minimized_addresses"]
     click.echo(f"{manifest['proofs']} proofs written to {out} (manifest.json, SHA256SUMS); "
                f"ledger {'intact' if manifest['ledger_ok'] else 'VERIFICATION FAILED'}"

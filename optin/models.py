@@ -156,6 +156,7 @@ class OutboxKind(StrEnum):
     SIGNUP_INTAKE = "signup_intake"  # a signup request's evidence, for the state machine
     CONFIRM_INTAKE = "confirm_intake"  # a confirmation click's evidence, for the state machine
     UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
+    WITHDRAWAL_INTAKE = "withdrawal_intake"  # a withdrawal a locked row made wait (withdrawals.py)
 
 
 class OutboxStatus(StrEnum):
@@ -376,7 +377,8 @@ class ConsentEvent(Model):
     __table_args__ = (UniqueConstraint("subscription_id", "seq"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"), index=True)
+    # No index of its own: the (subscription_id, seq) key's index leads with it.
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscription.id"))
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(StorableText(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -402,7 +404,14 @@ class OutboxItem(Model):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        # The claim's "is an earlier row of this key pending?": one probe per due row,
+        # whatever the planner's statistics say (delivery.outbox._first_of_its_key).
+        Index("ix_outbox_pending_serial", "serial_key", "id",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     kind: Mapped[str] = mapped_column(StorableText(32))

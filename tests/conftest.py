@@ -115,13 +115,17 @@ class Mailbox:
     #: Keep a mail as soon as its data is in, before the (delayed) answer: a relay that
     #: delivers what it received even when the client went away before the 250.
     keep_unanswered: bool = False
+    #: Ends every delay at once (a stalled relay that recovers): set it to stop stalling.
+    released: threading.Event = field(default_factory=threading.Event)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.receiving.set()
         if self.keep_unanswered:
             self._keep(envelope)
         if self.delay:
-            await asyncio.sleep(self.delay)
+            deadline = time.monotonic() + self.delay
+            while not self.released.is_set() and (left := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, 0.05))
         if not self.keep_unanswered:
             self._keep(envelope)
         return "250 Message accepted for delivery"
@@ -143,6 +147,7 @@ class Mailbox:
         self.delay = 0.0
         self.keep_unanswered = False
         self.receiving.clear()
+        self.released.clear()
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:

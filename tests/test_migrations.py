@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 
 from optin.extensions import db
 
@@ -13,6 +14,28 @@ def test_migrated_schema_matches_the_models(app):
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, db.metadata)
     assert diff == []
+
+
+def test_no_index_is_covered_by_another(app):
+    """An index whose columns lead another index (or a unique constraint) only costs every
+    write: the ledger append and the import paid for ``consent_event.subscription_id`` twice."""
+    with app.app_context():
+        inspector = inspect(db.engine)
+        covered = []
+        for table in inspector.get_table_names():
+            indexes = [(i["name"], tuple(i["column_names"]), i.get("dialect_options", {}))
+                       for i in inspector.get_indexes(table)]
+            indexes += [(u["name"], tuple(u["column_names"]), {})
+                        for u in inspector.get_unique_constraints(table)]
+            for name, columns, options in indexes:
+                if any("where" in key for key in options):  # a partial index stands alone
+                    continue
+                for other, longer, other_options in indexes:
+                    if other != name and len(longer) > len(columns) \
+                            and longer[:len(columns)] == columns \
+                            and not any("where" in key for key in other_options):
+                        covered.append((table, name, other))
+    assert covered == []
 
 
 def test_readyz_reports_migrations_at_head(client):

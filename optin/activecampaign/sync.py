@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ from optin.activecampaign.client import (
 )
 from optin.activecampaign.throttle import shared_throttle
 from optin.config import current_settings
-from optin.consent import ledger, subscriptions
+from optin.consent import ledger, subscriptions, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.delivery import outbox
 from optin.extensions import db
@@ -336,7 +337,7 @@ def record_inbound(event: InboundEvent) -> int:
     is a withdrawal. Tried again when a concurrent writer (a worker appending to
     the same ledger) collides: ActiveCampaign never sends a failed webhook again.
     """
-    return subscriptions.retrying(lambda: _record_inbound(event))
+    return _record_inbound(event)  # each list's transaction is tried again on a collision
 
 
 def _record_inbound(event: InboundEvent) -> int:
@@ -354,27 +355,59 @@ def _record_inbound(event: InboundEvent) -> int:
     changed = 0
     now = utcnow()
     for list_id in db.session.scalars(query).all():
-        sub = db.session.scalar(
-            select(Subscription)
-            .where(Subscription.list_id == list_id, Subscription.email_hash == digest,
-                   Subscription.status.in_(ACTIVE_STATUSES))
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        if sub is None:
-            db.session.rollback()
-            continue
-        at, note = event_time(event.at, sub, now)
-        details = {**event.details, **note}
-        if kind is not None:
-            subscriptions.withdraw(sub, origin="activecampaign", at=at, details=details,
-                                   kind=kind)
-            changed += 1
-        elif not _already_recorded(sub, EventKind.BOUNCED, details):
-            ledger.append(sub, EventKind.BOUNCED, origin="activecampaign", at=at, details=details)
-            changed += 1
-        db.session.commit()
+        # A delivery holding the subscription makes the report wait in the queue, not
+        # the webhook's answer (consent.withdrawals).
+        changed += withdrawals.now_or_queued(
+            partial(_record_on_list, list_id, digest, kind, event, now),
+            partial(_queue_on_list, list_id, digest, kind, event, now))
     return changed
+
+
+def _active_on(list_id: int, digest: str, *, lock: bool) -> Subscription | None:
+    query = (select(Subscription)
+             .where(Subscription.list_id == list_id, Subscription.email_hash == digest,
+                    Subscription.status.in_(ACTIVE_STATUSES))
+             .execution_options(populate_existing=True))
+    return db.session.scalar(query.with_for_update() if lock else query)
+
+
+def _record_on_list(list_id: int, digest: str, kind: EventKind | None, event: InboundEvent,
+                    now: datetime) -> int:
+    withdrawals.bound_lock_wait()
+    sub = _active_on(list_id, digest, lock=True)
+    if sub is None:
+        db.session.rollback()
+        return 0
+    withdrawals.apply_queued(sub)  # what a delivery made wait before this came first
+    if kind is not None and sub.status not in ACTIVE_STATUSES:
+        db.session.commit()
+        return 1
+    at, note = event_time(event.at, sub, now)
+    details = {**event.details, **note}
+    changed = 0
+    if kind is not None:
+        subscriptions.withdraw(sub, origin="activecampaign", at=at, details=details, kind=kind)
+        changed = 1
+    elif not _already_recorded(sub, EventKind.BOUNCED, details):
+        ledger.append(sub, EventKind.BOUNCED, origin="activecampaign", at=at, details=details)
+        changed = 1
+    db.session.commit()
+    return changed
+
+
+def _queue_on_list(list_id: int, digest: str, kind: EventKind | None, event: InboundEvent,
+                   now: datetime) -> int:
+    """The subscription is held by a delivery: queue the report (read without a lock)."""
+    sub = _active_on(list_id, digest, lock=False)
+    if sub is None:
+        db.session.rollback()
+        return 0
+    at, note = event_time(event.at, sub, now)
+    withdrawals.queue(sub.id, withdrawals.Withdrawal(
+        origin="activecampaign", client=subscriptions.Client(), at=at,
+        kind=kind or EventKind.BOUNCED, details={**event.details, **note}))
+    db.session.commit()
+    return 1
 
 
 def event_time(reported: datetime | None, sub: Subscription,

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         "days after signup before an unconfirmed signup is minimized"))
     proof_retention_years: int = Field(3, ge=1, description=(
         "years after the end of the withdrawal year that proof is kept"))
+    proof_export_page_size: int = Field(10, ge=1, le=500, description=(
+        "proofs in one answer of `GET /v1/lists/<slug>/proofs` (`?page=N` and the `Link` "
+        "header's `rel=next` give the rest): few enough that a page is laid out well within "
+        "the web tier's 30 s timeout; `optin proof --all` exports a whole list at once"))
     outbox_max_attempts: int = Field(12, ge=1, description=(
         "delivery attempts before an outbox row is dead"))
     outbox_retry_horizon_hours: int = Field(48, ge=1, description=(
@@ -138,6 +142,11 @@ class Settings(BaseSettings):
     breaker_probe_seconds: float = Field(5, gt=0, allow_inf_nan=False, description=(
         "while a destination is paused, one worker sends one row as a probe this often; "
         "the first that goes through resumes delivery"))
+    withdrawal_lock_wait_seconds: float = Field(2, gt=0, le=20, allow_inf_nan=False,
+                                                description=(
+        "PostgreSQL: how long a withdrawal (unsubscribe link, one-click, webhook, erasure) "
+        "waits for a subscription a mail delivery holds before it is queued for the worker "
+        "instead and answered as done (well below gunicorn's timeout)"))
     worker_threads: int = Field(4, ge=1, le=64, description=(
         "rows one `optin worker` delivers at once, each with its own SMTP connection (mind "
         "the relay's limit on connections); on SQLite, whose writers take turns, one"))

@@ -195,12 +195,14 @@ def drop_queued(digest: str) -> int:
     """Drop the clicks on the address's links still waiting (an erasure wins over them),
     in the caller's transaction; how many were dropped.
 
-    Call it before locking the address's subscriptions: on PostgreSQL the UPDATE waits
-    for a worker applying one of them right now (it holds the row and then takes the
-    subscription's lock), so the caller then sees the confirmation it recorded.
+    A row a worker is applying right now (PostgreSQL: locked) is skipped, not waited
+    for (that worker may itself wait for a delivery holding the subscription): its
+    apply blanks the payload, and the erasure then withdraws what it recorded.
     """
+    waiting = select(_ROWS.c.id).where(*_waiting(_ROWS.c.serial_key == digest)) \
+        .with_for_update(skip_locked=True)
     result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
-        update(_ROWS).where(*_waiting(_ROWS.c.serial_key == digest))
+        update(_ROWS).where(_ROWS.c.id.in_(waiting.scalar_subquery()))
         .values(status=OutboxStatus.DONE, payload=DROPPED_BY_ERASURE, finished_at=utcnow()),
         execution_options={"synchronize_session": False})
     return result.rowcount or 0

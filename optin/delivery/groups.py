@@ -33,9 +33,19 @@ What the three conditions of group commits rest on:
 
 An unsubscribe still wins: on PostgreSQL the group holds the subscriptions' row locks
 from the handler's check to its commit, so a withdrawal either came first (the handler
-sends nothing) or waits for the group and comes after mails that left before it; on
-SQLite, whose reads take no row locks, each subscription's status is read again right
-before its mail leaves, and a row whose subscription changed sends nothing (and runs again).
+sends nothing) or, after waiting ``OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS`` for the group, is
+queued (``consent.withdrawals``): the group reads its subscriptions' queued withdrawals
+with its preload, and once more before a send when it has been out for half that wait (a
+hung relay), and sends nothing but a goodbye for them. On SQLite, whose reads take no row
+locks, each subscription's status is read again right before its mail leaves, a row whose
+subscription changed sends nothing (and runs again), and the record re-reads the chain
+heads after taking the write lock, so a withdrawal committed while the mails were out is
+followed on the chain, and a copy of a mail to it keeps no names.
+
+A group whose COMMIT fails records each sent mail in a transaction of its own and counts
+an attempt on every row it could not record (:data:`COMMIT_FAILED`); those rows run alone
+next time, so a row that breaks every commit reaches its dead letter by the usual rule and
+its neighbours go through without it.
 """
 
 from __future__ import annotations
@@ -55,11 +65,11 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from optin.config import current_settings
-from optin.consent import ledger, mailcopies
+from optin.consent import ledger, mailcopies, withdrawals
 from optin.delivery import intents, outbox
 from optin.delivery.mailer import Backend, RelayUnavailable, Unsendable
 from optin.extensions import db
-from optin.models import EventKind, OutboxItem, Signup, Subscription, utcnow
+from optin.models import EventKind, OutboxItem, OutboxKind, Signup, Subscription, utcnow
 from optin.ops import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -72,6 +82,13 @@ GROUP_SECONDS = 0.25
 MAIL_DESTINATION = "smtp"
 #: Tries to record a group's sent mails when its commit failed (a database blip).
 RECORD_ATTEMPTS = 4
+#: The one mail a queued withdrawal still lets leave (the list's rules decide whether it is
+#: queued at all, when the withdrawal is applied).
+AFTER_WITHDRAWAL = frozenset({OutboxKind.GOODBYE_MAIL})
+#: The error a group's rows get when the group's COMMIT failed: they then run alone, so a
+#: row that breaks every commit counts its own attempts to its dead letter, and its
+#: neighbours go through without it.
+COMMIT_FAILED = "the delivery group's commit failed"
 
 
 @dataclass
@@ -103,6 +120,8 @@ class Preloaded:
 
     subscriptions: dict[int, Subscription]
     signups: dict[int, list[Signup]]
+    #: subscriptions with a withdrawal queued (``consent.withdrawals``): mailed nothing
+    withdrawing: set[int] = field(default_factory=set)
 
     def signup(self, subscription_id: int, seq: int | None) -> Signup | None:
         """As ``signups.find``: the signup ``seq``; without one, the subscription's first."""
@@ -132,7 +151,7 @@ def _preload(items: list[OutboxItem]) -> Preloaded:
             .options(joinedload(Signup.consent_text))
             .order_by(Signup.subscription_id, Signup.seq)).unique():
         found.setdefault(signup.subscription_id, []).append(signup)
-    return Preloaded({sub.id: sub for sub in subs}, found)
+    return Preloaded({sub.id: sub for sub in subs}, found, withdrawals.pending(ids))
 
 
 @dataclass
@@ -184,11 +203,23 @@ def deliver_group(ids: list[int], worker_id: str, *, max_attempts: int, horizon:
         .order_by(OutboxItem.id).with_for_update()).all()
     order = {item_id: i for i, item_id in enumerate(ids)}
     rows = [_Row(item, item.created_at) for item in sorted(items, key=lambda it: order[it.id])]
+    suspect = [row.item.id for row in rows if COMMIT_FAILED in (row.item.last_error or "")]
+    if suspect and len(rows) > 1:  # a group's commit failed with it: alone this time
+        db.session.rollback()
+        outcome = deliver_group(suspect[:1], worker_id, max_attempts=max_attempts,
+                                horizon=horizon, pace=pace, destination=destination)
+        outcome.again += [i for i in ids if i != suspect[0]]
+        return outcome
     skipped = len(ids) - len(rows)
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    preloaded = PRELOADED.set(_preload([row.item for row in rows]))
+    loaded = _preload([row.item for row in rows])
+    checked = time.monotonic()
+    preloaded = PRELOADED.set(loaded)
     try:
         for row in rows:
+            if row.item.subscription_id in loaded.withdrawing and \
+                    row.item.kind not in AFTER_WITHDRAWAL:
+                continue  # withdrawn, queued: done, and nothing sent
             _prepare(row, handlers.get(row.item.kind), savepoint=postgres)
     finally:
         PRELOADED.reset(preloaded)
@@ -197,13 +228,16 @@ def deliver_group(ids: list[int], worker_id: str, *, max_attempts: int, horizon:
                           "kind": str(row.mail.kind), "details": row.mail.details}
                          for row in mails if row.mail is not None])
     outcome = Outcome(handled=skipped)
-    sent = _send_all(mails, pace, outcome, destination, recheck=not postgres)
+    sent = _send_all(mails, pace, outcome, destination, recheck=not postgres, checked=checked)
     try:
-        _record(rows, sent, outcome, max_attempts=max_attempts, horizon=horizon)
+        _record(rows, sent, outcome, max_attempts=max_attempts, horizon=horizon,
+                reread=not postgres)
         db.session.commit()
-    except Exception:
+    except Exception as exc:
         db.session.rollback()
-        _record_after_failure(sent)
+        recorded = _record_after_failure(sent)
+        _count_failed_commit([row.item.id for row in rows if row.item.id not in recorded], exc,
+                             max_attempts=max_attempts, horizon=horizon)
         raise
     for row in sent:
         mail = row.mail
@@ -259,15 +293,28 @@ def _unchanged(row: _Row) -> bool:
 
 
 def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, *,
-              recheck: bool) -> list[_Row]:
-    """Send the group's mails in order within its window; return the ones the relay took."""
+              recheck: bool, checked: float) -> list[_Row]:
+    """Send the group's mails in order within its window; return the ones the relay took.
+
+    ``checked``: when the group last read its queued withdrawals. A withdrawal is queued
+    only after waiting the lock wait for a row the group holds, so a group out for less
+    than that (every group on a relay that answers) never reads them again; one held up
+    longer (a hung relay) reads them before its next send, once per half lock wait."""
     backend: Backend = current_app.extensions["optin.mail_backend"]
     sent: list[_Row] = []
     started: float | None = None
+    every = current_settings().withdrawal_lock_wait_seconds / 2
+    cancelled: set[int] = set()
     for i, row in enumerate(rows):
+        now = time.monotonic()
+        if now - checked >= every:
+            cancelled |= _withdrawing(rows[i:])
+            checked = now
+        if row.item.id in cancelled:
+            row.mail = None  # withdrawn while the group was out: done, nothing sent
+            continue
         mail = row.mail
         assert mail is not None
-        now = time.monotonic()
         if started is not None and now - started >= GROUP_SECONDS:
             for left in rows[i:]:  # the window is over: the next group runs them again
                 left.mail = None
@@ -307,6 +354,15 @@ def _send_all(rows: list[_Row], pace: Pace, outcome: Outcome, destination: str, 
     return sent
 
 
+def _withdrawing(rows: list[_Row]) -> set[int]:
+    """The rows (outbox ids) whose subscription has a withdrawal queued now and whose mail
+    may not follow it (one statement)."""
+    subs = {row.mail.subscription_id for row in rows if row.mail is not None}
+    late = withdrawals.pending(subs)
+    return {row.item.id for row in rows if row.mail is not None
+            and row.mail.subscription_id in late and row.item.kind not in AFTER_WITHDRAWAL}
+
+
 def _smtp_error(exc: Exception) -> str:
     """The relay's refusal with addresses and secrets replaced by their pseudonyms (as
     ``notifications.smtp_error``)."""
@@ -314,9 +370,20 @@ def _smtp_error(exc: Exception) -> str:
 
 
 def _record(rows: list[_Row], sent: list[_Row], outcome: Outcome, *, max_attempts: int,
-            horizon: timedelta) -> None:
+            horizon: timedelta, reread: bool = False) -> None:
     """Everything the group did, in its transaction: ledger events and chain heads, copies,
-    done marks, intents dropped (one statement each), and each failed row's own record."""
+    done marks, intents dropped (one statement each), and each failed row's own record.
+
+    ``reread`` (SQLite, whose reads took no lock): the done marks go first, which takes the
+    database's write lock, and the chain heads are read again under it, so a withdrawal
+    committed while the mails were out is followed, not collided with (its seq), and a
+    copy of a mail to a subscription withdrawn or erased meanwhile keeps no names."""
+    again = set(outcome.again)
+    failed = [row for row in rows if row.failure is not None]
+    outbox.mark_done([row.item.id for row in rows
+                      if row.failure is None and row.item.id not in again])
+    intents.done_many([row.item.id for row in rows])
+    changed = _reread_heads(sent) if reread else set()
     events, heads, copies = [], [], []
     for row in sent:
         mail = row.mail
@@ -334,11 +401,8 @@ def _record(rows: list[_Row], sent: list[_Row], outcome: Outcome, *, max_attempt
     mailcopies.keep_many([
         {"copy": copy, "subscription_id": sub_id, "message_id": details["message_id"],
          "template": details["template"], "sent_at": at} for copy, sub_id, details, at in copies])
-    again = set(outcome.again)
-    failed = [row for row in rows if row.failure is not None]
-    outbox.mark_done([row.item.id for row in rows
-                      if row.failure is None and row.item.id not in again])
-    intents.done_many([row.item.id for row in rows])
+    if changed:
+        mailcopies.forget_names(sorted(changed))
     dead: list[str] = []
     for row in failed:
         exc = row.failure
@@ -360,35 +424,92 @@ def _record(rows: list[_Row], sent: list[_Row], outcome: Outcome, *, max_attempt
         metrics.dead_letter(kind)
 
 
-def _record_after_failure(sent: list[_Row]) -> None:
+def _reread_heads(sent: list[_Row]) -> set[int]:
+    """The sent mails' subscriptions' chain heads as they are now (one statement), put on
+    the subscriptions; the ids of those withdrawn or erased since their handler looked."""
+    by_id = {row.mail.subscription_id: row.mail for row in sent if row.mail is not None}
+    if not by_id:
+        return set()
+    changed: set[int] = set()
+    for now in db.session.execute(
+            select(Subscription.id, Subscription.ledger_seq, Subscription.ledger_head,
+                   Subscription.status, Subscription.erased_at)
+            .where(Subscription.id.in_(list(by_id)))):
+        mail = by_id[now.id]
+        set_committed_value(mail.subscription, "ledger_seq", now.ledger_seq)
+        set_committed_value(mail.subscription, "ledger_head", now.ledger_head)
+        if now.status != mail.status or now.erased_at is not None:
+            changed.add(now.id)
+    return changed
+
+
+def _record_after_failure(sent: list[_Row]) -> set[int]:
     """The group's commit failed after its mails left: record each (ledger, done mark,
-    intent dropped) in a transaction of its own, tried a few times over a blip; what even
-    that cannot write stays in the intents, which the rows' next delivery puts in the
-    ledger, so no mail that left is missing from the proof."""
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
+    intent dropped) in a transaction of its own, tried a few times over a blip, so a row
+    that breaks its commit breaks no other's; what even that cannot write stays in the
+    intents, which the rows' next delivery puts in the ledger, so no mail that left is
+    missing from the proof. Returns the outbox ids recorded."""
+    recorded: set[int] = set()
+    for row in sent:
+        mail = row.mail
+        assert mail is not None
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                _record_one_after_failure(row.item.id, mail)
+                db.session.commit()
+                recorded.add(row.item.id)
+                break
+            except Exception:
+                db.session.rollback()
+                if attempt == RECORD_ATTEMPTS:
+                    log.exception("could not record a mail a failed group already sent")
+                    break
+                time.sleep(0.1 * 2 ** attempt)
+    return recorded
+
+
+def _record_one_after_failure(item_id: int, mail: Mail) -> None:
+    sub = db.session.get(Subscription, mail.subscription_id, with_for_update=True,
+                         populate_existing=True)
+    if sub is None:
+        log.error("mail %s left for a subscription that is gone", mail.details["message_id"])
+    else:
+        event = ledger.append(sub, mail.kind, origin="worker", details={
+            **mail.details, "recorded": "after its delivery's transaction failed"})
+        if mail.copy is not None:
+            mailcopies.keep(mail.copy, subscription_id=sub.id,
+                            message_id=mail.details["message_id"],
+                            template=mail.details["template"], sent_at=event.at)
+            if sub.status != mail.status or sub.erased_at is not None:
+                db.session.flush()
+                mailcopies.forget_names([sub.id])  # withdrawn or erased since it left
+    outbox.mark_done([item_id])
+    intents.done_many([item_id])
+
+
+def _count_failed_commit(ids: list[int], exc: Exception, *, max_attempts: int,
+                         horizon: timedelta) -> None:
+    """Count an attempt on each row of a group whose COMMIT failed (each in a transaction of
+    its own): a row that breaks every commit then reaches its dead letter like any failing
+    row, instead of going round for ever; :data:`COMMIT_FAILED` makes each run alone next
+    time (``deliver_group``), so its neighbours go through without it. A database that is
+    down records nothing here: the leases bring the rows back, attempts untouched."""
+    failure = outbox.RetryLater(f"{COMMIT_FAILED}: {type(exc).__name__}")
+    for item_id in ids:
         try:
-            for row in sent:
-                mail = row.mail
-                assert mail is not None
-                sub = db.session.get(Subscription, mail.subscription_id, with_for_update=True,
-                                     populate_existing=True)
-                if sub is None:
-                    log.error("mail %s left for a subscription that is gone",
-                              mail.details["message_id"])
-                    continue
-                event = ledger.append(sub, mail.kind, origin="worker", details={
-                    **mail.details, "recorded": "after its delivery's transaction failed"})
-                if mail.copy is not None:
-                    mailcopies.keep(mail.copy, subscription_id=sub.id,
-                                    message_id=mail.details["message_id"],
-                                    template=mail.details["template"], sent_at=event.at)
-            outbox.mark_done([row.item.id for row in sent])
-            intents.done_many([row.item.id for row in sent])
+            item = db.session.get(OutboxItem, item_id, with_for_update=True,
+                                  populate_existing=True)
+            if item is None or item.status != outbox.PENDING:
+                db.session.rollback()
+                continue
+            kind = item.kind
+            result = outbox.apply_failure(item, failure, max_attempts=max_attempts,
+                                          horizon=horizon)
             db.session.commit()
-            return
+            if result == outbox.DEAD:
+                metrics.dead_letter(kind)
         except Exception:
             db.session.rollback()
-            if attempt == RECORD_ATTEMPTS:
-                log.exception("could not record the mails a failed group already sent")
-                return
-            time.sleep(0.1 * 2 ** attempt)
+            log.warning("could not count the failed group's attempts; the leases bring "
+                        "its rows back")
+            return

@@ -20,7 +20,17 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypedDict, cast
 
 from flask import current_app
-from sqlalchemy import CursorResult, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from optin.delivery import intents
@@ -132,9 +142,12 @@ def _first_of_its_key() -> Any:
     """A row with a serial key waits while an earlier row with that key is pending (due,
     claimed or backing off): rows of one key run one after another, in id order."""
     earlier = aliased(OutboxItem)
+    # The status as a literal, not a parameter: the partial index of pending rows
+    # (ix_outbox_pending_serial) then serves the probe in a cached generic plan too.
     return or_(OutboxItem.serial_key.is_(None),
                ~exists().where(earlier.serial_key == OutboxItem.serial_key,
-                               earlier.status == PENDING, earlier.id < OutboxItem.id))
+                               earlier.status == literal_column(f"'{PENDING}'"),
+                               earlier.id < OutboxItem.id))
 
 
 def release(worker_id: str, ids: list[int], *, not_before: datetime | None = None) -> None:

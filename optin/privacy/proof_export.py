@@ -26,6 +26,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from optin.privacy import document, proof
 from optin.privacy.wording import MINIMIZED_NOTE, ProofLocale
 from optin.schemas import ProofSchema
 
-MANIFEST_VERSION = 2  # 2: ``minimized`` lists the minimized records
+MANIFEST_VERSION = 3  # 2: ``minimized`` lists the minimized records; 3: ``page`` (a paged export)
 IN_FLIGHT_PER_WORKER = 3  # proofs handed to each worker ahead: keeps it busy, memory bounded
 BATCH = 500
 
@@ -78,24 +79,53 @@ def _pool(workers: int) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+@dataclass(frozen=True)
+class Page:
+    """Which part of a list an export holds: proofs ``size * (number - 1)`` onwards, in
+    the order of the addresses' first records (a new signup joins the last page)."""
+
+    number: int
+    size: int
+
+
+class PageOutOfRange(ValueError):
+    """The page asked for is past the list's last page (``pages`` of them)."""
+
+    def __init__(self, pages: int) -> None:
+        super().__init__(f"a page from 1 to {pages}")
+        self.pages = pages
+
+
 def export_list(slug: str, out: Path, actor: str, *, locale: str | None = None,
-                workers: int | None = None,
+                workers: int | None = None, page: Page | None = None,
                 progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """Write every proof of the list into ``out`` and return the manifest (also written).
+    """Write every proof of the list (or of one ``page`` of it) into ``out`` and return
+    the manifest (also written).
 
     ``workers``: PDF layout processes (default: one per CPU; 1 = in this process).
-    ``progress`` is called with 1 for each proof written. Raises ``UnknownList``.
+    ``progress`` is called with 1 for each proof written. A paged export names its page
+    and the list's page count in the manifest, and holds the minimized records on its
+    first page only. Raises ``UnknownList`` and ``PageOutOfRange``.
     """
     mailing_list = lists.require_list(slug)
     chosen = document.choose_locale(locale, mailing_list)
     zone = current_settings().proof_timezone
+    emails = addresses(mailing_list.id)
+    paging: dict[str, int] | None = None
+    if page is not None:
+        pages = max(1, -(-len(emails) // page.size))
+        if not 1 <= page.number <= pages:
+            raise PageOutOfRange(pages)
+        paging = {"number": page.number, "of": pages, "size": page.size,
+                  "proofs_in_list": len(emails)}
+        emails = emails[page.size * (page.number - 1):page.size * page.number]
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     pool = _pool(workers)
     entries: list[dict[str, Any]] = []
     in_flight: deque[tuple[dict[str, Any], Future[str]]] = deque()
     try:
-        for email in addresses(mailing_list.id):
+        for email in emails:
             record = ProofSchema().dump(proof.build(email, slug, actor, purpose="audit_export"))
             name = f"proof-{record['address_hash'][:16]}"
             data = json.dumps(record, indent=2, ensure_ascii=False).encode()
@@ -113,7 +143,8 @@ def export_list(slug: str, out: Path, actor: str, *, locale: str | None = None,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     slug, list_id = mailing_list.slug, mailing_list.id
-    return _manifest(out, slug, actor, chosen, entries, list(minimized_records(list_id)))
+    minimized = list(minimized_records(list_id)) if paging is None or paging["number"] == 1 else []
+    return _manifest(out, slug, actor, chosen, entries, minimized, paging)
 
 
 def _finished(job: tuple[dict[str, Any], Future[str]],
@@ -160,10 +191,12 @@ def minimized_records(list_id: int) -> Iterator[dict[str, Any]]:
 
 
 def _manifest(out: Path, slug: str, actor: str, locale: ProofLocale,
-              entries: list[dict[str, Any]], minimized: list[dict[str, Any]]) -> dict[str, Any]:
-    manifest = {
+              entries: list[dict[str, Any]], minimized: list[dict[str, Any]],
+              paging: dict[str, int] | None) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "list": slug,
+        **({"page": paging} if paging else {}),
         "generated_at": utcnow().isoformat(),
         "generated_by": actor,
         "locale": locale,

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from optin.config import current_settings
-from optin.consent import confirmations, intake, ledger, mailcopies, signups, subscriptions
+from optin.consent import confirmations, intake, signups, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
+from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
 from optin.models import (
     ACTIVE_STATUSES,
@@ -23,9 +24,6 @@ from optin.models import (
     ConsentText,
     EventKind,
     MailingList,
-    OutboxItem,
-    OutboxKind,
-    OutboxStatus,
     Signup,
     Subscription,
     SubscriptionStatus,
@@ -279,52 +277,16 @@ def erase(raw_email: str, actor: str) -> Erasure:
     proof events stay until ``retain_until`` (Art. 17(3)(e)), when the
     retention job minimizes them. Repeating it changes nothing more than a
     further ``erased`` note on the ledger.
+
+    A subscription a mail delivery holds makes the erasure wait no longer than
+    ``OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS``: it is then queued for the worker
+    (``consent.withdrawals``), which erases it as soon as the delivery ends, and the
+    answer is the one the erasure will have given.
     """
     _, digest = identify(raw_email)
     now = utcnow()
-    # First: signups still queued for the state machine never happen (erasure wins), and
-    # one a worker is processing right now is waited for, so its subscription is erased too.
-    dropped = intake.drop_queued(digest)
-    # So do clicks on its confirmation links still queued (they hold an IP and user agent).
-    dropped_clicks = confirmations.drop_queued(digest)
-    subs = subscriptions_of(digest, lock=True)
-    results: list[ErasedSubscription] = []
-    pushed = False
-    for sub in subs:
-        was = sub.status
-        if was in ACTIVE_STATUSES:
-            subscriptions.withdraw(sub, origin="operator", kind=EventKind.ERASED, at=now,
-                                   details={"actor": actor})
-            pushed = True
-            # Someone who asked for erasure gets no "you have been unsubscribed" mail.
-            db.session.flush()
-            db.session.execute(delete(OutboxItem).where(
-                OutboxItem.subscription_id == sub.id, OutboxItem.kind == OutboxKind.GOODBYE_MAIL,
-                OutboxItem.status == OutboxStatus.PENDING))
-        else:
-            ledger.append(sub, EventKind.ERASED, origin="operator", at=now,
-                          details={"actor": actor, "was": was})
-        sub.first_name = sub.last_name = None
-        sub.fields = None
-        sub.erased_at = sub.erased_at or now
-        minimized = sub.status == S.MINIMIZED
-        results.append({
-            "subscription_id": sub.id,
-            "list": sub.mailing_list.slug,
-            "status_before": was,
-            "status": sub.status,
-            "deleted_now": ["first_name", "last_name", "fields"],
-            "kept": KEPT_AFTER_MINIMIZATION if minimized else KEPT_AS_PROOF,
-            "kept_until": None if minimized else sub.retain_until,
-            "retention": retention_note(sub),
-        })
-    signups.forget_personal([sub.id for sub in subs])  # every signup's names and fields too
-    mailcopies.forget_names([sub.id for sub in subs])  # and the names in its mail copies
-    audit.record(actor, "erase", email_hash=digest,
-                 details={"subscriptions": len(subs), "withdrawn": pushed,
-                          "queued_signups_dropped": dropped,
-                          "queued_confirmations_dropped": dropped_clicks})
-    db.session.commit()
+    dropped, subs, results, pushed = withdrawals.now_or_queued(
+        lambda: _erase_now(digest, actor, now), lambda: _erase_queued(digest, actor, now))
     lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
         detail = ("Nothing is stored about this address." if not dropped else
@@ -344,4 +306,75 @@ def erase(raw_email: str, actor: str) -> Erasure:
         "activecampaign": "withdrawal queued" if pushed else "nothing to push (no active "
                           "subscription)",
         "subscriptions": results,
+    }
+
+
+_ErasureDone = tuple[int, list[Subscription], list[ErasedSubscription], bool]
+
+
+def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
+    withdrawals.bound_lock_wait()
+    # First: signups still queued for the state machine never happen (erasure wins), and
+    # one a worker is processing right now is waited for, so its subscription is erased too.
+    dropped = intake.drop_queued(digest)
+    # So do clicks on its confirmation links still queued (they hold an IP and user agent).
+    dropped_clicks = confirmations.drop_queued(digest)
+    subs = subscriptions_of(digest, lock=True)
+    results: list[ErasedSubscription] = []
+    pushed = False
+    for sub in subs:
+        was, withdrew = withdrawals.erase(sub, actor=actor, at=now)
+        pushed = pushed or withdrew
+        results.append(_erased(sub, was))
+    audit.record(actor, "erase", email_hash=digest,
+                 details={"subscriptions": len(subs), "withdrawn": pushed,
+                          "queued_signups_dropped": dropped,
+                          "queued_confirmations_dropped": dropped_clicks})
+    db.session.commit()
+    return dropped, subs, results, pushed
+
+
+def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
+    """A subscription is held by a delivery: queue each subscription's erasure (read
+    without a lock) and answer what it will do."""
+    dropped = intake.drop_queued(digest)
+    confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
+    subs = subscriptions_of(digest)
+    withdrawing = withdrawals.pending([sub.id for sub in subs])
+    results: list[ErasedSubscription] = []
+    pushed = False
+    settings = current_settings()
+    for sub in subs:
+        withdrawals.queue_erasure(sub.id, actor=actor, at=now)
+        was = S.UNSUBSCRIBED if sub.id in withdrawing and sub.status in ACTIVE_STATUSES \
+            else sub.status
+        # What the erasure will leave (subscriptions.withdraw's retention), unsaved.
+        after = Subscription(status=sub.status, retain_until=sub.retain_until,
+                             confirmed_at=sub.confirmed_at, minimized_at=sub.minimized_at)
+        if sub.status in ACTIVE_STATUSES:
+            pushed = pushed or was in ACTIVE_STATUSES
+            after.status = S.UNSUBSCRIBED
+            after.retain_until = (proof_lapses_at(now, settings.proof_retention_years)
+                                  if sub.confirmed_at is not None
+                                  else max(sub.retain_until or now, now))
+        results.append({**_erased(after, was), "subscription_id": sub.id,
+                        "list": sub.mailing_list.slug})
+    audit.record(actor, "erase", email_hash=digest,
+                 details={"subscriptions": len(subs), "withdrawn": pushed,
+                          "queued_signups_dropped": dropped, "queued": True})
+    db.session.commit()
+    return dropped, subs, results, pushed
+
+
+def _erased(sub: Subscription, was: str) -> ErasedSubscription:
+    minimized = sub.status == S.MINIMIZED
+    return {
+        "subscription_id": sub.id,
+        "list": sub.mailing_list.slug if sub.mailing_list is not None else "",
+        "status_before": was,
+        "status": sub.status,
+        "deleted_now": ["first_name", "last_name", "fields"],
+        "kept": KEPT_AFTER_MINIMIZATION if minimized else KEPT_AS_PROOF,
+        "kept_until": None if minimized else sub.retain_until,
+        "retention": retention_note(sub),
     }

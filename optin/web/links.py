@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response, redirect, request, url_for
 
 from optin.config import current_settings
-from optin.consent import confirmations, lists, relink, signups, subscriptions
+from optin.consent import confirmations, lists, relink, signups, subscriptions, withdrawals
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
 from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
@@ -208,6 +208,8 @@ def unsubscribe_page(token: str) -> Response:
         return _unsubscribed(sub)
     if sub.nonce != nonce:
         return _invalid_unsubscribe(sub.locale)
+    if withdrawals.pending([sub.id]):  # queued behind a delivery: as good as done
+        return _unsubscribed(sub)
     return render_page("unsubscribe", locale=sub.locale, mailing_list=sub.mailing_list,
                        address=mask_address(sub.email), goodbye=_goodbye_follows(sub),
                        action_url=url_for("links.unsubscribe_action", token=token))
@@ -232,7 +234,7 @@ def unsubscribe_action(token: str) -> Response:
         return _invalid_unsubscribe()
     locale, sub_id = sub.locale, sub.id
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
-    outcome = subscriptions.unsubscribe(sub.id, nonce, client(),
+    outcome = withdrawals.unsubscribe(sub.id, nonce, client(),
                                         origin="one_click" if one_click else "link")
     if outcome == "invalid":
         return _invalid_unsubscribe(locale)

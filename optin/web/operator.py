@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Response, g, jsonify, request, send_file
+from flask import Response, g, jsonify, request, send_file, url_for
 from werkzeug.exceptions import UnprocessableEntity
 
 from optin.config import current_settings
@@ -326,10 +326,17 @@ def consent_texts(slug: str) -> MailingList:
 
 
 @bp.route("/v1/lists/<slug>/proofs", methods=["GET"], endpoint="proof_export")
-@bp.doc(security=SECURITY, parameters=[{"in": "query", "name": "locale", "schema": {
-    "type": "string", "enum": ["de", "en"]}}], responses={
-    200: {"description": "Every proof of the list as PDF and JSON, with manifest.json and "
-                         "SHA256SUMS, in one ZIP (for large lists: `optin proof --all`)",
+@bp.doc(security=SECURITY, parameters=[
+    {"in": "query", "name": "locale", "schema": {"type": "string", "enum": ["de", "en"]}},
+    {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1, "default": 1},
+     "description": "which page of the list's proofs (`OPTIN_PROOF_EXPORT_PAGE_SIZE` a page)"}],
+    responses={
+    200: {"description": "One page of the list's proofs as PDF and JSON, with manifest.json "
+                         "(naming the page and the page count) and SHA256SUMS, in one ZIP; "
+                         "`Link: <…?page=N>; rel=\"next\"` while pages follow (a whole list "
+                         "at once: `optin proof --all`)",
+          "headers": {"Link": {"schema": {"type": "string"},
+                               "description": "the next page, while there is one"}},
           "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
     401: {"description": PROBLEMS[401], "content": {"application/problem+json": {
         "schema": ProblemSchema}}},
@@ -344,14 +351,27 @@ def list_proofs(slug: str) -> Response:
     if locale not in (None, "de", "en"):
         return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
                        errors={"locale": ["Must be one of: de, en."]})
+    number = request.args.get("page", "1")
+    if not (number.isascii() and number.isdigit() and 0 < len(number) < 10):
+        return problem(422, "Unprocessable Content", "Query parameters are missing or invalid.",
+                       errors={"page": ["Must be a page number from 1."]})
+    # A page, not the whole list: a request laying out hundreds of PDFs would outlive the
+    # web tier's timeout and end as the worker's restart, a 5xx.
+    page = proof_export.Page(int(number), current_settings().proof_export_page_size)
     # On disk, not in memory: the folder while it is written, then the ZIP, which is
     # sent from its file and deleted once sent (a temporary file closed by the response).
     archive_file = tempfile.TemporaryFile(prefix="optin-export-")  # noqa: SIM115 (see above)
     try:
         with tempfile.TemporaryDirectory(prefix="optin-export-") as folder:
-            manifest = proof_export.export_list(slug, Path(folder), _actor(), locale=locale,
-                                                workers=1)
-            _detail(proofs=manifest["proofs"])
+            try:
+                manifest = proof_export.export_list(slug, Path(folder), _actor(), locale=locale,
+                                                    workers=1, page=page)
+            except proof_export.PageOutOfRange as exc:
+                archive_file.close()
+                return problem(422, "Unprocessable Content",
+                               "Query parameters are missing or invalid.",
+                               errors={"page": [f"Must be {exc}."]})
+            _detail(proofs=manifest["proofs"], page=page.number)
             with zipfile.ZipFile(archive_file, "w", zipfile.ZIP_DEFLATED) as archive:
                 for path in sorted(Path(folder).iterdir()):
                     # A PDF is compressed already: stored as it is.
@@ -361,8 +381,14 @@ def list_proofs(slug: str) -> Response:
         archive_file.close()
         raise
     archive_file.seek(0)
-    return send_file(archive_file, mimetype="application/zip", as_attachment=True,
-                     download_name=f"proofs-{slug}.zip")
+    suffix = f"-page-{page.number}" if manifest["page"]["of"] > 1 else ""
+    response = send_file(archive_file, mimetype="application/zip", as_attachment=True,
+                         download_name=f"proofs-{slug}{suffix}.zip")
+    if page.number < manifest["page"]["of"]:
+        after = url_for("operator.proof_export", slug=slug, page=page.number + 1,
+                        locale=locale)  # None: left out of the query
+        response.headers["Link"] = f'<{after}>; rel="next"'
+    return response
 
 
 # --- outbox, retention, stats ---------------------------------------------------------

@@ -7,17 +7,21 @@ PostgreSQL (``OPTIN_TEST_DATABASE_URL``)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
-from optin.consent import ledger
+from optin.consent import ledger, mailcopies
 from optin.delivery import groups
 from optin.delivery.notifications import unsubscribe_url
 from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.models import ConsentEvent, MailIntent, OutboxItem, Subscription
+from optin.models import ConsentEvent, MailIntent, OutboxItem, Subscription, utcnow
 
 from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links, refused_recipients, signup, wait_for
 
@@ -270,3 +274,117 @@ def test_an_erasure_while_a_group_is_out_stops_its_goodbye_mail(app, client, run
         backend.send = real
     assert len(mailbox.to("gone1@example.org")) == 1
     assert mailbox.to("gone2@example.org") == []
+
+
+@pytest.mark.parametrize("withdrawal", [
+    "one_click",
+    pytest.param("erasure", marks=pytest.mark.skipif(
+        bool(PG_URL), reason="SQLite's case: an erasure waits for the row the group holds on "
+        "PostgreSQL (one thread: for ever); the one-click is queued there instead")),
+])
+def test_a_withdrawal_between_a_groups_send_and_its_commit_is_followed(
+        app, client, newsletter, mailbox, caplog, withdrawal):
+    """The withdrawal commits while the group's mail is with the relay: the group's record
+    follows it on the chain (no unique-key error on the ledger's seq, no traceback) and the
+    copy of the confirmation mail keeps no names (the withdrawal deleted them)."""
+    assert signup(client, "anna@example.org", first_name="Anna",
+                  last_name="Beispiel").status_code == 202
+    with app.app_context():
+        sub = db.session.scalar(select(Subscription))
+        path = unsubscribe_url(sub).split("newsletter.test", 1)[1]
+        sub_id = sub.id
+    backend = app.extensions["optin.mail_backend"]
+    real = backend.send
+    answers = []
+
+    def withdraw() -> None:  # a request of its own (in this thread it would share the
+        # group's app context, and so its session and transaction)
+        answers.append(client.delete("/v1/contacts?email=anna@example.org", headers={
+            "Authorization": f"Bearer {ADMIN_TOKEN}"}) if withdrawal == "erasure"
+            else client.post(path, data={"List-Unsubscribe": "One-Click"}))
+
+    def send(message) -> None:  # noqa: ANN001
+        real(message)
+        if not answers:  # commits between the send and the group's commit
+            request = threading.Thread(target=withdraw)
+            request.start()
+            request.join(30)
+
+    backend.send = send
+    try:
+        with caplog.at_level("ERROR"):
+            Worker(app, threads=1).drain()
+            Worker(app, threads=1).drain()
+    finally:
+        backend.send = real
+    assert [a.status_code for a in answers] == [200]
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    assert len(mailbox.to("anna@example.org")) == 1
+    with app.app_context():
+        kinds = [e.kind for e in db.session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscription_id == sub_id).order_by(ConsentEvent.seq))]
+        assert kinds.count("confirmation_sent") == 1
+        assert kinds.count("erased" if withdrawal == "erasure" else "unsubscribed") == 1
+        [copy] = mailcopies.of(sub_id).values()
+        assert copy.names is None
+        assert "Anna" not in str(copy.shown())
+        assert ledger.verify(db.session).ok
+
+
+@pytest.fixture
+def few_attempts_config(app_config: dict[str, str]) -> dict[str, str]:
+    app_config["OPTIN_OUTBOX_MAX_ATTEMPTS"] = "3"
+    return app_config
+
+
+def test_a_row_that_breaks_every_group_commit_reaches_its_dead_letter(
+        app, few_attempts_config, client, newsletter, mailbox):
+    """A row whose writes make every COMMIT fail (here: its ledger event) counts its
+    attempts like any failing row and ends a dead letter; its neighbours are delivered
+    once, not held in the loop with it."""
+    for address in ("first@example.org", "poison@example.org", "last@example.org"):
+        assert signup(client, address).status_code == 202
+    with app.app_context():
+        poison = db.session.scalar(select(Subscription.id).where(
+            Subscription.email == "poison@example.org"))
+    writes = {"poison": False}
+
+    def watch(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+        if "INSERT INTO consent_event" in statement and any(
+                bound.get("subscription_id") == poison
+                for bound in getattr(context, "compiled_parameters", None) or []):
+            writes["poison"] = True
+
+    def fail_commit(session) -> None:  # noqa: ANN001
+        if writes["poison"]:
+            writes["poison"] = False
+            raise sa.exc.OperationalError("COMMIT", {}, ConnectionError("poisoned"))
+
+    def forget(session, *args) -> None:  # noqa: ANN001
+        writes["poison"] = False
+
+    max_attempts = 3
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", watch)
+    event.listen(Session, "before_commit", fail_commit)
+    event.listen(Session, "after_rollback", forget)
+    try:
+        for _ in range(3 * max_attempts):
+            with app.app_context():  # due again at once, as if its backoff had passed
+                db.session.execute(sa.update(OutboxItem).where(OutboxItem.status == "pending")
+                                   .values(next_attempt_at=utcnow() - timedelta(seconds=1),
+                                           claimed_by=None, claimed_until=None))
+                db.session.commit()
+                worker = Worker(app, threads=1)
+                worker.run_once()
+                worker.close()
+    finally:
+        event.remove(Session, "before_commit", fail_commit)
+        event.remove(Session, "after_rollback", forget)
+        with app.app_context():
+            event.remove(db.engine, "before_cursor_execute", watch)
+    rows = {r.subscription_id: r for r in _mails(app)}
+    assert (rows[poison].status, rows[poison].attempts) == ("dead", max_attempts)
+    for address in ("first@example.org", "last@example.org"):
+        assert len(mailbox.to(address)) == 1, address
+    assert sorted(r.status for sid, r in rows.items() if sid != poison) == ["done", "done"]

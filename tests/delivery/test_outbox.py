@@ -10,7 +10,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from optin.delivery import outbox
 from optin.delivery.worker import Worker
@@ -146,6 +146,41 @@ def test_rows_of_one_serial_key_are_claimed_one_after_another(app):
     _set(app, first, status="done", claimed_by=None, claimed_until=None)
     with app.app_context():
         assert outbox.claim("w2") == [second]
+
+
+def test_a_claim_checks_each_rows_key_with_one_index_probe(app):
+    """The claim asks, for every due row, whether an earlier row of its key is pending. With
+    only a plain index on the key, PostgreSQL with no statistics yet for a table that just
+    grew (a burst) answered it by ANDing that index with a scan of every pending row, per due
+    row: O(n²), 38 s a claim with 19,000 queued signups. The partial index (key, id) of
+    pending rows answers it with one probe; the status is written into the statement so a
+    cached generic plan can use it too."""
+    now = utcnow()
+    with app.app_context():
+        db.session.execute(OutboxItem.__table__.insert(), [
+            {"kind": "test_serial", "serial_key": f"key{i}", "payload": {}, "status": "pending",
+             "attempts": 0, "next_attempt_at": now, "created_at": now} for i in range(20_000)])
+        db.session.commit()
+    statements: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "EXISTS" in statement.upper():
+            statements.append((statement, parameters))
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            assert len(outbox.claim("w1", limit=16)) == 16
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        statement, parameters = statements[0]
+        assert "status = 'pending'" in statement
+        sqlite = db.engine.dialect.name == "sqlite"
+        with db.engine.connect() as conn:
+            plan = "\n".join(" ".join(map(str, row)) for row in conn.exec_driver_sql(
+                ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters))
+    probe = plan[plan.rindex("SUBQUERY" if sqlite else "SubPlan"):]
+    assert "ix_outbox_pending_serial" in probe and "ix_outbox_due" not in probe, plan
 
 
 def test_a_row_backing_off_holds_the_later_rows_of_its_key_and_a_dead_one_frees_them(app):

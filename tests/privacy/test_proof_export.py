@@ -6,9 +6,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from optin.privacy.rights import identify
 
@@ -64,6 +71,50 @@ def test_export_every_proof_of_a_list_from_the_cli(app, client, runner, newslett
     assert refused.exit_code == 2 and "no EMAIL" in refused.output
 
 
+def _layout_processes(pid: int) -> list[int]:
+    """The export's pool processes (spawned children running multiprocessing's entry)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(child))
+    return found
+
+
+def test_a_killed_layout_process_ends_the_export_with_a_clear_error(
+        app, app_config, client, newsletter, mailbox, tmp_path):
+    """SIGKILL of a PDF layout process (the OOM killer does it) ends ``optin proof --all``
+    with one line saying what happened and what to do, not a traceback; no manifest.json
+    claims a complete export."""
+    for i in range(12):
+        assert signup(client, f"p{i}@example.org").status_code == 202
+    deliver(app)
+    out = tmp_path / "export"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIN_")}
+    env.update(app_config, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optin", "proof", "--list", "newsletter", "--all", "--out",
+         str(out), "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        layout = _layout_processes(proc.pid)
+        if layout:
+            time.sleep(0.5)  # started on its first proof
+            os.kill(layout[0], signal.SIGKILL)
+            killed = layout[0]
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert killed is not None, "no layout process seen"
+    assert proc.returncode == 1, (stdout, stderr)
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert b"a PDF layout process died" in stderr and b"run the export again" in stderr
+    assert not (out / "manifest.json").exists()
+
+
 def test_export_from_the_operator_route(app, client, newsletter, mailbox, tmp_path):
     _three_addresses(app, client, mailbox)
     response = client.get("/v1/lists/newsletter/proofs?locale=de", headers=AUTH)
@@ -75,6 +126,42 @@ def test_export_from_the_operator_route(app, client, newsletter, mailbox, tmp_pa
     assert client.get("/v1/lists/nope/proofs", headers=AUTH).status_code == 404
     assert client.get("/v1/lists/newsletter/proofs?locale=fr", headers=AUTH).status_code == 422
     assert client.get("/v1/lists/newsletter/proofs").status_code == 401
+
+
+@pytest.fixture
+def paged_config(app_config: dict[str, str]) -> None:
+    app_config["OPTIN_PROOF_EXPORT_PAGE_SIZE"] = "2"
+
+
+def test_the_operator_route_exports_a_list_page_by_page(app, paged_config, client, newsletter,
+                                                         mailbox, tmp_path):
+    """A request lays out one page of proofs, not the whole list (hundreds of PDFs outlived
+    the web tier's 30 s timeout: a 5xx); the pages together hold every proof once."""
+    _three_addresses(app, client, mailbox)
+    seen: list[str] = []
+    url, number = "/v1/lists/newsletter/proofs?locale=en", 0
+    while url:
+        number += 1
+        response = client.get(url, headers=AUTH)
+        assert response.status_code == 200, response.data
+        assert f"-page-{number}.zip" in response.headers["Content-Disposition"]
+        folder = tmp_path / f"page{number}"
+        with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+            archive.extractall(folder)
+        manifest = json.loads((folder / "proofs-newsletter" / "manifest.json").read_text())
+        assert manifest["page"] == {"number": number, "of": 2, "size": 2, "proofs_in_list": 3}
+        assert manifest["locale"] == "en" and manifest["proofs"] == len(manifest["files"])
+        seen += [e["address_hash"] for e in manifest["files"]]
+        link = response.headers.get("Link")
+        url = link[1:link.index(">")] if link else ""
+        assert (link is None) == (number == 2)
+        if link:
+            assert 'rel="next"' in link and "page=2" in link and "locale=en" in link
+    assert len(seen) == 3 and len(set(seen)) == 3
+    for bad in ("3", "0", "-1", "x", "1e3", "٣", "9" * 12):
+        answer = client.get(f"/v1/lists/newsletter/proofs?page={bad}", headers=AUTH)
+        assert answer.status_code == 422, bad
+        assert answer.mimetype == "application/problem+json" and "page" in answer.json["errors"]
 
 
 def test_minimized_records_are_listed_in_the_manifest_with_what_they_keep(

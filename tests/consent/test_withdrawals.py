@@ -1,0 +1,265 @@
+"""Queued withdrawals (``consent.withdrawals``): a withdrawal that found its subscription held
+by a delivery waits in the outbox, is shown as done, stops the mails behind it, and is
+applied once, with its request's evidence, by whoever next holds the row."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import select
+
+from optin.consent import ledger, withdrawals
+from optin.consent.subscriptions import Client
+from optin.consent.withdrawals import Withdrawal
+from optin.extensions import db
+from optin.models import (
+    ConsentEvent,
+    MailingList,
+    OutboxItem,
+    Subscription,
+    Suppression,
+    utcnow,
+)
+
+from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links
+
+WITHDRAWN = "Sie sind abgemeldet"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADDRESS = "anna@example.org"
+QUEUED_IP, LATER_IP = "198.51.100.9", "203.0.113.50"
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def quick_config(app_config: dict[str, str]) -> dict[str, str]:
+    """Lock waits of half a second: the PostgreSQL tests hold a row and wait them out."""
+    app_config["OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS"] = "0.5"
+    return app_config
+
+
+def _sub(app, address: str = ADDRESS) -> Subscription:
+    with app.app_context():
+        sub = db.session.scalar(select(Subscription).where(Subscription.email == address))
+        db.session.expunge(sub)
+        return sub
+
+
+def _queue(app, sub_id: int, *, seconds_ago: float = 30, ip: str = QUEUED_IP) -> Withdrawal:
+    request = Withdrawal(origin="one_click", client=Client(ip=ip, user_agent="MailClient/9"),
+                         at=utcnow() - timedelta(seconds=seconds_ago))
+    with app.app_context():
+        withdrawals.queue(sub_id, request)
+        db.session.commit()
+    return request
+
+
+def _rows(app) -> list[OutboxItem]:
+    with app.app_context():
+        rows = list(db.session.scalars(select(OutboxItem).where(
+            OutboxItem.kind == withdrawals.KIND).order_by(OutboxItem.id)))
+        db.session.expunge_all()
+        return rows
+
+
+def _events(app, sub_id: int) -> list[ConsentEvent]:
+    with app.app_context():
+        events = list(db.session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscription_id == sub_id).order_by(ConsentEvent.seq)))
+        db.session.expunge_all()
+        return events
+
+
+def _kinds(app, sub_id: int) -> list[str]:
+    return [e.kind for e in _events(app, sub_id)]
+
+
+def test_a_queued_withdrawal_is_shown_done_and_applied_once_with_its_evidence(
+        app, client, confirmed, mailbox):
+    path = confirmed()
+    sub = _sub(app)
+    request = _queue(app, sub.id)
+    _queue(app, sub.id, seconds_ago=10)  # a repeat while it waits adds nothing
+    assert [r.status for r in _rows(app)] == ["pending"]
+    with app.app_context():
+        assert withdrawals.pending([sub.id, sub.id + 100]) == {sub.id}
+    page = client.get(path).get_data(as_text=True)
+    assert WITHDRAWN in page and 'method="post"' not in page
+    assert _sub(app).status == "confirmed"  # not applied yet: only queued
+
+    deliver(app)
+    deliver(app)
+    [withdrawal] = [e for e in _events(app, sub.id) if e.kind == "unsubscribed"]
+    assert (withdrawal.at, withdrawal.ip, withdrawal.user_agent, withdrawal.origin) == (
+        request.at, QUEUED_IP, "MailClient/9", "one_click")
+    after = _sub(app)
+    assert (after.status, after.withdrawn_at, after.first_name) == (
+        "unsubscribed", request.at, None)
+    with app.app_context():
+        assert db.session.scalar(select(Suppression.id).where(
+            Suppression.email_hash == after.email_hash)) is not None
+        assert db.session.scalar(select(OutboxItem.id).where(
+            OutboxItem.kind == "ac_unsubscribe", OutboxItem.subscription_id == sub.id))
+        assert withdrawals.pending([sub.id]) == set()
+        assert ledger.verify(db.session).ok
+    [row] = _rows(app)
+    assert (row.status, row.payload) == ("done", withdrawals.PROCESSED)
+
+
+def test_a_repeated_unsubscribe_applies_the_queued_one_first(app, client, confirmed):
+    path = confirmed()
+    sub = _sub(app)
+    request = _queue(app, sub.id)
+    answer = client.post(path, data=ONE_CLICK, environ_base={"REMOTE_ADDR": LATER_IP})
+    assert answer.status_code == 200 and WITHDRAWN in answer.get_data(as_text=True)
+    [withdrawal] = [e for e in _events(app, sub.id) if e.kind == "unsubscribed"]
+    assert (withdrawal.at, withdrawal.ip) == (request.at, QUEUED_IP)  # the first request's
+    assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)]
+    deliver(app)
+    assert _kinds(app, sub.id).count("unsubscribed") == 1
+
+
+def test_an_erasure_applies_a_queued_withdrawal_before_it_and_keeps_nothing_of_it(
+        app, client, runner, mailbox):
+    """A list that sends the goodbye: the erasure right behind the queued withdrawal sends
+    none, records both in their order, and leaves no IP in the queue."""
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club",
+                               "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    assert client.post("/v1/subscriptions", json={
+        "email": ADDRESS, "list": "club", "consent_text_version": 1,
+        "first_name": "Anna"}).status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to(ADDRESS)[-1])["confirm"]).status_code == 303
+    deliver(app)
+    sub = _sub(app)
+    _queue(app, sub.id)
+    mailbox.clear()
+    assert client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH).status_code == 200
+    deliver(app)
+    assert mailbox.to(ADDRESS) == []  # no goodbye to someone who asked for erasure
+    kinds = _kinds(app, sub.id)
+    assert kinds.index("unsubscribed") < kinds.index("erased")
+    assert _events(app, sub.id)[kinds.index("unsubscribed")].ip == QUEUED_IP
+    with app.app_context():
+        payloads = json.dumps([r.payload for r in db.session.scalars(select(OutboxItem))])
+        assert QUEUED_IP not in payloads and "MailClient" not in payloads
+        after = db.session.get(Subscription, sub.id)
+        assert (after.status, after.first_name, after.erased_at is not None) == (
+            "unsubscribed", None, True)
+        assert ledger.verify(db.session).ok
+
+
+def test_a_group_sends_nothing_to_a_subscription_with_a_queued_withdrawal(
+        app, client, signed_up, mailbox):
+    path = signed_up()
+    assert client.post(path).status_code == 303  # queues the welcome mail
+    sub = _sub(app)
+    _queue(app, sub.id)
+    mailbox.clear()
+    deliver(app)
+    assert mailbox.to(ADDRESS) == []
+    assert "welcome_sent" not in _kinds(app, sub.id)
+    with app.app_context():
+        welcome = db.session.scalar(select(OutboxItem).where(OutboxItem.kind == "welcome_mail"))
+        assert welcome.status == "done"
+    assert _sub(app).status == "unsubscribed"
+
+
+@pytest.fixture
+def held(app):
+    """Hold a subscription's row lock from another connection, as a delivery group does;
+    call what it returns to let go."""
+    holders: list[tuple[sa.Connection, sa.Transaction]] = []
+
+    def release() -> None:
+        while holders:
+            conn, tx = holders.pop()
+            tx.rollback()
+            conn.close()
+
+    def _hold(sub_id: int):  # noqa: ANN202
+        with app.app_context():
+            conn = db.engine.connect()
+        tx = conn.begin()
+        conn.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
+                     {"id": sub_id})
+        holders.append((conn, tx))
+        return release
+
+    yield _hold
+    release()
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_a_held_row_queues_the_link_and_the_webhook_and_the_worker_applies_them(
+        app, client, confirmed, quick_config, held):
+    path = confirmed()
+    sub = _sub(app)
+    with app.app_context():
+        db.session.get(MailingList, sub.list_id).ac_list_id = 1
+        db.session.commit()
+    release = held(sub.id)
+    answer = client.post(path, data=ONE_CLICK, environ_base={"REMOTE_ADDR": LATER_IP})
+    assert answer.status_code == 200 and WITHDRAWN in answer.get_data(as_text=True)
+    assert WITHDRAWN in client.get(path).get_data(as_text=True)
+    hook = "/webhooks/activecampaign?secret=webhook-secret-0123456789"
+    for kind in ("unsubscribe", "bounce"):
+        assert client.post(hook, data={"type": kind, "list": "1", "contact[email]": ADDRESS,
+                                       "date_time": "2026-05-02T08:41:07-05:00"}).status_code == 200
+    # The link's withdrawal and the bounce wait; the webhook's unsubscribe found one waiting.
+    assert [(r.status, r.payload["kind"]) for r in _rows(app)] == [
+        ("pending", "unsubscribed"), ("pending", "bounced")]
+    assert _sub(app).status == "confirmed"
+    release()
+    deliver(app)
+    events = _events(app, sub.id)
+    [withdrawal] = [e for e in events if e.kind == "unsubscribed"]
+    assert (withdrawal.ip, withdrawal.origin) == (LATER_IP, "one_click")
+    assert [e.kind for e in events].count("bounced") == 1
+    assert _sub(app).status == "unsubscribed"
+    assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)] * 2
+    with app.app_context():
+        assert ledger.verify(db.session).ok
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_an_erasure_of_a_held_row_is_queued_behind_its_withdrawal(
+        app, client, runner, mailbox, quick_config, held):
+    """One-click, then erasure, both while a delivery holds the row, on a list that sends
+    the goodbye: both answer, the worker applies them in order, and no goodbye leaves."""
+    assert runner.invoke(args=["lists", "create", "club", "--name", "Club",
+                               "--goodbye"]).exit_code == 0
+    assert runner.invoke(args=["consent-texts", "add", "club", "--locale", "de",
+                               "--text", "Ja, Club-Post."]).exit_code == 0
+    assert client.post("/v1/subscriptions", json={
+        "email": ADDRESS, "list": "club", "consent_text_version": 1,
+        "first_name": "Anna"}).status_code == 202
+    deliver(app)
+    assert client.post(links(mailbox.to(ADDRESS)[-1])["confirm"]).status_code == 303
+    deliver(app)
+    path = links(mailbox.to(ADDRESS)[-1])["unsubscribe"]
+    sub = _sub(app)
+    release = held(sub.id)
+    assert client.post(path, data=ONE_CLICK, environ_base={
+        "REMOTE_ADDR": LATER_IP}).status_code == 200
+    erasure = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+    assert erasure.status_code == 200
+    [answer] = erasure.get_json()["subscriptions"]
+    assert (answer["status_before"], answer["status"]) == ("unsubscribed", "unsubscribed")
+    assert [r.payload.get("erase", False) for r in _rows(app)] == [False, True]
+    release()
+    mailbox.clear()
+    deliver(app)
+    assert mailbox.to(ADDRESS) == []
+    kinds = _kinds(app, sub.id)
+    assert kinds.index("unsubscribed") < kinds.index("erased")
+    after = _sub(app)
+    assert (after.status, after.first_name, after.erased_at is not None) == (
+        "unsubscribed", None, True)
+    assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)] * 2
+    with app.app_context():
+        assert ledger.verify(db.session).ok
