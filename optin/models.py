@@ -154,6 +154,7 @@ class OutboxKind(StrEnum):
     AC_SUBSCRIBE = "ac_subscribe"
     AC_UNSUBSCRIBE = "ac_unsubscribe"
     SIGNUP_INTAKE = "signup_intake"  # a signup request's evidence, for the state machine
+    CONFIRM_INTAKE = "confirm_intake"  # a confirmation click's evidence, for the state machine
     UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
     WITHDRAWAL_INTAKE = "withdrawal_intake"  # a withdrawal a locked row made wait (withdrawals.py)
 

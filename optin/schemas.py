@@ -327,6 +327,15 @@ class QueuedSignupSchema(Answer):
     entered = ma.Dict(metadata={"description": "The values the request carried, as entered"})
 
 
+class QueuedConfirmationSchema(Answer):
+    """A click on a confirmation link the worker has not applied yet (moments, normally)."""
+
+    subscription_id = ma.Integer()
+    received_at = ma.String(metadata={"example": "2026-12-01T08:41:04.123456+00:00"})
+    ip = ma.String(allow_none=True)
+    user_agent = ma.String(allow_none=True)
+
+
 class ContactExportSchema(Answer):
     """Art. 15 / Art. 20: everything stored about an address."""
 
@@ -340,6 +349,8 @@ class ContactExportSchema(Answer):
     suppressions = ma.List(ma.Nested(SuppressionSchema))
     queued_signups = ma.List(ma.Nested(QueuedSignupSchema), metadata={
         "description": "Signup requests received but not yet processed by the worker"})
+    queued_confirmations = ma.List(ma.Nested(QueuedConfirmationSchema), metadata={
+        "description": "Confirmation clicks received but not yet applied by the worker"})
 
 
 class ContactLookupSchema(Answer):

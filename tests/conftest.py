@@ -38,7 +38,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.orm import Session
 
 from optin import create_app
-from optin.consent import intake, lists
+from optin.consent import confirmations, intake, lists
 from optin.delivery import outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
@@ -275,18 +275,19 @@ def make_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 
 def settle_intake(app: Flask) -> int:
-    """Run the worker's intake handler for every queued signup request, as a worker with
-    no pick-up delay would, and nothing else (confirmation mails stay queued for
-    :func:`deliver`); how many were processed. The handler and the outbox's delivery
-    are the real ones; only the claim is narrowed to intake rows. Each call claims as a
-    worker of its own, so racing requests each deliver only the rows they claimed. On
-    SQLite one settles at a time, as the one delivery thread a worker runs there does."""
+    """Run the worker's intake handlers for every queued signup request and confirmation
+    click, as a worker with no pick-up delay would, and nothing else (the mails and syncs
+    they queue stay queued for :func:`deliver`); how many were processed. The handlers
+    and the outbox's delivery are the real ones; only the claim is narrowed to intake
+    rows. Each call claims as a worker of its own, so racing requests each deliver only
+    the rows they claimed. On SQLite one settles at a time, as the one delivery thread a
+    worker runs there does."""
     settler = f"{SETTLING_WORKER}:{uuid.uuid4().hex[:8]}"
     one_writer = _SQLITE_SETTLING if not PG_URL else contextlib.nullcontext()
     with one_writer, app.app_context():
         rows = OutboxItem.__table__
-        queued = sa.and_(rows.c.kind == intake.KIND, rows.c.status == OutboxStatus.PENDING,
-                         rows.c.claimed_by.is_(None))
+        queued = sa.and_(rows.c.kind.in_((intake.KIND, confirmations.KIND)),
+                         rows.c.status == OutboxStatus.PENDING, rows.c.claimed_by.is_(None))
         if db.session.scalar(sa.select(rows.c.id).where(queued).limit(1)) is None:
             db.session.rollback()  # nothing queued: no transaction to commit
             return 0
@@ -307,14 +308,17 @@ _SQLITE_SETTLING = threading.Lock()
 
 
 class SettlingClient(FlaskClient):
-    """The test client of a service whose worker takes each signup at once: after every
-    answered ``POST /v1/subscriptions`` the queued intake is processed (``settle_intake``),
-    so tests see the state machine's result as they did when the request ran it. Tests
-    of the intake itself use a plain ``FlaskClient``."""
+    """The test client of a service whose worker takes each signup and confirmation at
+    once: after every answered ``POST /v1/subscriptions`` or ``POST /confirm/…`` the
+    queued intake is processed (``settle_intake``), so tests see the state machine's
+    result as they did when the request ran it. Tests of the intake itself use a plain
+    ``FlaskClient``."""
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
         response = super().open(*args, **kwargs)
-        if "/v1/subscriptions" in str(args[0] if args else kwargs.get("path", "")):
+        path = str(args[0] if args else kwargs.get("path", ""))
+        clicked = "/confirm/" in path and kwargs.get("method") == "POST"
+        if "/v1/subscriptions" in path or clicked:
             try:
                 settle_intake(self.application)
             except sa.exc.DBAPIError:  # the database is down: a worker would try again later

@@ -103,11 +103,13 @@ def test_confirm_racing_unsubscribe_ends_unsubscribed_everywhere(ac_app, ac_news
         assert sub.status == "unsubscribed"
         kinds = _kinds(ac_app, sub.id)
         assert kinds.count("unsubscribed") == 1
-        if confirmed.status_code == 303:  # confirmed, then unsubscribed
+        # 303: the click was queued. The worker applied it before the withdrawal, or found
+        # the subscription withdrawn (its nonce changed) and refused it: withdrawal wins.
+        if "confirmed" in kinds:  # confirmed, then unsubscribed
+            assert confirmed.status_code == 303
             assert kinds.index("confirmed") < kinds.index("unsubscribed")
             assert fake_ac.contact_status(address, 1) == 2  # ActiveCampaign's last word
         else:
-            assert "confirmed" not in kinds
             assert fake_ac.contact(address) is None  # never confirmed, never sent
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output

@@ -507,24 +507,23 @@ class Confirmation:
     mailing_list: ListSnapshot | None = None
 
 
-def confirm(subscription_id: int, nonce: str, client: Client,
-            signup_seq: int | None = None) -> Confirmation:
-    """Record consent to the signup the link was mailed for (``signup_seq``; None for a
-    link older than that: the first signup). The outcome is ``confirmed``,
-    ``already_confirmed`` or ``invalid``.
+def record_confirmation(subscription_id: int, nonce: str, client: Client,
+                        signup_seq: int | None = None,
+                        at: datetime | None = None) -> Confirmation:
+    """The link's POST queues the click (``consent.confirmations``); the worker calls this.
+
+    Record consent to the signup the link was mailed for (``signup_seq``; None for a
+    link older than that: the first signup), made at ``at`` (the click's time; now by
+    default) by ``client``, in the caller's transaction, which it leaves to the caller to
+    commit. The outcome is ``confirmed``, ``already_confirmed`` or ``invalid``; only
+    ``confirmed`` wrote anything.
 
     The signup's values (locale, consent text, names, fields, source) become
     the subscription's, and the ``confirmed`` event names the signup it
     confirmed. Idempotent: a second call changes nothing, through whichever
     link. A withdrawn subscription's nonce no longer matches, so an old link
-    cannot bring it back. Tried again when a concurrent writer (a worker
-    appending to the same ledger) collides.
+    cannot bring it back. Takes the subscription's row lock.
     """
-    return retrying(lambda: _confirm(subscription_id, nonce, client, signup_seq))
-
-
-def _confirm(subscription_id: int, nonce: str, client: Client,
-             signup_seq: int | None) -> Confirmation:
     sub = db.session.scalar(
         select(Subscription).where(Subscription.id == subscription_id)
         .options(joinedload(Subscription.mailing_list))
@@ -532,21 +531,17 @@ def _confirm(subscription_id: int, nonce: str, client: Client,
         .execution_options(populate_existing=True)
     )
     if sub is None:
-        db.session.rollback()
         return Confirmation("invalid")
     snapshot = ListSnapshot.of(sub.mailing_list)
     if not secrets.compare_digest(sub.nonce, nonce) or sub.status not in ACTIVE_STATUSES:
-        db.session.rollback()
         return Confirmation("invalid", sub.locale, snapshot)
     if sub.status == S.CONFIRMED:
-        db.session.rollback()
         return Confirmation("already_confirmed", sub.locale, snapshot)
     signup = signups.find(sub.id, signup_seq)
     if signup is None and signup_seq is not None:  # a link naming no signup of this row
-        db.session.rollback()
         return Confirmation("invalid", sub.locale, snapshot)
     values = signups.confirmed_values(sub, signup)
-    now = utcnow()
+    now = at or utcnow()
     event = ledger.event_row(
         sub.id, sub.ledger_seq or 0, sub.ledger_head, EventKind.CONFIRMED, origin="link", at=now,
         ip=client.ip, user_agent=client.user_agent, consent_text_id=values["consent_text_id"],
@@ -554,20 +549,19 @@ def _confirm(subscription_id: int, nonce: str, client: Client,
                  "entered_sha256": entered_digest(values)})
     kinds = ((OutboxKind.AC_SUBSCRIBE, OutboxKind.WELCOME_MAIL) if sub.mailing_list.send_welcome
              else (OutboxKind.AC_SUBSCRIBE,))
+    written = utcnow()
     params: dict[str, Any] = {
         "sub_id": sub.id, "b_list_id": sub.list_id, "b_email_hash": sub.email_hash,
-        "confirmed_at": now, "updated_at": now,
+        "confirmed_at": now, "updated_at": written,
         "ledger_seq": event["seq"], "ledger_head": event["chain_hash"],
         **_prefixed("ev_", event), **_prefixed("cv_", values),
     }
     for i, kind in enumerate(kinds):
         params.update(_prefixed(f"ob{i}_", OutboxItem.pending_values(
-            kind, subscription_id=sub.id, now=now)))
+            kind, subscription_id=sub.id, now=written)))
     for statement in _confirm_statements(db.session.get_bind().dialect.name, len(kinds)):
         db.session.execute(statement, params)
     metrics.confirmed(sub.mailing_list.slug)
-    db.session.commit()
-    log.info("subscription %s confirmed on list %s", subscription_id, snapshot.slug)
     return Confirmation("confirmed", values["locale"], snapshot)
 
 

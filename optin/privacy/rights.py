@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import select
 
 from optin.config import current_settings
-from optin.consent import intake, signups, withdrawals
+from optin.consent import confirmations, intake, signups, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
@@ -110,6 +110,7 @@ class ContactExport(TypedDict):
     consent_texts: list[ConsentText]
     suppressions: list[SuppressionRecord]
     queued_signups: list[intake.QueuedSignup]
+    queued_confirmations: list[confirmations.QueuedConfirmation]
 
 
 class ContactLookup(TypedDict):
@@ -251,6 +252,7 @@ def export(raw_email: str, actor: str) -> ContactExport:
         "suppressions": [{"list": slug, "reason": reason, "since": at}
                          for slug, reason, at in suppressions],
         "queued_signups": intake.queued(digest),
+        "queued_confirmations": confirmations.queued(digest),
     }
 
 
@@ -315,6 +317,8 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
     # First: signups still queued for the state machine never happen (erasure wins), and
     # one a worker is processing right now is waited for, so its subscription is erased too.
     dropped = intake.drop_queued(digest)
+    # So do clicks on its confirmation links still queued (they hold an IP and user agent).
+    dropped_clicks = confirmations.drop_queued(digest)
     subs = subscriptions_of(digest, lock=True)
     results: list[ErasedSubscription] = []
     pushed = False
@@ -324,7 +328,8 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
         results.append(_erased(sub, was))
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
-                          "queued_signups_dropped": dropped})
+                          "queued_signups_dropped": dropped,
+                          "queued_confirmations_dropped": dropped_clicks})
     db.session.commit()
     return dropped, subs, results, pushed
 
@@ -333,6 +338,7 @@ def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
     """A subscription is held by a delivery: queue each subscription's erasure (read
     without a lock) and answer what it will do."""
     dropped = intake.drop_queued(digest)
+    confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
     subs = subscriptions_of(digest)
     withdrawing = withdrawals.pending([sub.id for sub in subs])
     results: list[ErasedSubscription] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, request
+from flask.sessions import SessionInterface
 
 from optin.extensions import api
 from optin.web import demo, health, links, operator, pages, subscribe, webhooks
@@ -25,7 +28,21 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
+class NoCookieSessions(SessionInterface):
+    """No Flask session: nothing here keeps state in a cookie (links carry signed tokens,
+    forms post plain fields, RFC 8058 posts come without cookies). Flask's signed-cookie
+    session would build a serializer and read the cookie on every request, a measurable
+    part of a signup (bench/inprocess.py); writing to ``flask.session`` raises instead."""
+
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None  # Flask then hands out its NullSession
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        return None
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = NoCookieSessions()
     api.register_blueprint(subscribe.bp)
     api.register_blueprint(health.bp)
     api.register_blueprint(webhooks.bp)

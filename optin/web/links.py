@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response, redirect, request, url_for
 
 from optin.config import current_settings
-from optin.consent import lists, relink, signups, subscriptions, withdrawals
+from optin.consent import confirmations, lists, relink, signups, subscriptions, withdrawals
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
 from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
@@ -116,12 +116,16 @@ def confirm_page(token: str) -> Response:
     if problem is not None:
         return problem
     assert sub is not None
-    if sub.status == S.CONFIRMED:
-        # ?done=1 is where the Confirm button's POST redirects to (POST-redirect-GET).
-        page = "confirmed" if request.args.get("done") else "already_confirmed"
-        return render_page(page, locale=sub.locale, mailing_list=sub.mailing_list,
-                           next_url=sub.mailing_list.website_url or _signup_page(sub))
     shown: Signup | Subscription = signup if signup is not None else sub
+    confirmed = sub.status == S.CONFIRMED
+    if confirmed or confirmations.pending(sub):
+        # ?done=1 is where the Confirm button's POST redirects to (POST-redirect-GET). A
+        # click the worker has not applied yet is consent given: no second button, and
+        # the page in the language the confirmation will give the subscription.
+        page = "confirmed" if request.args.get("done") else "already_confirmed"
+        return render_page(page, locale=sub.locale if confirmed else shown.locale,
+                           mailing_list=sub.mailing_list,
+                           next_url=sub.mailing_list.website_url or _signup_page(sub))
     consent = shown.consent_text
     return render_page("confirm", locale=shown.locale, mailing_list=sub.mailing_list,
                        action_url=url_for("links.confirm_action", token=token),
@@ -143,13 +147,15 @@ def confirm_action(token: str) -> Response:
         return _expired(token, db.session.get(Subscription, exc.data.subscription_id))
     except TokenInvalid:
         return _invalid()
-    # One locked read of the subscription and its list; the page needs nothing more.
-    done = subscriptions.confirm(data.subscription_id, data.nonce, client(), data.signup_seq)
-    if done.outcome == "invalid":
+    # No lock and no state machine here: the click is queued for the worker (its own
+    # time, IP and user agent), so every valid click costs one read, one INSERT, COMMIT.
+    click = confirmations.accept(data.subscription_id, data.nonce, data.signup_seq, client())
+    if click.outcome == "ended":
         sub = db.session.get(Subscription, data.subscription_id)
-        if sub is not None and sub.status not in ACTIVE_STATUSES and sub.withdrawn_at is not None:
-            return _ended(sub)
-        return _invalid(done.locale)
+        assert sub is not None
+        return _ended(sub)
+    if click.outcome == "invalid":
+        return _invalid(click.locale)
     return redirect(url_for("links.confirm_page", token=token, done=1), 303)  # type: ignore[return-value]
 
 
