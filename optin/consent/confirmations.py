@@ -33,7 +33,7 @@ from typing import Any, Literal, TypedDict
 
 from sqlalchemy import JSON, CursorResult, bindparam, exists, literal, select, type_coerce, update
 
-from optin.consent import subscriptions
+from optin.consent import subscriptions, withdrawals
 from optin.consent.subscriptions import Client
 from optin.extensions import db
 from optin.models import (
@@ -140,11 +140,17 @@ def process(item: OutboxItem) -> None:
     if "nonce" not in payload:
         return
     sub_id = payload["subscription_id"]
+    at = datetime.fromisoformat(payload["at"])
     with logs.context(request_id=payload.get("request_id")):
+        # A withdrawal asked for before the click, still queued behind a row lock, comes
+        # first: the ledger then reads withdrawn, and the click is refused by its nonce.
+        sub = db.session.get(Subscription, sub_id, with_for_update=True)
+        if sub is not None:
+            withdrawals.apply_queued(sub, before=at)
         done = subscriptions.record_confirmation(
             sub_id, payload["nonce"],
             Client(ip=payload.get("ip"), user_agent=payload.get("user_agent")),
-            payload.get("signup_seq"), at=datetime.fromisoformat(payload["at"]))
+            payload.get("signup_seq"), at=at)
         if done.outcome == "confirmed":
             log.info("subscription %s confirmed on list %s", sub_id,
                      done.mailing_list.slug if done.mailing_list else None)

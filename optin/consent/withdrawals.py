@@ -219,14 +219,18 @@ def pending(subscription_ids: Collection[int]) -> set[int]:
     return {int(key.removeprefix(SERIAL_PREFIX)) for key in found if key}
 
 
-def apply_queued(sub: Subscription) -> bool:
+def apply_queued(sub: Subscription, *, before: datetime | None = None) -> bool:
     """Apply the subscription's waiting withdrawals, oldest first, in the caller's
     transaction (the caller holds the row lock): the first one withdraws (with its request's
     time and client), later ones find it withdrawn; each row is marked processed, its
     payload blanked. A row another worker is delivering right now (locked) is left to it: it
-    finds the subscription withdrawn. Whether one withdrew."""
+    finds the subscription withdrawn. ``before``: only the requests made before then (a
+    queued confirmation click applies those first, and is then refused). Whether one
+    withdrew."""
     waiting = db.session.execute(select(_ROWS.c.id, _ROWS.c.payload).where(*_waiting([sub.id]))
                                  .order_by(_ROWS.c.id)).all()
+    if before is not None:
+        waiting = [row for row in waiting if Withdrawal.of(row.payload).at < before]
     if not waiting:
         return False
     withdrew = False

@@ -263,3 +263,24 @@ def test_an_erasure_of_a_held_row_is_queued_behind_its_withdrawal(
     assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)] * 2
     with app.app_context():
         assert ledger.verify(db.session).ok
+
+
+def test_a_click_after_a_queued_withdrawal_applies_the_withdrawal_first(
+        app, client, signed_up, mailbox):
+    """A withdrawal asked for before a confirmation click, still queued (its row held
+    elsewhere), comes first when the click is applied: the ledger reads withdrawn and the
+    click is refused, never confirmed → unsubscribed in the wrong order."""
+    path = signed_up(ADDRESS)
+    sub = _sub(app)
+    _queue(app, sub.id, seconds_ago=30)
+    with app.app_context():  # another worker has the queued row: only the click runs here
+        db.session.execute(sa.update(OutboxItem).where(OutboxItem.kind == withdrawals.KIND)
+                           .values(claimed_by="elsewhere",
+                                   claimed_until=utcnow() + timedelta(minutes=5)))
+        db.session.commit()
+    assert client.post(path).status_code == 303
+    deliver(app)
+    kinds = _kinds(app, sub.id)
+    assert "unsubscribed" in kinds and "confirmed" not in kinds, kinds
+    assert _sub(app).status == "unsubscribed"
+    assert [e.ip for e in _events(app, sub.id) if e.kind == "unsubscribed"] == [QUEUED_IP]
