@@ -28,12 +28,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal, TypedDict
 
-from sqlalchemy import JSON, CursorResult, bindparam, exists, literal, select, type_coerce, update
+from sqlalchemy import CursorResult, bindparam, exists, literal, select, update
 
-from optin.consent import subscriptions, withdrawals
+from optin.consent import intake, subscriptions, withdrawals
 from optin.consent.subscriptions import Client
 from optin.extensions import db
 from optin.models import (
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 
 KIND = OutboxKind.CONFIRM_INTAKE
 #: The payload of a row once applied (or dropped): nothing personal.
-PROCESSED: dict[str, Any] = {"processed": True}
-DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
+PROCESSED = intake.PROCESSED
+DROPPED_BY_ERASURE = intake.DROPPED_BY_ERASURE
 WAITING = (OutboxStatus.PENDING, OutboxStatus.DEAD)
 
 _ROWS = OutboxItem.__table__
@@ -217,10 +217,4 @@ def drop_queued(digest: str) -> int:
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of click rows older than an unconfirmed signup is kept (dead
     letters a worker never applied), in the caller's transaction."""
-    cutoff = as_of - timedelta(days=pending_retention_days)
-    result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
-        update(_ROWS).where(_ROWS.c.kind == KIND, _ROWS.c.created_at < cutoff,
-                            type_coerce(_ROWS.c.payload, JSON)["nonce"].as_string().is_not(None))
-        .values(payload=PROCESSED, last_error=None),
-        execution_options={"synchronize_session": False})
-    return result.rowcount or 0
+    return intake.blank_stale(KIND, "nonce", as_of, pending_retention_days)

@@ -154,10 +154,17 @@ def drop_queued(digest: str) -> int:
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of intake rows older than an unconfirmed signup is kept (dead
     letters, or rows a broken worker never took), in the caller's transaction."""
+    return blank_stale(KIND, "resolved_email", as_of, pending_retention_days)
+
+
+def blank_stale(kind: str, holds: str, as_of: datetime, pending_retention_days: int) -> int:
+    """Blank the payload of queued-request rows of ``kind`` whose payload still ``holds``
+    the request and which are older than an unconfirmed signup is kept, in the caller's
+    transaction; how many. The signup intake's rows and the confirmation clicks' share it."""
     cutoff = as_of - timedelta(days=pending_retention_days)
     result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
-        update(_ROWS).where(_ROWS.c.kind == KIND, _ROWS.c.created_at < cutoff,
-                            type_coerce(_ROWS.c.payload, JSON)["resolved_email"].as_string().is_not(None))
+        update(_ROWS).where(_ROWS.c.kind == kind, _ROWS.c.created_at < cutoff,
+                            type_coerce(_ROWS.c.payload, JSON)[holds].as_string().is_not(None))
         .values(payload=PROCESSED, last_error=None),
         execution_options={"synchronize_session": False})
     return result.rowcount or 0
