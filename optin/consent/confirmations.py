@@ -33,7 +33,8 @@ from typing import Any, Literal, TypedDict
 
 from sqlalchemy import CursorResult, bindparam, exists, literal, select, update
 
-from optin.consent import intake, subscriptions, withdrawals
+from optin.consent import queued as queued_requests
+from optin.consent import subscriptions, withdrawals
 from optin.consent.subscriptions import Client
 from optin.extensions import db
 from optin.models import (
@@ -51,8 +52,8 @@ log = logging.getLogger(__name__)
 
 KIND = OutboxKind.CONFIRM_INTAKE
 #: The payload of a row once applied (or dropped): nothing personal.
-PROCESSED = intake.PROCESSED
-DROPPED_BY_ERASURE = intake.DROPPED_BY_ERASURE
+PROCESSED = queued_requests.PROCESSED
+DROPPED_BY_ERASURE = queued_requests.DROPPED_BY_ERASURE
 WAITING = (OutboxStatus.PENDING, OutboxStatus.DEAD)
 
 _ROWS = OutboxItem.__table__
@@ -217,4 +218,4 @@ def drop_queued(digest: str) -> int:
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of click rows older than an unconfirmed signup is kept (dead
     letters a worker never applied), in the caller's transaction."""
-    return intake.blank_stale(KIND, "nonce", as_of, pending_retention_days)
+    return queued_requests.blank_stale(KIND, "nonce", as_of, pending_retention_days)

@@ -23,25 +23,26 @@ blanks rows that never got processed (:func:`minimize_stale`).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypedDict
 
 from sqlalchemy import JSON, CursorResult, bindparam, select, type_coerce, update
 
 from optin.config import Settings, current_settings
-from optin.consent import lists, subscriptions
+from optin.consent import lists, subscriptions, withdrawals
+from optin.consent import queued as queued_requests
 from optin.consent.addresses import address_hash
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
-from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
+from optin.models import ACTIVE_STATUSES, OutboxItem, OutboxKind, OutboxStatus, Subscription, utcnow
 from optin.ops import logs, metrics
 
 log = logging.getLogger(__name__)
 
 KIND = OutboxKind.SIGNUP_INTAKE
 #: The payload of an intake row once processed (or dropped): nothing personal.
-PROCESSED: dict[str, Any] = {"processed": True}
-DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
+PROCESSED = queued_requests.PROCESSED
+DROPPED_BY_ERASURE = queued_requests.DROPPED_BY_ERASURE
 _VALUES = ("email", "first_name", "last_name", "fields", "source_url", "source_url_from",
            "locale", "consent_text_version", "list")
 
@@ -100,12 +101,27 @@ def process(item: OutboxItem) -> None:
     if mailing_list is None or text is None:  # deleted meanwhile: nothing to sign up for
         log.warning("signup intake %s names a list or consent text that is gone", item.id)
     else:
+        email, at = payload["resolved_email"], datetime.fromisoformat(payload["at"])
         with logs.context(request_id=payload.get("request_id")):  # the worker's lines name it
+            _withdrawals_first(mailing_list.id, address_hash(email, settings.hash_key), at)
             subscriptions.record_signup(
-                mailing_list, text, payload["resolved_email"], req,
+                mailing_list, text, email, req,
                 Client(ip=payload.get("ip"), user_agent=payload.get("user_agent")), settings,
-                at=datetime.fromisoformat(payload["at"]))
+                at=at)
     db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id).values(payload=PROCESSED))
+
+
+def _withdrawals_first(list_id: int, digest: str, at: datetime) -> None:
+    """Apply the withdrawals of the address's active subscription on the list that were
+    asked for before the signup and still wait (a delivery held the row when they came),
+    under its row lock, in the row's transaction: the signup then finds the address
+    withdrawn and starts a new subscription with its own mail, where it would otherwise
+    be kept as a repeat of the subscription the withdrawal then ends, and lost with it."""
+    sub = db.session.scalar(select(Subscription).where(
+        Subscription.list_id == list_id, Subscription.email_hash == digest,
+        Subscription.status.in_(ACTIVE_STATUSES)).with_for_update())
+    if sub is not None:
+        withdrawals.apply_queued(sub, before=at)
 
 
 def _queued(digest: str) -> Any:
@@ -154,17 +170,4 @@ def drop_queued(digest: str) -> int:
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of intake rows older than an unconfirmed signup is kept (dead
     letters, or rows a broken worker never took), in the caller's transaction."""
-    return blank_stale(KIND, "resolved_email", as_of, pending_retention_days)
-
-
-def blank_stale(kind: str, holds: str, as_of: datetime, pending_retention_days: int) -> int:
-    """Blank the payload of queued-request rows of ``kind`` whose payload still ``holds``
-    the request and which are older than an unconfirmed signup is kept, in the caller's
-    transaction; how many. The signup intake's rows and the confirmation clicks' share it."""
-    cutoff = as_of - timedelta(days=pending_retention_days)
-    result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
-        update(_ROWS).where(_ROWS.c.kind == kind, _ROWS.c.created_at < cutoff,
-                            type_coerce(_ROWS.c.payload, JSON)[holds].as_string().is_not(None))
-        .values(payload=PROCESSED, last_error=None),
-        execution_options={"synchronize_session": False})
-    return result.rowcount or 0
+    return queued_requests.blank_stale(KIND, "resolved_email", as_of, pending_retention_days)

@@ -49,7 +49,8 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError
 
 from optin.config import current_settings
-from optin.consent import intake, ledger, mailcopies, signups, subscriptions
+from optin.consent import ledger, mailcopies, signups, subscriptions
+from optin.consent import queued as queued_requests
 from optin.consent.subscriptions import Client, UnsubscribeOutcome
 from optin.extensions import db
 from optin.models import (
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 KIND = OutboxKind.WITHDRAWAL_INTAKE
 #: The payload of a queued withdrawal once applied (or found moot): nothing personal.
-PROCESSED = intake.PROCESSED
+PROCESSED = queued_requests.PROCESSED
 #: PostgreSQL's SQLSTATE for ``lock_timeout`` expired (lock_not_available).
 LOCK_NOT_AVAILABLE = "55P03"
 _ROWS = OutboxItem.__table__

@@ -9,11 +9,13 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from optin.consent import ledger, withdrawals
 from optin.consent.subscriptions import Client
 from optin.consent.withdrawals import Withdrawal
+from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -284,3 +286,58 @@ def test_a_click_after_a_queued_withdrawal_applies_the_withdrawal_first(
     assert "unsubscribed" in kinds and "confirmed" not in kinds, kinds
     assert _sub(app).status == "unsubscribed"
     assert [e.ip for e in _events(app, sub.id) if e.kind == "unsubscribed"] == [QUEUED_IP]
+
+
+def _signup_again(app, address: str = ADDRESS) -> None:
+    """A signup through the form, left queued for the worker (a plain client)."""
+    raw = FlaskClient(app, app.response_class)
+    assert raw.post("/v1/subscriptions", json={
+        "email": address, "list": "newsletter", "consent_text_version": 1},
+        environ_base={"REMOTE_ADDR": LATER_IP}).status_code == 202
+
+
+def _signed_up_again(app, mailbox, old_id: int) -> None:
+    """The signup after the withdrawal started a new subscription and mailed its link; the
+    old one stays withdrawn with one withdrawal and no repeat signup on it."""
+    kinds = _kinds(app, old_id)
+    assert kinds.count("unsubscribed") == 1 and "signup_repeated" not in kinds, kinds
+    with app.app_context():
+        subs = {s.id: s.status for s in db.session.scalars(select(Subscription))}
+        assert ledger.verify(db.session).ok
+    new = [i for i in subs if i != old_id]
+    assert subs[old_id] == "unsubscribed" and [subs[i] for i in new] == ["pending"], subs
+    assert _kinds(app, new[0])[:2] == ["signup_requested", "confirmation_sent"]
+    [mail] = mailbox.to(ADDRESS)
+    assert "/confirm/" in mail.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_a_signup_after_a_queued_withdrawal_starts_a_new_subscription(
+        app, client, confirmed, mailbox):
+    """Unsubscribe (queued: a delivery held the row), then sign up again: the worker, taking
+    the signup first (intake groups run before the rest of a batch), applies the withdrawal
+    asked for before it, so the signup starts a new subscription and gets its mail, rather
+    than being kept as a repeat of the subscription the withdrawal then ends (lost)."""
+    confirmed()
+    sub = _sub(app)
+    _queue(app, sub.id, seconds_ago=30)
+    _signup_again(app)
+    mailbox.clear()
+    with app.app_context():
+        Worker(app, threads=1).drain()
+    _signed_up_again(app, mailbox, sub.id)
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_a_signup_after_a_one_click_on_a_held_row_starts_a_new_subscription(
+        app, client, confirmed, mailbox, quick_config, held):
+    path = confirmed()
+    sub = _sub(app)
+    release = held(sub.id)
+    assert client.post(path, data=ONE_CLICK).status_code == 200
+    assert [r.status for r in _rows(app)] == ["pending"]  # queued behind the held row
+    release()
+    _signup_again(app)
+    mailbox.clear()
+    with app.app_context():
+        Worker(app, threads=1).drain()
+    _signed_up_again(app, mailbox, sub.id)

@@ -1,0 +1,37 @@
+"""What the outbox's queued requests share: the signup intake (``intake``), confirmation
+clicks (``confirmations``) and withdrawals (``withdrawals``).
+
+Each holds a request's evidence (time, IP, user agent) only while it waits: once
+processed, or dropped by an erasure, its payload becomes one of the markers below, and
+retention blanks one that waited too long (:func:`blank_stale`). Its own module, so that
+each of the three can use the others' rules without importing in a circle.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, CursorResult, type_coerce, update
+
+from optin.extensions import db
+from optin.models import OutboxItem
+
+#: The payload of a queued request once processed (or dropped): nothing personal.
+PROCESSED: dict[str, Any] = {"processed": True}
+DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
+
+_ROWS = OutboxItem.__table__
+
+
+def blank_stale(kind: str, holds: str, as_of: datetime, pending_retention_days: int) -> int:
+    """Blank the payload of queued-request rows of ``kind`` whose payload still ``holds``
+    the request and which are older than an unconfirmed signup is kept, in the caller's
+    transaction; how many. The signup intake's rows and the confirmation clicks' share it."""
+    cutoff = as_of - timedelta(days=pending_retention_days)
+    result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
+        update(_ROWS).where(_ROWS.c.kind == kind, _ROWS.c.created_at < cutoff,
+                            type_coerce(_ROWS.c.payload, JSON)[holds].as_string().is_not(None))
+        .values(payload=PROCESSED, last_error=None),
+        execution_options={"synchronize_session": False})
+    return result.rowcount or 0
