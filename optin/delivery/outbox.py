@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from optin.config import current_settings
 from optin.delivery import intents
 from optin.extensions import db
 from optin.models import OutboxItem, OutboxKind, OutboxStatus, utcnow
@@ -335,7 +336,11 @@ def mark_done(ids: Collection[int]) -> None:
 
 
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+    """A failure as its row keeps it, with every address, IP and secret replaced by its
+    pseudonym, as the log lines show it: ``optin outbox list`` and the operator API show
+    it, and a queued request's handler (signup, click, withdrawal) may fail with a message
+    naming what the request carried."""
+    return logs.scrubber(current_settings())(f"{type(exc).__name__}: {exc}")[:2000]
 
 
 def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon: timedelta) -> str:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from optin.consent import intake
+from optin.consent import intake, subscriptions
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
@@ -248,3 +248,36 @@ def test_access_shows_a_signup_whose_intake_row_is_a_dead_letter(app, client, ne
     body = client.get("/v1/contacts?email=dead-wait@example.org", headers=AUTH).json
     [queued] = body["queued_signups"]
     assert queued["entered"]["email"] == "dead-wait@example.org"
+
+
+@pytest.mark.parametrize("kind", ["signup", "click"])
+def test_a_failing_queued_request_keeps_no_address_or_ip_in_its_error(
+        app, runner, newsletter, signed_up, monkeypatch, kind):
+    """A queued signup or click whose apply fails with an error naming the address and the
+    IP (as a library's message may): the error kept on the row, which the operator API and
+    ``optin outbox list`` show, names them by pseudonym, as the log lines do."""
+    address, ip = "anna@example.org", "198.51.100.9"
+    raw = _raw(app)
+    path = signed_up(address)
+    if kind == "signup":  # a repeat: the row-by-row state machine, in an intake group
+        assert _post(raw, address, ip=ip).status_code == 202
+        name = "record_signup"
+    else:
+        assert raw.post(path, headers=UA, environ_base={"REMOTE_ADDR": ip}).status_code == 303
+        name = "record_confirmation"
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise ValueError(f"cannot record this one for {address} from {ip}")
+
+    monkeypatch.setattr(subscriptions, name, broken)
+    deliver(app)
+    with app.app_context():
+        [row] = db.session.scalars(select(OutboxItem).where(
+            OutboxItem.kind.in_(("signup_intake", "confirm_intake")),
+            OutboxItem.status == "pending")).all()
+        assert "ValueError" in (row.last_error or "")
+    shown = [raw.get("/v1/outbox", headers=AUTH).get_data(as_text=True),
+             runner.invoke(args=["outbox", "list"]).output]
+    assert "cannot record this one" in shown[0] and "cannot record this one" in shown[1]
+    for text in shown:
+        assert address not in text and ip not in text
