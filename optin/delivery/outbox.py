@@ -376,7 +376,9 @@ def apply_failure(item: OutboxItem, exc: Exception, *, max_attempts: int,
     level = logging.WARNING if isinstance(exc, RetryLater) else logging.ERROR
     log.log(level, "outbox %s (%s) attempt %s failed, retry in %.0fs: %s",
             item.id, item.kind, item.attempts, delay, item.last_error,
-            exc_info=not isinstance(exc, RetryLater | PermanentFailure))
+            # The exception itself: a group records its rows' failures after its loop,
+            # where sys.exc_info() is empty (the log said "NoneType: None").
+            exc_info=None if isinstance(exc, RetryLater | PermanentFailure) else exc)
     return "retry"
 
 

@@ -281,3 +281,20 @@ def test_a_failing_queued_request_keeps_no_address_or_ip_in_its_error(
     assert "cannot record this one" in shown[0] and "cannot record this one" in shown[1]
     for text in shown:
         assert address not in text and ip not in text
+
+
+def test_a_failing_row_in_an_intake_group_logs_its_own_traceback(
+        app, newsletter, signed_up, monkeypatch, caplog):
+    """The group records its rows' failures after its loop, outside the handler's except:
+    the log line still carries that failure's traceback, not "NoneType: None"."""
+    signed_up("anna@example.org")
+    assert _post(_raw(app), "anna@example.org").status_code == 202  # a repeat: row by row
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise ValueError("the state machine broke")
+
+    monkeypatch.setattr(subscriptions, "record_signup", broken)
+    deliver(app)
+    [record] = [r for r in caplog.records if "attempt 1 failed" in r.getMessage()]
+    assert record.exc_info is not None and record.exc_info[0] is ValueError
+    assert "broken" in caplog.text.split("attempt 1 failed", 1)[1]
