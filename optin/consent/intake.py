@@ -22,6 +22,7 @@ blanks rows that never got processed (:func:`minimize_stale`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any, TypedDict
@@ -32,6 +33,7 @@ from optin.config import Settings, current_settings
 from optin.consent import lists, subscriptions, withdrawals
 from optin.consent import queued as queued_requests
 from optin.consent.addresses import address_hash
+from optin.consent.lists import ListSnapshot
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
 from optin.models import ACTIVE_STATUSES, OutboxItem, OutboxKind, OutboxStatus, Subscription, utcnow
@@ -71,6 +73,8 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
         "at": now.isoformat(), "ip": client.ip, "user_agent": client.user_agent,
         "request_id": logs.request_id(),
         "list_id": mailing_list.id, "consent_text_id": text.id,
+        # What the form linked: the worker may run after an operator changed it.
+        "privacy_policy_url": mailing_list.privacy_policy_url,
         "email_hash": digest, "resolved_email": email,
         "request": {"email": req.email, "list": req.list, "locale": text.locale,
                     "consent_text_version": req.consent_text_version,
@@ -96,7 +100,7 @@ def process(item: OutboxItem) -> None:
     values = payload["request"]
     req = SignupRequest(**{k: values.get(k) for k in _VALUES if k in values})
     req.fields = req.fields or {}
-    mailing_list = lists.list_by_id(payload["list_id"])
+    mailing_list = as_requested(lists.list_by_id(payload["list_id"]), payload)
     text = lists.text_by_id(payload["consent_text_id"])
     if mailing_list is None or text is None:  # deleted meanwhile: nothing to sign up for
         log.warning("signup intake %s names a list or consent text that is gone", item.id)
@@ -109,6 +113,15 @@ def process(item: OutboxItem) -> None:
                 Client(ip=payload.get("ip"), user_agent=payload.get("user_agent")), settings,
                 at=at)
     db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id).values(payload=PROCESSED))
+
+
+def as_requested(mailing_list: ListSnapshot | None, payload: dict[str, Any]) -> ListSnapshot | None:
+    """The list as the request saw it: the privacy policy in force then is the one the
+    ledger records, whatever an operator set since (rows queued before the payload named it
+    record the list's current one, as they did)."""
+    if mailing_list is None or "privacy_policy_url" not in payload:
+        return mailing_list
+    return dataclasses.replace(mailing_list, privacy_policy_url=payload["privacy_policy_url"])
 
 
 def _withdrawals_first(list_id: int, digest: str, at: datetime) -> None:

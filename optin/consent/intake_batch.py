@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from optin.config import Settings
-from optin.consent import ledger, lists, mailcap, signups, subscriptions
+from optin.consent import intake, ledger, lists, mailcap, signups, subscriptions
 from optin.consent.lists import ListSnapshot, TextSnapshot
 from optin.consent.subscriptions import Client, SignupRequest
 from optin.extensions import db
@@ -93,7 +93,7 @@ def parse(item_id: int, payload: dict[str, Any], settings: Settings,
             found[key_list] = lists.list_by_id(payload["list_id"])
         if key_text not in found:
             found[key_text] = lists.text_by_id(payload["consent_text_id"])
-        mailing_list, text = found[key_list], found[key_text]
+        mailing_list, text = intake.as_requested(found[key_list], payload), found[key_text]
         if mailing_list is None or text is None:
             return None
         email, digest = payload["resolved_email"], payload["email_hash"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask.testing import FlaskClient
+
 from optin.consent import lists
+from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import MailingList, utcnow
 
@@ -75,3 +78,24 @@ def test_a_referer_that_is_no_page_is_not_recorded(app, client, newsletter):
         "source_url_from": "referer"}).status_code == 202
     [signup] = _signups(client, "d@example.org")
     assert signup["source_url_from"] is None
+
+
+def test_a_signup_queued_before_a_policy_change_keeps_the_policy_it_was_shown(
+        app, client, runner, newsletter):
+    """The worker processes a signup after the request (the intake): a new privacy policy
+    set meanwhile (``optin lists update``) is not the one the visitor's form linked. A new
+    address (set-based in the intake group) and a repeat (row by row) alike."""
+    _policy(app, newsletter, OLD_POLICY)
+    assert _form_post(client, "anna@example.org").status_code == 303  # settled: a repeat next
+    raw = FlaskClient(app, app.response_class)
+    for address in ("anna@example.org", "ben@example.org"):
+        assert _form_post(raw, address).status_code == 303  # queued, not yet processed
+    assert runner.invoke(args=["lists", "update", "newsletter",
+                               "--privacy-policy-url", NEW_POLICY]).exit_code == 0
+    with app.app_context():
+        Worker(app, threads=1).drain()
+    assert [s["privacy_policy_url"] for s in _signups(client, "anna@example.org")] == [
+        OLD_POLICY, OLD_POLICY]
+    assert [s["privacy_policy_url"] for s in _signups(client, "ben@example.org")] == [OLD_POLICY]
+    assert _form_post(client, "cleo@example.org").status_code == 303  # after it: the new one
+    assert [s["privacy_policy_url"] for s in _signups(client, "cleo@example.org")] == [NEW_POLICY]
