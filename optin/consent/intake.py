@@ -130,6 +130,8 @@ def _withdrawals_first(list_id: int, digest: str, at: datetime) -> None:
     under its row lock, in the row's transaction: the signup then finds the address
     withdrawn and starts a new subscription with its own mail, where it would otherwise
     be kept as a repeat of the subscription the withdrawal then ends, and lost with it."""
+    if not withdrawals.waiting_for_address(list_id, digest):
+        return
     sub = db.session.scalar(select(Subscription).where(
         Subscription.list_id == list_id, Subscription.email_hash == digest,
         Subscription.status.in_(ACTIVE_STATUSES)).with_for_update())
