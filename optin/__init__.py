@@ -27,6 +27,7 @@ from optin.consent import (
     lists,
     mailcap,
     relink,
+    resends,
     withdrawals,
 )
 from optin.delivery import breaker, notifications, outbox, worker
@@ -45,6 +46,7 @@ OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
     OutboxKind.CONFIRM_INTAKE: confirmations.process,
     OutboxKind.WITHDRAWAL_INTAKE: withdrawals.process,
     OutboxKind.RELINK_INTAKE: relink.process,
+    OutboxKind.RESEND_INTAKE: resends.process,
     OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
     OutboxKind.WELCOME_MAIL: notifications.send_welcome,
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,

@@ -157,6 +157,7 @@ class OutboxKind(StrEnum):
     CONFIRM_INTAKE = "confirm_intake"  # a confirmation click's evidence, for the state machine
     UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
     RELINK_INTAKE = "relink_intake"  # a request for fresh unsubscribe links (relink.py)
+    RESEND_INTAKE = "resend_intake"  # a request for a fresh confirmation mail (resends.py)
     WITHDRAWAL_INTAKE = "withdrawal_intake"  # a withdrawal a locked row made wait (withdrawals.py)
 
 

@@ -49,6 +49,7 @@ from optin.consent import (
     ledger,
     mailcopies,
     relink,
+    resends,
     signups,
 )
 from optin.extensions import db
@@ -317,6 +318,8 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
             progress["intake_rows_blanked"] += confirmations.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             progress["intake_rows_blanked"] += relink.minimize_stale(
+                as_of, current_settings().pending_retention_days)
+            progress["intake_rows_blanked"] += resends.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             db.session.commit()
         except Exception as exc:
