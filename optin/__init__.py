@@ -20,7 +20,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from optin import brand, cli, web
 from optin.activecampaign import backfill, reconcile, sync
 from optin.config import MIGRATIONS_DIR, TEMPLATE_DIR, Settings, unknown_variables
-from optin.consent import checkpoints, confirmations, intake, lists, mailcap, withdrawals
+from optin.consent import (
+    checkpoints,
+    confirmations,
+    intake,
+    lists,
+    mailcap,
+    relink,
+    resends,
+    withdrawals,
+)
 from optin.delivery import breaker, notifications, outbox, worker
 from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
@@ -36,6 +45,8 @@ OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
     OutboxKind.SIGNUP_INTAKE: intake.process,
     OutboxKind.CONFIRM_INTAKE: confirmations.process,
     OutboxKind.WITHDRAWAL_INTAKE: withdrawals.process,
+    OutboxKind.RELINK_INTAKE: relink.process,
+    OutboxKind.RESEND_INTAKE: resends.process,
     OutboxKind.CONFIRM_MAIL: notifications.send_confirmation,
     OutboxKind.WELCOME_MAIL: notifications.send_welcome,
     OutboxKind.GOODBYE_MAIL: notifications.send_goodbye,

@@ -156,6 +156,8 @@ class OutboxKind(StrEnum):
     SIGNUP_INTAKE = "signup_intake"  # a signup request's evidence, for the state machine
     CONFIRM_INTAKE = "confirm_intake"  # a confirmation click's evidence, for the state machine
     UNSUBSCRIBE_LINK_MAIL = "unsubscribe_link_mail"
+    RELINK_INTAKE = "relink_intake"  # a request for fresh unsubscribe links (relink.py)
+    RESEND_INTAKE = "resend_intake"  # a request for a fresh confirmation mail (resends.py)
     WITHDRAWAL_INTAKE = "withdrawal_intake"  # a withdrawal a locked row made wait (withdrawals.py)
 
 

@@ -687,15 +687,15 @@ def is_suppressed(list_id: int, email_hash: str) -> bool:
 
 
 def resend_confirmation(subscription_id: int, nonce: str, settings: Settings,
-                        signup_seq: int | None = None) -> None:
-    """Queue a fresh confirmation mail for a pending signup whose link expired: for the
-    same signup (``signup_seq``; None: the first), so the new link confirms what the old
-    one would have.
-
-    Says nothing back: the page answers the same whether or not a mail goes out.
+                        signup_seq: int | None = None, *, at: datetime | None = None) -> bool:
+    """Queue a fresh confirmation mail for a pending signup whose link expired, in the
+    caller's transaction (the worker's, from ``resends.py``): for the same signup
+    (``signup_seq``; None: the first), so the new link confirms what the old one would
+    have. ``at`` is when it was asked for. Whether a mail was queued; the page the
+    visitor saw said the same either way.
     """
     sub = _locked(subscription_id)
-    now = utcnow()
+    now = at or utcnow()
     interval = timedelta(minutes=settings.resend_interval_minutes)
     signup = signups.find(sub.id, signup_seq) if sub is not None else None
     if (
@@ -706,12 +706,11 @@ def resend_confirmation(subscription_id: int, nonce: str, settings: Settings,
         or (sub.last_mail_requested_at and now - sub.last_mail_requested_at < interval)
         or not mailcap.take_address_mail(sub.email_hash, settings)
     ):
-        db.session.rollback()
-        return
+        return False
     sub.last_mail_requested_at = now
     seq = signup.seq if signup else None
     ledger.append(sub, EventKind.CONFIRMATION_RESEND_REQUESTED, origin="link", at=now,
                   details={"signup_seq": seq})
     db.session.add(OutboxItem.pending(OutboxKind.CONFIRM_MAIL, subscription_id=sub.id, now=now,
                                       payload={"signup_seq": seq} if seq else None))
-    db.session.commit()
+    return True

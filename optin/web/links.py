@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response, redirect, request, url_for
 
 from optin.config import current_settings
-from optin.consent import confirmations, lists, relink, signups, subscriptions, withdrawals
+from optin.consent import confirmations, lists, relink, resends, signups, withdrawals
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
 from optin.extensions import db, limiter
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
@@ -76,7 +76,7 @@ def _unsubscribed(sub: Subscription) -> Response:
 def _expired(token: str, sub: Subscription | None) -> Response:
     """The same page for every state: offering a new mail only while the signup is pending
     would tell whoever holds the link whether it was confirmed or withdrawn. The button's
-    answer is the same too; only a pending signup gets the mail (resend_confirmation)."""
+    answer is the same too; only a pending signup gets the mail (consent.resends)."""
     return render_page("link_invalid", status=410, reason="expired",
                        resend_url=url_for("links.resend", token=token),
                        locale=sub.locale if sub else None)
@@ -169,8 +169,7 @@ def resend(token: str) -> Response:
         data = read_token(settings.secret_key, CONFIRM, token)  # any age
     except TokenInvalid:
         return _invalid()
-    subscriptions.resend_confirmation(data.subscription_id, data.nonce, settings,
-                                      data.signup_seq)
+    resends.accept(data.subscription_id, data.nonce, data.signup_seq)
     shown: Signup | Subscription | None = (signups.find(data.subscription_id, data.signup_seq)
                                            or db.session.get(Subscription, data.subscription_id))
     # No token in the target: the answer stays the same whatever the state.

@@ -36,9 +36,17 @@ from sqlalchemy import JSON, String, func, select
 from optin.consent import ledger, lists
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
 from optin.extensions import db
-from optin.models import ConsentEvent, MailingList, StorableJSON, StorableText, Subscription
+from optin.models import (
+    ConsentEvent,
+    MailingList,
+    OutboxItem,
+    OutboxKind,
+    StorableJSON,
+    StorableText,
+    Subscription,
+)
 
-from ..conftest import SECRET, build_app, make_config
+from ..conftest import SECRET, build_app, deliver, make_config
 
 EXAMPLES = int(os.environ.get("OPTIN_FUZZ_EXAMPLES", "0")) or 120
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -486,6 +494,33 @@ def test_links_pages_buttons_and_one_click(fuzz_app, fuzz_client):
     after = count(fuzz_app, events(ConsentEvent.kind.in_(["confirmed", "unsubscribed"]),
                                    ConsentEvent.user_agent.is_not(None)))
     assert after >= before + EXAMPLES // 20
+
+
+def test_the_fresh_link_form(fuzz_app, fuzz_client):
+    """Any address in any bytes, from any client: the same redirect for each, nothing
+    unstorable queued, and the worker takes every queued request (none dead)."""
+    known, _, _ = fresh_subscription(fuzz_app, fuzz_client, "confirmed")
+    answers: set[tuple[int, str | None]] = set()
+
+    @FUZZ
+    @given(form=st.fixed_dictionaries({}, optional={
+        "email": FORM_TEXT | VALID_ADDRESS | st.just(known) | st.just(known.upper()),
+        "locale": FORM_TEXT | st.sampled_from(["de", "en"]),
+    }), content_type=CONTENT, headers=CLIENT_HEADERS)
+    def ask(form, content_type, headers):
+        response = fuzz_client.post("/unsubscribe/link", data=on_the_wire(form, content_type),
+                                    content_type=content_type, headers=headers)
+        answered(fuzz_app, response)
+        location = response.headers.get("Location")
+        if form.get("locale") not in ("de", "en"):  # the locale alone may change the answer
+            answers.add((response.status_code, location))
+
+    ask()
+    assert answers == {(303, "/unsubscribe/link")}
+    deliver(fuzz_app)
+    assert count(fuzz_app, select(func.count()).select_from(OutboxItem).where(
+        OutboxItem.kind == OutboxKind.RELINK_INTAKE, OutboxItem.status != "done")) == 0
+    assert count(fuzz_app, events(ConsentEvent.kind == "unsubscribe_link_requested")) >= 1
 
 
 WEBHOOK_FIELDS = ["date_time", "initiated_by", "initiated_from", "contact[id]", "campaign[id]",
