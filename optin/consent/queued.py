@@ -1,10 +1,11 @@
 """What the outbox's queued requests share: the signup intake (``intake``), confirmation
-clicks (``confirmations``) and withdrawals (``withdrawals``).
+clicks (``confirmations``), withdrawals (``withdrawals``), fresh-link and resend requests
+(``relink``, ``resends``).
 
 Each holds a request's evidence (time, IP, user agent) only while it waits: once
 processed, or dropped by an erasure, its payload becomes one of the markers below, and
 retention blanks one that waited too long (:func:`blank_stale`). Its own module, so that
-each of the three can use the others' rules without importing in a circle.
+each of them can use the others' rules without importing in a circle.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _ROWS = OutboxItem.__table__
 def blank_stale(kind: str, holds: str, as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of queued-request rows of ``kind`` whose payload still ``holds``
     the request and which are older than an unconfirmed signup is kept, in the caller's
-    transaction; how many. The signup intake's rows and the confirmation clicks' share it."""
+    transaction; how many."""
     cutoff = as_of - timedelta(days=pending_retention_days)
     result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
         update(_ROWS).where(_ROWS.c.kind == kind, _ROWS.c.created_at < cutoff,

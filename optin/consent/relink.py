@@ -25,7 +25,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 
 from optin.config import Settings, current_settings
-from optin.consent import intake, ledger, mailcap
+from optin.consent import ledger, mailcap
+from optin.consent import queued as queued_requests
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.extensions import db
 from optin.models import (
@@ -79,7 +80,7 @@ def process(item: OutboxItem) -> None:
     with logs.context(request_id=payload.get("request_id")):
         _queue_links(digest, at, current_settings())
     db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id)
-                       .values(payload=intake.PROCESSED))
+                       .values(payload=queued_requests.PROCESSED))
 
 
 def _queue_links(digest: str, at: datetime, settings: Settings) -> None:
@@ -100,4 +101,4 @@ def _queue_links(digest: str, at: datetime, settings: Settings) -> None:
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of requests older than an unconfirmed signup is kept (dead
     letters a worker never took), in the caller's transaction."""
-    return intake.blank_stale(KIND, "email_hash", as_of, pending_retention_days)
+    return queued_requests.blank_stale(KIND, "email_hash", as_of, pending_retention_days)

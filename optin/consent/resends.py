@@ -21,7 +21,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, literal, select, update
 
 from optin.config import current_settings
-from optin.consent import intake, subscriptions
+from optin.consent import queued as queued_requests
+from optin.consent import subscriptions
 from optin.extensions import db
 from optin.models import OutboxItem, OutboxKind, OutboxStatus, Subscription, utcnow
 from optin.ops import logs
@@ -70,10 +71,10 @@ def process(item: OutboxItem) -> None:
         log.info("fresh confirmation mail queued for subscription %s",
                  payload["subscription_id"])
     db.session.execute(update(_ROWS).where(_ROWS.c.id == item.id)
-                       .values(payload=intake.PROCESSED))
+                       .values(payload=queued_requests.PROCESSED))
 
 
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
     """Blank the payload of requests older than an unconfirmed signup is kept (dead
     letters a worker never took), in the caller's transaction."""
-    return intake.blank_stale(KIND, "nonce", as_of, pending_retention_days)
+    return queued_requests.blank_stale(KIND, "nonce", as_of, pending_retention_days)
