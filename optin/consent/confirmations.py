@@ -115,16 +115,18 @@ def accept(subscription_id: int, nonce: str, signup_seq: int | None, client: Cli
     payload = {"subscription_id": subscription_id, "at": now.isoformat(), "ip": client.ip,
                "user_agent": client.user_agent, "request_id": logs.request_id(),
                "nonce": nonce, "signup_seq": signup_seq}
-    queued = db.session.execute(
-        _insert(signup_seq is not None),
-        {"sub_id": subscription_id, "nonce": nonce, "seq": signup_seq, "payload": payload,
-         "now": now}).first()
-    if queued is not None:
-        db.session.commit()
-        return Click("queued")
-    db.session.rollback()
-    row = db.session.execute(_STATE, {"sub_id": subscription_id}).first()
-    db.session.rollback()
+    # A pooled connection of its own, not the session (as the signup intake's INSERT).
+    with db.engine.connect() as conn:
+        queued = conn.execute(
+            _insert(signup_seq is not None),
+            {"sub_id": subscription_id, "nonce": nonce, "seq": signup_seq, "payload": payload,
+             "now": now}).first()
+        if queued is not None:
+            conn.commit()
+            return Click("queued")
+        conn.rollback()
+        row = conn.execute(_STATE, {"sub_id": subscription_id}).first()
+        conn.rollback()
     if row is None:
         return Click("invalid")
     if row.status not in ACTIVE_STATUSES and row.withdrawn_at is not None:

@@ -119,7 +119,7 @@ def test_preflight_does_not_count_against_the_signup_limit(client, newsletter):
 
 def test_a_signup_that_was_not_saved_spends_nothing_of_the_address_budget(
         app, client, newsletter, mailbox):
-    with failing_commits(FailingCommits(2)):
+    with failing_commits(FailingCommits(2), connections=True):
         for i in range(2):
             assert _signup(client, "victim@example.org", f"192.0.2.{i + 1}").status_code == 503
     assert _count(app, Subscription) == 0
