@@ -1,11 +1,12 @@
 """Signup intake: the request records what it saw; the worker runs the state machine.
 
 A signup request does the same work whatever the address's state: it checks the
-input against the list and consent text (per-process snapshots), then commits
-(on a pooled connection, outside the request's session) one outbox row of kind ``signup_intake`` whose payload is the evidence: the
-request's time, IP and user agent, the consent text it showed, and the values
-entered. Only then is it answered 202. So neither the answer nor its timing
-says whether the address is known, and a signup answered 202 is committed.
+input against the list and consent text (per-process snapshots), then commits (on a
+pooled connection, outside the request's session) one outbox row of kind
+``signup_intake`` whose payload is the evidence: the request's time, IP and user
+agent, the consent text it showed, and the values entered. Only then is it answered
+202. So neither the answer nor its timing says whether the address is known, and a
+signup answered 202 is committed.
 
 The worker hands the row to :func:`process`, which runs the state machine
 (``subscriptions.record_signup``: dedupe, resend interval, per-address cap,
