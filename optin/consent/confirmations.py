@@ -71,8 +71,11 @@ def _insert(names_signup: bool) -> Any:
     No ``subscription_id`` column: its foreign key check would take a share lock on the
     subscription and wait for a worker holding it (the id is in the payload instead).
     """
+    # The statuses as plain bound literals: an IN list of Python values is an "expanding"
+    # parameter, re-rendered into the SQL on every execution.
+    statuses = [literal(status.value, _SUB.c.status.type) for status in ACTIVE_STATUSES]
     valid = [_SUB.c.id == bindparam("sub_id"), _SUB.c.nonce == bindparam("nonce"),
-             _SUB.c.status.in_(ACTIVE_STATUSES)]
+             _SUB.c.status.in_(statuses)]
     if names_signup:
         valid.append(exists().where(_SIGNUP.c.subscription_id == _SUB.c.id,
                                     _SIGNUP.c.seq == bindparam("seq")))
