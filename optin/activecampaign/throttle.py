@@ -18,7 +18,7 @@ one Lua script on Redis's own clock), otherwise in the database
 PostgreSQL, the single-writer lock on SQLite keep the read-modify-write
 atomic; PostgreSQL's clock is used so hosts need not agree on the time).
 
-Why not the ``limits`` package Flask-Limiter brings: its moving window only
+Why not the ``limits`` package the rate limits count with: its moving window only
 answers "allowed or not", so callers would poll; it admits a whole window at
 once (a burst of 5 whose tail can land in the server's next window); and it
 has no database storage, which SQLite and PostgreSQL-only deployments need.
