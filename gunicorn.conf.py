@@ -6,6 +6,7 @@ What optin's own variables mean (the log format, the metrics folder) is read
 from the same settings the app reads, so both agree on every default.
 """
 
+import gc
 import json
 import multiprocessing
 import os
@@ -95,6 +96,14 @@ def when_ready(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature
     if workers > 1 and settings.metrics_dir is None:
         server.log.warning("OPTIN_METRICS_DIR is unset: each of the %s workers answers /metrics "
                            "with its own counts only (see README, Metrics)", workers)
+
+
+def post_worker_init(worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    """The app is loaded: move what it built (modules, the ORM's mappers, schemas, compiled
+    statements; some 170,000 objects) out of the garbage collector's sight. A full
+    collection of them took 130-240 ms of a request's time on a loaded 2-core machine,
+    and they are never garbage; objects made afterwards are collected as before."""
+    gc.freeze()
 
 
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature

@@ -35,7 +35,7 @@ from optin.delivery.mailer import MailTemplates, backend_for
 from optin.delivery.worker import PeriodicJob
 from optin.extensions import api, db, migrate, ping_when_idle
 from optin.models import OutboxKind
-from optin.ops import logs, metrics, pages, problems, ratelimits, requestjson, signuplimit
+from optin.ops import logs, metrics, pages, problems, ratelimits, requestjson
 from optin.privacy import retention
 
 __all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
@@ -121,8 +121,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     with app.app_context():
         ping_when_idle(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    ratelimits.init_app(app)
-    signuplimit.init_app(app, settings)
+    ratelimits.init_app(app, settings)
     mailcap.init_app(app, settings)
     worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS,
                     destinations=OUTBOX_DESTINATIONS)

@@ -502,13 +502,16 @@ class FailingCommits:
 
 
 @contextmanager
-def failing_commits(fault: FailingCommits) -> Iterator[FailingCommits]:
-    """Install ``fault`` on every session for the block."""
-    sa.event.listen(Session, "before_commit", fault)
+def failing_commits(fault: FailingCommits, *, connections: bool = False) -> Iterator[FailingCommits]:
+    """Install ``fault`` on every session for the block; with ``connections``, on every
+    connection's COMMIT instead (the request intakes commit on a connection of their own,
+    not through the session; a session's COMMIT is a connection's too)."""
+    target, name = (sa.Engine, "commit") if connections else (Session, "before_commit")
+    sa.event.listen(target, name, fault)
     try:
         yield fault
     finally:
-        sa.event.remove(Session, "before_commit", fault)
+        sa.event.remove(target, name, fault)
 
 
 # --- real worker processes ---------------------------------------------------------------

@@ -18,7 +18,7 @@ one Lua script on Redis's own clock), otherwise in the database
 PostgreSQL, the single-writer lock on SQLite keep the read-modify-write
 atomic; PostgreSQL's clock is used so hosts need not agree on the time).
 
-Why not the ``limits`` package Flask-Limiter brings: its moving window only
+Why not the ``limits`` package the rate limits count with: its moving window only
 answers "allowed or not", so callers would poll; it admits a whole window at
 once (a burst of 5 whose tail can land in the server's next window); and it
 has no database storage, which SQLite and PostgreSQL-only deployments need.
@@ -32,14 +32,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-from redis.cluster import ClusterNode, RedisCluster
-from redis.sentinel import Sentinel
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from optin.config import RedisKind, SharedStorage
+from optin.config import SharedStorage
 from optin.models import JobState, utcnow
+from optin.ops.ratelimits import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +45,6 @@ log = logging.getLogger(__name__)
 STALE_SECONDS = 60.0
 _WARN_EVERY = 60.0
 _LATE_RETRIES = 5
-# A Redis that does not answer within this pauses the pace (calls go unpaced), not the sync.
-REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class Throttle:
@@ -176,20 +172,3 @@ def shared_throttle(storage: SharedStorage | None, engine: Engine, account: str,
     if storage is None:
         return DatabaseThrottle(engine, f"ac-throttle:{account}"[:100], rate)
     return RedisThrottle(lambda: redis_client(storage), f"optin:ac-throttle:{account}", rate)
-
-
-def redis_client(storage: SharedStorage) -> Any:
-    """A redis-py client for the storage: a server, the sentinels' master, or a cluster."""
-    if storage.kind is RedisKind.SENTINEL:
-        assert storage.service_name
-        sentinel = Sentinel(list(storage.nodes), socket_timeout=REDIS_TIMEOUT_SECONDS,
-                            username=storage.username, password=storage.password,
-                            sentinel_kwargs={"username": storage.username,
-                                             "password": storage.password,
-                                             "socket_timeout": REDIS_TIMEOUT_SECONDS})
-        return sentinel.master_for(storage.service_name, socket_timeout=REDIS_TIMEOUT_SECONDS)
-    if storage.kind is RedisKind.CLUSTER:
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in storage.nodes],
-                            username=storage.username, password=storage.password,
-                            socket_timeout=REDIS_TIMEOUT_SECONDS)
-    return redis.Redis.from_url(storage.url, socket_timeout=REDIS_TIMEOUT_SECONDS)

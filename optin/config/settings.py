@@ -278,12 +278,6 @@ class Settings(BaseSettings):
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
-            "RATELIMIT_STORAGE_URI": self.ratelimit_storage_url,
-            # Counts slide over the window (two counters per key, unlike a moving window's list).
-            "RATELIMIT_STRATEGY": "sliding-window-counter",
-            "RATELIMIT_KEY_PREFIX": "optin",
-            # A storage outage lets requests through (logged) rather than failing signups.
-            "RATELIMIT_SWALLOW_ERRORS": True,
             "MAX_CONTENT_LENGTH": 64 * 1024,
             "API_TITLE": "optin",
             "API_VERSION": "1",
@@ -487,7 +481,7 @@ class Settings(BaseSettings):
     @field_validator("ratelimit_signup", "ratelimit_links", "ratelimit_webhook")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        """``10/minute;100/hour``: checked with the ``limits`` parser Flask-Limiter uses."""
+        """``10/minute;100/hour``: checked with the ``limits`` parser that ``ops.ratelimits`` uses."""
         value = value.strip()
         try:
             parsed = parse_many(value)

@@ -1,6 +1,6 @@
 """``OPTIN_RATELIMIT_STORAGE_URL``, parsed: in-process counts, or which Redis holds them.
 
-The rate limits (Flask-Limiter), the per-address mail cap and the
+The per-IP rate limits (ops.ratelimits), the per-address mail cap and the
 ActiveCampaign throttle all keep their counts there, so every URL the
 limiter accepts is one the throttle can use. The forms are those of the
 ``limits`` package: ``memory://``, ``redis://host:port/db``, ``rediss://…``,

@@ -72,8 +72,11 @@ def _insert(names_signup: bool) -> Any:
     No ``subscription_id`` column: its foreign key check would take a share lock on the
     subscription and wait for a worker holding it (the id is in the payload instead).
     """
+    # The statuses as plain bound literals: an IN list of Python values is an "expanding"
+    # parameter, re-rendered into the SQL on every execution.
+    statuses = [literal(status.value, _SUB.c.status.type) for status in ACTIVE_STATUSES]
     valid = [_SUB.c.id == bindparam("sub_id"), _SUB.c.nonce == bindparam("nonce"),
-             _SUB.c.status.in_(ACTIVE_STATUSES)]
+             _SUB.c.status.in_(statuses)]
     if names_signup:
         valid.append(exists().where(_SIGNUP.c.subscription_id == _SUB.c.id,
                                     _SIGNUP.c.seq == bindparam("seq")))
@@ -116,16 +119,18 @@ def accept(subscription_id: int, nonce: str, signup_seq: int | None, client: Cli
     payload = {"subscription_id": subscription_id, "at": now.isoformat(), "ip": client.ip,
                "user_agent": client.user_agent, "request_id": logs.request_id(),
                "nonce": nonce, "signup_seq": signup_seq}
-    queued = db.session.execute(
-        _insert(signup_seq is not None),
-        {"sub_id": subscription_id, "nonce": nonce, "seq": signup_seq, "payload": payload,
-         "now": now}).first()
-    if queued is not None:
-        db.session.commit()
-        return Click("queued")
-    db.session.rollback()
-    row = db.session.execute(_STATE, {"sub_id": subscription_id}).first()
-    db.session.rollback()
+    # A pooled connection of its own, not the session (as the signup intake's INSERT).
+    with db.engine.connect() as conn:
+        queued = conn.execute(
+            _insert(signup_seq is not None),
+            {"sub_id": subscription_id, "nonce": nonce, "seq": signup_seq, "payload": payload,
+             "now": now}).first()
+        if queued is not None:
+            conn.commit()
+            return Click("queued")
+        conn.rollback()
+        row = conn.execute(_STATE, {"sub_id": subscription_id}).first()
+        conn.rollback()
     if row is None:
         return Click("invalid")
     if row.status not in ACTIVE_STATUSES and row.withdrawn_at is not None:

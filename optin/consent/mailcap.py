@@ -8,8 +8,8 @@ queues no mail, so the answer reveals nothing about the address.
 Counts live where the rate limits' do (``OPTIN_RATELIMIT_STORAGE_URL``):
 ``memory://`` for one process, Redis to share them between hosts. The key is
 the keyed address hash, never the address. The ``limits`` library (the one
-Flask-Limiter counts with) is used directly: this is a rule of the consent
-state machine, not of HTTP.
+the per-IP limits count with in memory) is used directly: this is a rule of the
+consent state machine, not of HTTP.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ that signup and no later one; links made before carry no signup and still work. 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -37,7 +38,10 @@ class TokenData:
     signup_seq: int | None = None  # the signup a confirmation link was mailed for
 
 
+@functools.lru_cache(maxsize=8)
 def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    """Built once per key and purpose (a serializer keeps no state between calls): building
+    it was a third of reading a token."""
     return URLSafeTimedSerializer(secret_key, salt=purpose)
 
 

@@ -7,12 +7,13 @@ traceback, and a database outage is a 503 that tells the client to retry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, json, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from optin.extensions import db
@@ -101,7 +102,10 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _database_down(exc: OperationalError) -> Response:
     log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
-    db.session.rollback()
+    # The session's own connection may be dead too (the intakes write on another one):
+    # its rollback then fails, and closes the session all the same; the answer is a 503.
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
     return error_response(503, "Service Unavailable",
                           "The service is briefly unavailable. Nothing was saved; please try "
                           "again in a minute.", headers={"Retry-After": "30"})

@@ -15,7 +15,7 @@ from flask import Response, redirect, request, url_for
 from optin.config import current_settings
 from optin.consent import confirmations, lists, relink, resends, signups, withdrawals
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, TokenExpired, TokenInvalid, read_token
-from optin.extensions import db, limiter
+from optin.extensions import db
 from optin.models import ACTIVE_STATUSES, Signup, Subscription, SubscriptionStatus
 from optin.ops import ratelimits
 from optin.ops.dates import local_date
@@ -28,8 +28,6 @@ from optin.web.subscribe import client
 
 bp = Blueprint("links", __name__, description="Links in mails: confirm and unsubscribe pages "
                "(HTML, for people and mail clients)")
-# One budget per client IP for every page and button here (OPTIN_RATELIMIT_LINKS).
-limiter.shared_limit(ratelimits.links_limit, scope="links", key_func=ratelimits.client_key)(bp)
 S = SubscriptionStatus
 INVALID = "Unknown, altered or outdated link (a page saying so)"
 EXPIRED = ("Confirmation link expired: a page offering a new mail, the same whatever the state "
@@ -37,6 +35,13 @@ EXPIRED = ("Confirmation link expired: a page offering a new mail, the same what
 # Every route here shares the links budget; its 429 follows Accept like every other error.
 LIMITED = negotiated_responses(_429="Too many requests from this IP (OPTIN_RATELIMIT_LINKS): "
                                "a page, or a problem for a client asking for JSON; see Retry-After")
+
+
+@bp.before_request
+def _links_budget() -> Response | None:
+    """One budget per client IP for every page and button here (OPTIN_RATELIMIT_LINKS),
+    counted before anything else is read (ops.ratelimits: one Redis round trip)."""
+    return ratelimits.check(ratelimits.LINKS)
 
 
 def _invalid(locale: str | None = None) -> Response:

@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 from optin.config import current_settings
 from optin.consent import intake, lists, subscriptions
 from optin.consent.addresses import SMTPUTF8_WHEN_OFFERED, InvalidAddress, signup_address
-from optin.ops import ratelimits, signuplimit
+from optin.ops import ratelimits
 from optin.ops.pages import render_page
 from optin.ops.problems import error_response, set_back_url, wants_json
 from optin.ops.requestjson import Blueprint
@@ -103,10 +103,10 @@ def client() -> subscriptions.Client:
     _429="Too many signups from this client IP (OPTIN_RATELIMIT_SIGNUP); see Retry-After"))
 def create_subscription() -> Response:
     """Sign an address up for a list; a confirmation mail is sent (double opt-in)."""
-    # The per-IP limit first, before the body is read, in one round trip (ops.signuplimit).
-    wait = signuplimit.take(ratelimits.client_key())
-    if wait is not None:
-        return signuplimit.refused(wait)
+    # The per-IP limit first, before the body is read, in one round trip (ops.ratelimits).
+    limited = ratelimits.check(ratelimits.SIGNUP)
+    if limited is not None:
+        return limited
     if request.is_json:
         raw = request.get_json()  # a body that is not JSON: 400 saying why (ops.requestjson)
         if not isinstance(raw, dict):

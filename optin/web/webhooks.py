@@ -21,7 +21,6 @@ from flask import Response, jsonify, request
 
 from optin.activecampaign import sync
 from optin.config import current_settings
-from optin.extensions import limiter
 from optin.ops import ratelimits
 from optin.ops.logs import pseudonym
 from optin.ops.problems import problem
@@ -95,9 +94,11 @@ def _list_id(raw: str | None) -> int | None:
 @bp.alt_response(429, schema=ProblemSchema,
                  description="Too many posts from this IP (OPTIN_RATELIMIT_WEBHOOK)",
                  content_type="application/problem+json")
-@limiter.limit(ratelimits.webhook_limit, key_func=ratelimits.client_key)
 def activecampaign() -> Response:
     """Record an unsubscribe, spam complaint or bounce reported by ActiveCampaign."""
+    limited = ratelimits.check(ratelimits.WEBHOOK)  # per IP, before the secret is looked at
+    if limited is not None:
+        return limited
     refused = _refused()
     if refused is not None:
         return refused

@@ -119,7 +119,7 @@ def test_preflight_does_not_count_against_the_signup_limit(client, newsletter):
 
 def test_a_signup_that_was_not_saved_spends_nothing_of_the_address_budget(
         app, client, newsletter, mailbox):
-    with failing_commits(FailingCommits(2)):
+    with failing_commits(FailingCommits(2), connections=True):
         for i in range(2):
             assert _signup(client, "victim@example.org", f"192.0.2.{i + 1}").status_code == 503
     assert _count(app, Subscription) == 0
@@ -345,3 +345,26 @@ def test_each_app_counts_in_its_own_storage(app, client, newsletter, app_config)
     other = _second_host(dict(app_config)).test_client()
     assert _signup(client, "own3@example.org", "198.51.100.50").status_code == 429
     assert _signup(other, "own4@example.org", "198.51.100.50").status_code == 202
+
+
+def test_two_hosts_sharing_redis_share_the_links_budget(shared_redis, app_config, newsletter):
+    """The links budget (every link page and button, confirm's POST included) holds across
+    hosts like the signup's: four in all from one IP, wherever they land."""
+    app_config["OPTIN_RATELIMIT_STORAGE_URL"] = REDIS_URL
+    a, b = create_app(app_config).test_client(), create_app(app_config).test_client()
+    answers = [c.post("/confirm/not-a-token", headers=_from("198.51.100.42")).status_code
+               for c in (a, b, a, b, a)]
+    assert answers == [404] * 4 + [429]
+    assert b.get("/unsubscribe/x", headers=_from("198.51.100.42")).status_code == 429
+    assert a.get("/unsubscribe/x", headers=_from("198.51.100.43")).status_code == 404
+
+
+def test_sentinels_that_cannot_be_reached_let_requests_through(app_config, newsletter, caplog):
+    """A sentinel URL starts the app (it used to stop it: the signup limit handed it to a
+    plain client), and sentinels out of reach let requests in, logged."""
+    app_config["OPTIN_RATELIMIT_STORAGE_URL"] = "redis+sentinel://127.0.0.1:1/mymaster"
+    client = create_app(app_config).test_client()
+    assert _signup(client, "anna@example.org", "198.51.100.44").status_code == 202
+    assert client.post("/confirm/x", headers=_from("198.51.100.44")).status_code == 404
+    assert "signup rate limit unavailable" in caplog.text
+    assert "links rate limit unavailable" in caplog.text
