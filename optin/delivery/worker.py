@@ -169,6 +169,8 @@ class Worker:
         self._local = threading.local()
         #: held by the one lane whose claims take the paced destinations' rows (below)
         self._paced_lane = threading.Lock()
+        #: held by the one idle lane that claims for all of them (``lane_once``)
+        self._scout = threading.Lock()
         self._lanes: list[threading.Thread] = []
 
     @property
@@ -230,17 +232,29 @@ class Worker:
             self.held.discard(ids)
             self._local.unsettled = set()
 
-    def lane_once(self) -> int:
+    def lane_once(self, *, idle: bool = False) -> int | None:
         """One step of a delivery thread's loop: claim :data:`LANE_ROWS` rows and deliver
         them in this thread; how many were handled (0: nothing was due).
 
-        The paced destinations' rows (ActiveCampaign's few calls a second) go to one lane
-        at a time, :data:`PACED_ROWS` a claim, as they went a batch at a time: a backlog
-        of them keeps at most one lane of the worker's, and no confirmation mail waits
-        behind more than a second of them."""
+        An ``idle`` lane (its last claim found nothing) claims only as the worker's one
+        scout, else it returns None at once: a NOTIFY wakes every idle lane, and four lanes
+        claiming at once split a trickle of signups into claims (and groups) of one row.
+        A claim that comes back full wakes the idle lanes again, so they join one by one
+        while there is more. The paced destinations' rows (ActiveCampaign's few calls a
+        second) go to one lane at a time, :data:`PACED_ROWS` a claim, as they went a
+        batch at a time: a backlog of them keeps at most one lane of the worker's, and no
+        confirmation mail waits behind more than a second of them."""
+        if idle and not self._scout.acquire(blocking=False):
+            return None
         paced = self._paced_lane.acquire(blocking=False)
         try:
-            ids = self._claim(LANE_ROWS, paced=paced)
+            try:
+                ids = self._claim(LANE_ROWS, paced=paced)
+            finally:
+                if idle:
+                    self._scout.release()
+            if len(ids) >= LANE_ROWS and self.notifier is not None:
+                self.notifier.wake()  # there may be more: an idle lane looks
             return self._handle(ids) if ids else 0
         finally:
             if paced:
@@ -430,16 +444,19 @@ class Worker:
         notifier = self.notifier
         assert notifier is not None
         with self.app.app_context():
+            idle = True
             while not self.stop_event.is_set():
                 seen = notifier.generation()  # a wake-up during the claim is not lost
                 try:
-                    handled = self.lane_once()
+                    handled = self.lane_once(idle=idle)
                 except Exception:
                     log.exception("delivery thread error; retrying after a pause")
                     db.session.rollback()
                     handled = 0
                 finally:
                     db.session.remove()
+                if handled is not None:  # None: another idle lane looked; wait for its word
+                    idle = not handled
                 if not handled and not self.stop_event.is_set():
                     notifier.wait(poll, since=seen)
 
