@@ -155,7 +155,9 @@ class Worker:
         self.threads = max(1, threads)
         # 16 rows a thread: the signup intake and mail groups amortize their statements over
         # a thread's share (5 rows a thread cost 5.1 statements a signup, 16 cost 1.7).
-        self.batch = batch or max(20, 16 * self.threads)
+        self.batch = batch or max(20, LANE_ROWS * self.threads)
+        #: rows a lane claims at a time (``--batch`` sets it; ``run_once`` takes ``batch``)
+        self.lane_rows = batch or LANE_ROWS
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
@@ -233,7 +235,7 @@ class Worker:
             self._local.unsettled = set()
 
     def lane_once(self, *, idle: bool = False) -> int | None:
-        """One step of a delivery thread's loop: claim :data:`LANE_ROWS` rows and deliver
+        """One step of a delivery thread's loop: claim ``lane_rows`` rows and deliver
         them in this thread; how many were handled (0: nothing was due).
 
         An ``idle`` lane (its last claim found nothing) claims only as the worker's one
@@ -249,11 +251,11 @@ class Worker:
         paced = self._paced_lane.acquire(blocking=False)
         try:
             try:
-                ids = self._claim(LANE_ROWS, paced=paced)
+                ids = self._claim(self.lane_rows, paced=paced)
             finally:
                 if idle:
                     self._scout.release()
-            if len(ids) >= LANE_ROWS and self.notifier is not None:
+            if len(ids) >= self.lane_rows and self.notifier is not None:
                 self.notifier.wake()  # there may be more: an idle lane looks
             return self._handle(ids) if ids else 0
         finally:
