@@ -153,8 +153,7 @@ class Worker:
         if threads is None:
             threads = 1 if settings.database_url.startswith("sqlite") else settings.worker_threads
         self.threads = max(1, threads)
-        # 16 rows a thread: the signup intake and mail groups amortize their statements over
-        # a thread's share (5 rows a thread cost 5.1 statements a signup, 16 cost 1.7).
+        # ``run_once``'s batch: LANE_ROWS a thread, as the lanes claim.
         self.batch = batch or max(20, LANE_ROWS * self.threads)
         #: rows a lane claims at a time (``--batch`` sets it; ``run_once`` takes ``batch``)
         self.lane_rows = batch or LANE_ROWS
