@@ -110,12 +110,14 @@ def _echo_development_token(settings: Settings) -> None:
 @click.command("worker")
 @with_appcontext
 @click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
-@click.option("--batch", default=20, show_default=True, help="Rows claimed at a time.")
+@click.option("--batch", type=click.IntRange(1, 1000), default=None,
+              help="Rows a delivery thread claims at a time (default 16; with --once, the "
+                   "whole batch: 16 a thread, at least 20).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on this port (for hosts without a web process).")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
               help="Address the metrics port listens on.")
-def worker_command(once: bool, batch: int, metrics_port: int | None, metrics_host: str) -> None:
+def worker_command(once: bool, batch: int | None, metrics_port: int | None, metrics_host: str) -> None:
     """Deliver the outbox (mails, ActiveCampaign) until SIGTERM."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     worker = Worker(app, batch=batch)

@@ -32,12 +32,20 @@ def notify(conn: Connection) -> None:
 
 
 class Notifier:
-    """``wait(timeout)`` returns early when work was enqueued (or :meth:`wake` was called)."""
+    """``wait(timeout)`` returns early when work was enqueued (or :meth:`wake` was called).
+
+    Every wake-up reaches every waiter: each delivery thread of a worker waits on it
+    (``wait(timeout, since=generation())``), and a NOTIFY that arrives between a thread's
+    empty claim and its wait is not lost, for the wait compares generations. Without
+    ``since`` it is one consumer's event, set until that consumer's next wait returns.
+    """
 
     def __init__(self, engine: Engine | None) -> None:
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" \
             else None
-        self._event = threading.Event()
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._consumed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = threading.Event()
@@ -50,19 +58,30 @@ class Notifier:
 
     def stop(self) -> None:
         self._stop.set()
-        self._event.set()
+        self.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
 
     def wake(self) -> None:
-        self._event.set()
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until woken or ``timeout``; True if woken."""
-        woken = self._event.wait(timeout)
-        self._event.clear()
-        return woken
+    def generation(self) -> int:
+        """How many wake-ups there have been: pass it to :meth:`wait` as ``since``."""
+        with self._cond:
+            return self._generation
+
+    def wait(self, timeout: float, since: int | None = None) -> bool:
+        """Sleep until a wake-up after ``since`` (without it: after this method last
+        returned) or ``timeout``; True if woken."""
+        with self._cond:
+            mark = self._consumed if since is None else since
+            woken = self._cond.wait_for(lambda: self._generation != mark, timeout)
+            if since is None:
+                self._consumed = self._generation
+            return woken
 
     def _listen(self) -> None:
         assert self.engine is not None
@@ -74,10 +93,10 @@ class Notifier:
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
                 self.listening.set()
-                self._event.set()  # anything enqueued while not listening is looked at now
+                self.wake()  # anything enqueued while not listening is looked at now
                 while not self._stop.is_set():
                     for _ in conn.notifies(timeout=1.0):
-                        self._event.set()
+                        self.wake()
             except Exception:
                 self.listening.clear()
                 log.warning("LISTEN %s failed; polling until it is back", CHANNEL,

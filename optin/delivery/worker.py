@@ -64,9 +64,11 @@ def init_app(app: Flask, *, handlers: Mapping[OutboxKind, Handler],
 
 
 #: Rows of a paced destination (not the relay: ActiveCampaign, 4 calls a second shared by
-#: every worker, two calls a sync) a batch takes: about a second of its pace. It drains at
-#: its rate limit all the same; the batch's mails never wait long behind it.
+#: every worker, two calls a sync) a claim takes, in one lane at a time: about a second of
+#: its pace. It drains at its rate limit all the same; no mail waits long behind it.
 PACED_ROWS = 4
+#: How often a worker with delivery lanes looks for due periodic jobs (at least its poll).
+PERIODIC_SECONDS = 1.0
 #: After a database error: tries to hand the batch back, and the failed row's pause.
 RELEASE_ATTEMPTS = 4
 FAILED_ROW_PAUSE_SECONDS = 10.0
@@ -125,13 +127,23 @@ def _finished(job: PeriodicJob, now: datetime, error: BaseException | None) -> N
     db.session.commit()
 
 
-class Worker:
-    """Delivers due outbox rows in batches until told to stop.
+#: Rows one delivery thread claims at a time: the signup intake and mail groups amortize
+#: their statements over them (5 rows cost 5.1 statements a signup, 16 cost 1.7), and on a
+#: 50 ms relay they are 0.8 s of sending, so a thread claims again about once a second.
+LANE_ROWS = 16
 
-    A batch is claimed under a short lease that a heartbeat thread keeps renewing
-    (``heartbeat.py``) and delivered by ``threads`` delivery threads at once, each row in
-    its own transaction and, for mail, on its thread's own SMTP connection: one slow or
-    failing row never holds up the others beyond its batch.
+
+class Worker:
+    """Delivers due outbox rows until told to stop.
+
+    Rows are claimed under a short lease that a heartbeat thread keeps renewing
+    (``heartbeat.py``). With several ``threads`` (PostgreSQL), each delivery thread is a
+    lane of its own: it claims :data:`LANE_ROWS` rows, delivers them on its own SMTP
+    connection, and claims again as soon as it is done, or waits for the notifier when
+    nothing is due (River's executors, Oban's and graphile-worker's per-queue fetch when
+    capacity frees). No thread ever waits for another's rows, so a slow share (a stalling
+    recipient, a slow relay) holds up only its own lane. One thread (SQLite, or
+    ``--once``) claims a batch and delivers it in the worker's own thread.
     """
 
     def __init__(self, app: Flask, *, batch: int | None = None, worker_id: str | None = None,
@@ -141,9 +153,10 @@ class Worker:
         if threads is None:
             threads = 1 if settings.database_url.startswith("sqlite") else settings.worker_threads
         self.threads = max(1, threads)
-        # 16 rows a thread: the signup intake and mail groups amortize their statements over
-        # a thread's share (5 rows a thread cost 5.1 statements a signup, 16 cost 1.7).
-        self.batch = batch or max(20, 16 * self.threads)
+        # ``run_once``'s batch: LANE_ROWS a thread, as the lanes claim.
+        self.batch = batch or max(20, LANE_ROWS * self.threads)
+        #: rows a lane claims at a time (``--batch`` sets it; ``run_once`` takes ``batch``)
+        self.lane_rows = batch or LANE_ROWS
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self.lease = timedelta(seconds=settings.worker_lease_seconds)
@@ -153,8 +166,18 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self.breakers: Breakers | None = None
         self.notifier: Notifier | None = None
-        self._unsettled: set[int] = set()
         self._paces = threading.local()
+        self._local = threading.local()
+        #: held by the one lane whose claims take the paced destinations' rows (below)
+        self._paced_lane = threading.Lock()
+        #: held by the one idle lane that claims for all of them (``lane_once``)
+        self._scout = threading.Lock()
+        self._lanes: list[threading.Thread] = []
+
+    @property
+    def _unsettled(self) -> set[int]:
+        """This thread's batch's rows a crashed delivery may have sent (``intents``)."""
+        return getattr(self._local, "unsettled", set())
 
     def _breakers(self) -> Breakers:
         """The circuit breakers, made in the app context on first use."""
@@ -166,24 +189,24 @@ class Worker:
                 probe_interval=timedelta(seconds=settings.breaker_probe_seconds))
         return self.breakers
 
-    def _claim(self) -> list[int]:
-        """Claim a batch, passing by the rows of paused destinations; take the probe turn
+    def _claim(self, limit: int, *, paced: bool = True) -> list[int]:
+        """Claim up to ``limit`` rows, passing by the rows of paused destinations, and with
+        ``paced`` a few of the paced destinations' rows beside them; take the probe turn
         of each paused destination that is due one, and with it one of its rows."""
         breakers = self._breakers()
         breakers.refresh()
         paused = breakers.open_destinations()
         skip = [kind for destination in paused for kind in breakers.kinds_of(destination)]
-        # A paced destination's rows are claimed apart, a few a batch: a backlog of them
-        # (a backfill, the syncs an outage held) is due before the mails queued after it,
-        # and a batch runs as long as its slowest share; claimed with the rest, a
-        # confirmation mail waited behind minutes of ActiveCampaign's few calls a second.
-        paced = sorted(kind for kind, destination in
+        # A paced destination's rows are claimed apart, a few at a time: a backlog of them
+        # (a backfill, the syncs an outage held) is due before the mails queued after it;
+        # claimed with the rest, a confirmation mail waited behind minutes of
+        # ActiveCampaign's few calls a second.
+        kinds = sorted(kind for kind, destination in
                        self.app.extensions.get(DESTINATIONS_EXTENSION, {}).items()
                        if destination != groups.MAIL_DESTINATION and kind not in skip)
-        ids = outbox.claim(self.worker_id, self.batch, lease=self.lease,
-                           skip_kinds=skip + paced)
-        if paced:
-            ids += outbox.claim(self.worker_id, PACED_ROWS, lease=self.lease, only_kinds=paced)
+        ids = outbox.claim(self.worker_id, limit, lease=self.lease, skip_kinds=skip + kinds)
+        if kinds and paced:
+            ids += outbox.claim(self.worker_id, PACED_ROWS, lease=self.lease, only_kinds=kinds)
         for destination in paused:
             if breakers.take_probe(destination):
                 ids += outbox.claim(self.worker_id, 1, lease=self.lease,
@@ -191,18 +214,52 @@ class Worker:
         return ids
 
     def run_once(self) -> int:
-        """Claim one batch and deliver it; return how many rows were handled."""
-        ids = self._claim()
+        """Claim one batch and deliver it, over the delivery threads, waiting for all of
+        them (``--once``, tests); return how many rows were handled."""
+        ids = self._claim(self.batch)
         if not ids:
             return 0
+        return self._handle(ids, threaded=True)
+
+    def _handle(self, ids: list[int], *, threaded: bool = False) -> int:
+        """Deliver claimed rows, held (their leases renewed) until each is finished."""
         self.held.add(ids)
-        self._unsettled = intents.left_over(ids)  # mails a crashed delivery may have sent
+        unsettled = self._local.unsettled = intents.left_over(ids)  # a crash may have sent
         try:
-            if self.threads == 1 or len(ids) == 1:
+            if not threaded or self.threads == 1 or len(ids) == 1:
                 return self._deliver_all(ids)
-            return self._deliver_in_threads(ids)
+            return self._deliver_in_threads(ids, unsettled)
         finally:
             self.held.discard(ids)
+            self._local.unsettled = set()
+
+    def lane_once(self, *, idle: bool = False) -> int | None:
+        """One step of a delivery thread's loop: claim ``lane_rows`` rows and deliver
+        them in this thread; how many were handled (0: nothing was due).
+
+        An ``idle`` lane (its last claim found nothing) claims only as the worker's one
+        scout, else it returns None at once: a NOTIFY wakes every idle lane, and four lanes
+        claiming at once split a trickle of signups into claims (and groups) of one row.
+        A claim that comes back full wakes the idle lanes again, so they join one by one
+        while there is more. The paced destinations' rows (ActiveCampaign's few calls a
+        second) go to one lane at a time, :data:`PACED_ROWS` a claim, as they went a
+        batch at a time: a backlog of them keeps at most one lane of the worker's, and no
+        confirmation mail waits behind more than a second of them."""
+        if idle and not self._scout.acquire(blocking=False):
+            return None
+        paced = self._paced_lane.acquire(blocking=False)
+        try:
+            try:
+                ids = self._claim(self.lane_rows, paced=paced)
+            finally:
+                if idle:
+                    self._scout.release()
+            if len(ids) >= self.lane_rows and self.notifier is not None:
+                self.notifier.wake()  # there may be more: an idle lane looks
+            return self._handle(ids) if ids else 0
+        finally:
+            if paced:
+                self._paced_lane.release()
 
     def _deliver_all(self, ids: list[int]) -> int:
         """Deliver ``ids`` in this thread (the app context is the caller's): the mails in
@@ -362,21 +419,47 @@ class Worker:
                             len(unstarted) + len(failed))
                 return
 
-    def _deliver_in_threads(self, ids: list[int]) -> int:
+    def _deliver_in_threads(self, ids: list[int], unsettled: set[int]) -> int:
         """Split the batch over the delivery threads (row i to thread i mod n, keeping the
-        claim's order within each); wait for all of them."""
+        claim's order within each); wait for all of them (``run_once`` only: the worker's
+        loop runs lanes that never wait for each other)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="optin-deliver")
         shares = [ids[i::self.threads] for i in range(self.threads)]
-        futures = [self._pool.submit(self._deliver_share, share) for share in shares if share]
+        futures = [self._pool.submit(self._deliver_share, share, unsettled & set(share))
+                   for share in shares if share]
         return sum(f.result() for f in futures)
 
-    def _deliver_share(self, ids: list[int]) -> int:
+    def _deliver_share(self, ids: list[int], unsettled: set[int]) -> int:
         with self.app.app_context():
+            self._local.unsettled = unsettled
             try:
                 return self._deliver_all(ids)
             finally:
+                self._local.unsettled = set()
                 db.session.remove()
+
+    def _lane(self, poll: float) -> None:
+        """A delivery thread: claim, deliver, claim again at once; when nothing is due,
+        wait for the notifier (a NOTIFY, a breaker closing, :meth:`stop`) or the poll."""
+        notifier = self.notifier
+        assert notifier is not None
+        with self.app.app_context():
+            idle = True
+            while not self.stop_event.is_set():
+                seen = notifier.generation()  # a wake-up during the claim is not lost
+                try:
+                    handled = self.lane_once(idle=idle)
+                except Exception:
+                    log.exception("delivery thread error; retrying after a pause")
+                    db.session.rollback()
+                    handled = 0
+                finally:
+                    db.session.remove()
+                if handled is not None:  # None: another idle lane looked; wait for its word
+                    idle = not handled
+                if not handled and not self.stop_event.is_set():
+                    notifier.wait(poll, since=seen)
 
     def run_periodic(self) -> None:
         """Run the jobs that are due; a failure is recorded and retried soon, not in a day."""
@@ -412,6 +495,13 @@ class Worker:
 
     def close(self) -> None:
         """Stop the delivery threads, the heartbeat and the notifier."""
+        if self._lanes:  # they finish (or release) the rows in hand, then end
+            self.stop_event.set()
+            if self.notifier is not None:
+                self.notifier.wake()
+            for lane in self._lanes:
+                lane.join()
+            self._lanes = []
         self.heartbeat.stop()
         if self.notifier is not None:
             self.notifier.stop()
@@ -420,27 +510,53 @@ class Worker:
             self._pool = None
 
     def run(self) -> None:
-        """Loop until :meth:`stop`; the row in hand is always finished first."""
+        """Loop until :meth:`stop`; the rows in hand are always finished (or released)
+        first. With several threads, each is a delivery lane (:meth:`_lane`) and this one
+        runs the periodic jobs; with one, this thread does both in turn."""
         log.info("worker %s started", self.worker_id)
         self.heartbeat.start()
         with self.app.app_context():
             poll = current_settings().worker_poll_seconds
             self.notifier = Notifier(db.engine)
             self.notifier.start()
-            while not self.stop_event.is_set():
-                try:
-                    handled = self.run_once()
-                    self.run_periodic()
-                except Exception:
-                    log.exception("worker loop error; retrying after a pause")
-                    db.session.rollback()
-                    handled = 0
-                finally:
-                    db.session.remove()
-                if not handled and not self.stop_event.is_set():
-                    self.notifier.wait(poll)  # new work (NOTIFY) ends the wait at once
+            if self.threads > 1:
+                self._run_lanes(poll)
+            else:
+                self._run_alone(poll)
         self.close()
         log.info("worker %s stopped", self.worker_id)
+
+    def _run_alone(self, poll: float) -> None:
+        assert self.notifier is not None
+        while not self.stop_event.is_set():
+            seen = self.notifier.generation()
+            try:
+                handled = self.run_once()
+                self.run_periodic()
+            except Exception:
+                log.exception("worker loop error; retrying after a pause")
+                db.session.rollback()
+                handled = 0
+            finally:
+                db.session.remove()
+            if not handled and not self.stop_event.is_set():
+                self.notifier.wait(poll, since=seen)  # new work (NOTIFY) ends it at once
+
+    def _run_lanes(self, poll: float) -> None:
+        self._breakers()  # made once, before the lanes share it
+        self._lanes = [threading.Thread(target=self._lane, args=(poll,), daemon=True,
+                                        name=f"optin-deliver-{i}") for i in range(self.threads)]
+        for lane in self._lanes:
+            lane.start()
+        while not self.stop_event.is_set():
+            try:
+                self.run_periodic()
+            except Exception:
+                log.exception("periodic jobs error; retrying after a pause")
+                db.session.rollback()
+            finally:
+                db.session.remove()
+            self.stop_event.wait(max(poll, PERIODIC_SECONDS))
 
     def stop(self, *_: object) -> None:
         self.stop_event.set()
