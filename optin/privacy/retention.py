@@ -42,7 +42,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from optin.config import current_settings
-from optin.consent import checkpoints, confirmations, intake, ledger, mailcopies, signups
+from optin.consent import (
+    checkpoints,
+    confirmations,
+    intake,
+    ledger,
+    mailcopies,
+    signups,
+    withdrawals,
+)
 from optin.extensions import db
 from optin.models import (
     ConsentEvent,
@@ -307,6 +315,8 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
             progress["intake_rows_blanked"] = intake.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             progress["intake_rows_blanked"] += confirmations.minimize_stale(
+                as_of, current_settings().pending_retention_days)
+            progress["intake_rows_blanked"] += withdrawals.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             db.session.commit()
         except Exception as exc:

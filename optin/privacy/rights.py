@@ -111,6 +111,7 @@ class ContactExport(TypedDict):
     suppressions: list[SuppressionRecord]
     queued_signups: list[intake.QueuedSignup]
     queued_confirmations: list[confirmations.QueuedConfirmation]
+    queued_withdrawals: list[withdrawals.QueuedWithdrawal]
 
 
 class ContactLookup(TypedDict):
@@ -253,6 +254,7 @@ def export(raw_email: str, actor: str) -> ContactExport:
                          for slug, reason, at in suppressions],
         "queued_signups": intake.queued(digest),
         "queued_confirmations": confirmations.queued(digest),
+        "queued_withdrawals": withdrawals.queued([s.id for s in subs]),
     }
 
 
