@@ -29,7 +29,8 @@ from optin.models import OutboxKind
 from optin.ops import logs, metrics, pages, problems, ratelimits, requestjson, signuplimit
 from optin.privacy import retention
 
-__all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "OUTBOX_UNDYING", "PERIODIC_JOBS", "create_app", "load_settings"]
+__all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "OUTBOX_UNDYING", "PERIODIC_JOBS",
+           "create_app", "load_settings"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
 OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
