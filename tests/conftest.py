@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ from optin.consent import confirmations, intake, lists
 from optin.delivery import outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.models import OutboxItem, OutboxStatus, utcnow
+from optin.models import OutboxItem, OutboxStatus, Subscription, utcnow
 
 from .fake_activecampaign import FakeActiveCampaign
 
@@ -394,6 +394,46 @@ def newsletter(app: Flask) -> dict[str, Any]:
 def deliver(app: Flask) -> int:
     """Run the worker until the outbox has nothing due."""
     return Worker(app).drain()
+
+
+def retention_at(app: Flask, runner: FlaskCliRunner, moment: datetime | str,
+                 *args: str) -> Any:
+    """``optin retention run`` as if it ran at ``moment``, a future time the command refuses
+    without ``--dry-run`` (it would destroy proof early): the dates retention decides by
+    (each subscription's ``retain_until``, each outbox row's ``created_at``) move back by
+    the time until ``moment``, the command runs ``--now`` the time they moved from (in the
+    past when it runs: the same decisions, to the second), and the dates move forward again."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    reference = utcnow()
+    shift = max(moment - reference, timedelta(0))
+    sub, row = Subscription.__table__, OutboxItem.__table__
+
+    def move(by: timedelta, ids: tuple[list[int], list[int]] | None = None) -> Any:
+        with app.app_context():
+            subs = db.session.execute(sa.select(sub.c.id, sub.c.retain_until, sub.c.updated_at).where(
+                sub.c.retain_until.is_not(None))).all()
+            rows = db.session.execute(sa.select(row.c.id, row.c.created_at)).all()
+            if ids is not None:
+                subs = [s for s in subs if s.id in set(ids[0])]
+                rows = [r for r in rows if r.id in set(ids[1])]
+            for s in subs:
+                db.session.execute(sub.update().where(sub.c.id == s.id).values(
+                    retain_until=s.retain_until + by, updated_at=s.updated_at))
+            for r in rows:
+                db.session.execute(row.update().where(row.c.id == r.id).values(
+                    created_at=r.created_at + by))
+            db.session.commit()
+        return [s.id for s in subs], [r.id for r in rows]
+
+    if not shift:
+        return runner.invoke(args=["retention", "run", "--now", moment.isoformat(), *args])
+    moved = move(-shift)
+    try:
+        return runner.invoke(args=["retention", "run", "--now", reference.isoformat(), *args])
+    finally:
+        move(shift, moved)
 
 
 def signup(client: FlaskClient, address: str, **extra: Any) -> Any:

@@ -10,7 +10,7 @@ from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 
-from ..conftest import ADMIN_TOKEN, deliver
+from ..conftest import ADMIN_TOKEN, deliver, retention_at
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ANNA = {"first_name": "Anna", "last_name": "Aalto", "fields": {"company": "Aalto GmbH"},
@@ -89,7 +89,7 @@ def test_erasure_deletes_now_keeps_proof_until_it_lapses(app, client, runner, co
 
     # When the proof lapses, the retention run leaves only the keyed hash and dates.
     lapse = (proof_lapses_at(utcnow(), 3) + timedelta(seconds=1)).isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", lapse]).exit_code == 0
+    assert retention_at(app, runner, lapse).exit_code == 0
     final = export(client)
     [sub] = final["subscriptions"]
     assert sub["status"] == "minimized" and sub["email"] is None and sub["source_url"] is None
