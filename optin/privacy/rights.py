@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from optin.config import current_settings
 from optin.consent import confirmations, intake, signups, withdrawals
@@ -34,7 +35,7 @@ from optin.privacy import audit
 
 S = SubscriptionStatus
 
-__all__ = ["InvalidAddress", "erase", "export", "identify", "iso", "lookup", "retention_note",
+__all__ = ["ErasureBusy", "InvalidAddress", "erase", "export", "identify", "iso", "lookup", "retention_note",
            "subscriptions_of", "summary"]
 
 ART_17_3_E = (
@@ -143,6 +144,15 @@ class Erasure(TypedDict):
     legal_basis: str | None
     activecampaign: str
     subscriptions: list[ErasedSubscription]
+
+
+class ErasureBusy(Exception):
+    """A worker is processing a signup of the address right now and itself waits for a
+    delivery holding a subscription: what it creates cannot be erased yet, so the erasure
+    changed nothing and is to be asked again in a few seconds (``RETRY_AFTER_SECONDS``)."""
+
+
+RETRY_AFTER_SECONDS = 5
 
 
 def iso(value: datetime | None) -> str | None:
@@ -283,7 +293,9 @@ def erase(raw_email: str, actor: str) -> Erasure:
     A subscription a mail delivery holds makes the erasure wait no longer than
     ``OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS``: it is then queued for the worker
     (``consent.withdrawals``), which erases it as soon as the delivery ends, and the
-    answer is the one the erasure will have given.
+    answer is the one the erasure will have given. A queued signup of the address that a
+    worker is processing meanwhile (it may wait for such a delivery too) is not waited
+    for either: :class:`ErasureBusy`, nothing changed, ask again.
     """
     _, digest = identify(raw_email)
     now = utcnow()
@@ -338,9 +350,21 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
 
 def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
     """A subscription is held by a delivery: queue each subscription's erasure (read
-    without a lock) and answer what it will do."""
-    dropped = intake.drop_queued(digest)
-    confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
+    without a lock) and answer what it will do. Waits for no lock (a signup being processed
+    is skipped and makes it :class:`ErasureBusy`), and no longer than the lock wait for any."""
+    withdrawals.bound_lock_wait()
+    try:
+        dropped = intake.drop_queued(digest, skip_locked=True)
+        busy = intake.in_flight(digest)
+        confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
+    except DBAPIError as exc:
+        db.session.rollback()
+        if not withdrawals.lock_timed_out(exc):
+            raise
+        raise ErasureBusy from None
+    if busy:
+        db.session.rollback()
+        raise ErasureBusy
     subs = subscriptions_of(digest)
     withdrawing = withdrawals.pending([sub.id for sub in subs])
     results: list[ErasedSubscription] = []

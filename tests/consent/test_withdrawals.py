@@ -5,10 +5,13 @@ applied once, with its request's evidence, by whoever next holds the row."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from optin.consent import ledger, withdrawals
@@ -366,3 +369,46 @@ def test_a_waiting_withdrawals_evidence_is_shown_on_access_and_kept_no_longer_th
     [withdrawal] = [e for e in _events(app, sub.id) if e.kind == "unsubscribed"]
     assert (withdrawal.at, withdrawal.ip, withdrawal.origin) == (request.at, None, "one_click")
     assert _sub(app).status == "unsubscribed"
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_an_erasure_behind_a_signup_in_a_stalled_group_answers_at_once_and_changes_nothing(
+        app, client, confirmed, quick_config):
+    """A repeat signup of the address is in an intake group that waits for a subscription a
+    stalled relay's mail group holds (here: its row locked from another connection). The
+    erasure's first try gives up after the lock wait; its queued path then dropped the
+    queued signups with no lock wait at all, and so waited for that group as long as the
+    relay stalled (25 s and more: the web tier's timeout, a 5xx). Now it answers within the
+    wait: 409 with Retry-After, nothing changed; asked again once the group is through, it
+    erases (and the signup it was waiting for is erased with it)."""
+    confirmed(first_name="Anna")
+    queued_only = FlaskClient(app, app.response_class)  # the worker takes it: see below
+    assert queued_only.post("/v1/subscriptions", json={
+        "email": ADDRESS, "list": "newsletter", "consent_text_version": 1,
+        "first_name": "Anna"}).status_code == 202
+    with app.app_context():
+        conn = db.engine.connect()
+    tx = conn.begin()
+    assert conn.execute(sa.text("SELECT id FROM outbox WHERE kind = 'signup_intake' AND "
+                                "status = 'pending' FOR UPDATE")).all()
+    releaser = threading.Timer(8.0, lambda: (tx.rollback(), conn.close()))
+    releaser.start()
+    try:
+        started = time.monotonic()
+        answer = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+        took = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert took < 5.0, took
+    assert answer.status_code == 409, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"] == "5"
+    assert "Nothing was changed" in answer.get_json()["detail"]
+    sub = _sub(app)
+    assert (sub.status, sub.erased_at, sub.first_name) == ("confirmed", None, "Anna")
+    assert "erased" not in _kinds(app, sub.id)
+    again = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+    assert again.status_code == 200
+    assert _sub(app).status == "unsubscribed" and "erased" in _kinds(app, sub.id)
+    with app.app_context():
+        assert db.session.scalar(select(OutboxItem.id).where(
+            OutboxItem.kind == "signup_intake", OutboxItem.status == "pending")) is None
