@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from optin.config import current_settings
-from optin.consent import confirmations, intake, signups, withdrawals
+from optin.consent import confirmations, intake, signups, subscriptions, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
@@ -55,6 +55,11 @@ KEPT_AS_PROOF = [
     "confirmation: time, IP address, user agent",
     "withdrawal and erasure: time and channel",
 ]
+#: What every erasure keeps, whether the address was known or not (the answer says so
+#: alike, so it tells nothing about whether the address was known).
+DO_NOT_CONTACT = ("Its keyed hash is kept on every list's do-not-contact list (suppression), "
+                  "so that no import or sync adds it again; only a new confirmed double "
+                  "opt-in lifts it.")
 KEPT_AFTER_MINIMIZATION = [
     "keyed hash of the address (HMAC; keeps the address from being re-added without new consent)",
     "event kinds and dates, consent text version, hash chain",
@@ -303,14 +308,15 @@ def erase(raw_email: str, actor: str) -> Erasure:
         lambda: _erase_now(digest, actor, now), lambda: _erase_queued(digest, actor, now))
     lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
-        detail = ("Nothing is stored about this address." if not dropped else
-                  "Signups of this address that were still queued were deleted; nothing "
-                  "else is stored about it.")
+        detail = ("No consent records of this address are stored." if not dropped else
+                  "Signups of this address that were still queued were deleted; no other "
+                  "consent records of it are stored.") + " " + DO_NOT_CONTACT
     else:
         detail = ("Personal data not needed as proof of consent was deleted now. "
                   + (f"The proof of consent is kept until {max(lapse_dates).isoformat()} at the latest, "
                      "blocked from every other use, then minimized automatically."
-                     if lapse_dates else "The records were already minimized."))
+                     if lapse_dates else "The records were already minimized. ")
+                  + DO_NOT_CONTACT)
     return {
         "address_hash": digest,
         "erased_at": now,
@@ -340,6 +346,7 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
         was, withdrew = withdrawals.erase(sub, actor=actor, at=now)
         pushed = pushed or withdrew
         results.append(_erased(sub, was))
+    subscriptions.suppress_everywhere(digest)
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
                           "queued_signups_dropped": dropped,
@@ -385,6 +392,7 @@ def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
                                   else max(sub.retain_until or now, now))
         results.append({**_erased(after, was), "subscription_id": sub.id,
                         "list": sub.mailing_list.slug})
+    subscriptions.suppress_everywhere(digest)
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
                           "queued_signups_dropped": dropped, "queued": True})
