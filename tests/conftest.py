@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import math
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
@@ -434,6 +436,26 @@ def retention_at(app: Flask, runner: FlaskCliRunner, moment: datetime | str,
         return runner.invoke(args=["retention", "run", "--now", reference.isoformat(), *args])
     finally:
         move(shift, moved)
+
+
+#: The longest window of the rate limits the tests set (``N/minute``).
+LIMIT_WINDOW_SECONDS = 60
+
+
+@pytest.fixture
+def limit_window() -> Iterator[None]:
+    """Run the test from the start of a rate-limit window, for tests that count requests up
+    to a ``memory://`` limit and expect the next one refused.
+
+    The in-process limiter (sliding-window-counter) counts in windows aligned to the epoch
+    and weighs the last window's hits by the part of it still in reach: three hits of
+    ``3/minute`` just before a minute ends count as 2.99 just after it, floored to 2, so
+    a fourth got through whenever a loaded machine took the test across a minute's end.
+    The clock moves forward to the next window's start and runs on from there; the test
+    then has the whole window, and what it asserts is unchanged."""
+    start = (math.floor(time.time() / LIMIT_WINDOW_SECONDS) + 1) * LIMIT_WINDOW_SECONDS
+    with time_machine.travel(start + 0.001, tick=True):
+        yield
 
 
 def signup(client: FlaskClient, address: str, **extra: Any) -> Any:
