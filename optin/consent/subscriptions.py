@@ -672,8 +672,12 @@ def suppress(list_id: int, email_hash: str, *, reason: str) -> None:
         )
     )
     if exists is None:
-        with db.session.begin_nested():
-            db.session.add(Suppression(list_id=list_id, email_hash=email_hash, reason=reason))
+        try:
+            with db.session.begin_nested():
+                db.session.add(Suppression(list_id=list_id, email_hash=email_hash,
+                                           reason=reason))
+        except IntegrityError:  # a concurrent transaction suppressed it first: it holds
+            pass
 
 
 def suppress_everywhere(email_hash: str) -> None:
