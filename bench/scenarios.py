@@ -26,10 +26,12 @@ from .stack import (
     free_port,
     fresh_database,
     gunicorn,
+    listening_socket,
     prepare_service_database,
     rss_mb,
     service_env,
     wait_for_port,
+    wait_ready,
 )
 
 LOGS = Path(tempfile.gettempdir()) / "optin-bench-logs"
@@ -108,10 +110,12 @@ def interleaved(sides: dict[str, Callable[[int], loadgen.WrkResult]], rounds: in
 
 def headroom(seconds: float) -> loadgen.WrkResult:
     """wrk against a trivial endpoint (bench/trivial.py): what the generator can do here."""
-    port = free_port()
-    with Process([sys.executable, "-m", "bench.trivial", str(port)], log=_log("trivial")):
-        wait_for_port(port)
-        result = loadgen.run(f"http://127.0.0.1:{port}/", loadgen.TRIVIAL, seconds=seconds)
+    with listening_socket() as sock, Process(
+            [sys.executable, "-m", "bench.trivial", f"fd://{sock.fileno()}"],
+            log=_log("trivial"), pass_fds=(sock.fileno(),)) as proc:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        wait_ready(url, proc)
+        result = loadgen.run(f"{url}/", loadgen.TRIVIAL, seconds=seconds)
     say(f"generator: {result.rate:,.0f} req/s against a trivial endpoint")
     return result
 

@@ -48,6 +48,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_socket() -> socket.socket:
+    """A socket listening on a free loopback port already, for a server started after it
+    (passed on as a file descriptor): with :func:`free_port` the port was free for anyone
+    until the server bound it, and on a busy machine (other test suites start servers too)
+    another process took it meanwhile: the server did not start, or the bench measured a
+    stranger's server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,12 +125,12 @@ class Process:
     """A child process in its own session, stopped by its pid (and its group)."""
 
     def __init__(self, args: list[str], env: Mapping[str, str] | None = None,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.log = log
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
         self.popen = subprocess.Popen(args, env=dict(env) if env else None, cwd=ROOT,
                                       stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, pass_fds=pass_fds)
         if log:
             out.close()
 
@@ -145,22 +158,24 @@ class Process:
 @contextmanager
 def gunicorn(app_spec: str, env: Mapping[str, str], *, log: Path,
              extra_args: tuple[str, ...] = ()) -> Iterator[tuple[Process, str]]:
-    """``gunicorn -c gunicorn.conf.py APP`` on a free port; yields (process, base URL)."""
-    port = free_port()
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
-    args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-            "--access-logfile", "/dev/null", *extra_args, app_spec]
-    proc = Process(args, env, log=log)
+    """``gunicorn -c gunicorn.conf.py APP`` on a free port, listening before gunicorn starts
+    (:func:`listening_socket`); yields (process, base URL)."""
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+        env = {**env, "GUNICORN_BIND": f"fd://{sock.fileno()}"}
+        args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                "--access-logfile", "/dev/null", *extra_args, app_spec]
+        proc = Process(args, env, log=log, pass_fds=(sock.fileno(),))
     try:
         wait_for_port(port)
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         yield proc, url
     finally:
         proc.stop()
 
 
-def _wait_ready(url: str, proc: Process, timeout: float = 30.0) -> None:
+def wait_ready(url: str, proc: Process, timeout: float = 120.0) -> None:
     """Every worker answers only once booted; poll until a request gets through."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

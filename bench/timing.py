@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from optin.consent.tokens import CONFIRM, UNSUBSCRIBE, make_token
+from optin.models import UTCDateTime
 
 from .scenarios import Row, Size, _log, say
 from .stack import (
@@ -100,8 +101,13 @@ def _make_states(base: str, eng: sa.Engine, env: dict[str, str], n: int) -> None
             assert client.signup(f"{state}{i}@example.org")[0] == 202
         if state == "minimized":  # an unconfirmed signup past OPTIN_PENDING_RETENTION_DAYS
             _wait_processed(eng)
-            later = (datetime.now(UTC) + timedelta(days=15)).isoformat()
-            subprocess.run([sys.executable, "-m", "optin", "retention", "run", "--now", later],
+            # Lapsed: their dates in the past (`retention run` refuses a future --now).
+            with eng.begin() as conn:
+                conn.execute(sa.text("UPDATE subscription SET retain_until = :past WHERE "
+                                     "email LIKE 'minimized%' AND status = 'pending'")
+                             .bindparams(sa.bindparam("past", type_=UTCDateTime())),
+                             {"past": datetime.now(UTC) - timedelta(seconds=1)})
+            subprocess.run([sys.executable, "-m", "optin", "retention", "run"],
                            env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     _wait_processed(eng)
     for state in ("confirmed", "unsubscribed"):

@@ -38,7 +38,8 @@ from optin.models import OutboxKind
 from optin.ops import logs, metrics, pages, problems, ratelimits, requestjson
 from optin.privacy import retention
 
-__all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "PERIODIC_JOBS", "create_app", "load_settings"]
+__all__ = ["OUTBOX_DESTINATIONS", "OUTBOX_HANDLERS", "OUTBOX_UNDYING", "PERIODIC_JOBS",
+           "create_app", "load_settings"]
 
 #: Who delivers each kind of outbox row. Every OutboxKind has exactly one entry.
 OUTBOX_HANDLERS: Mapping[OutboxKind, outbox.Handler] = {
@@ -65,6 +66,11 @@ OUTBOX_DESTINATIONS: Mapping[OutboxKind, str] = {
     OutboxKind.AC_SUBSCRIBE: sync.DESTINATION,
     OutboxKind.AC_UNSUBSCRIBE: sync.DESTINATION,
 }
+
+#: Kinds never made dead letters: a queued withdrawal given up on would be a withdrawal
+#: lost (mails would go on after it), so it is retried, an hour apart at most, and counted
+#: in ``optin_outbox_overdue_total`` for an alert, until it applies.
+OUTBOX_UNDYING: frozenset[OutboxKind] = frozenset({OutboxKind.WITHDRAWAL_INTAKE})
 
 #: What the workers run on a schedule, once per interval between all of them.
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
@@ -124,7 +130,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     ratelimits.init_app(app, settings)
     mailcap.init_app(app, settings)
     worker.init_app(app, handlers=OUTBOX_HANDLERS, jobs=PERIODIC_JOBS,
-                    destinations=OUTBOX_DESTINATIONS)
+                    destinations=OUTBOX_DESTINATIONS, undying=OUTBOX_UNDYING)
     lists.init_app(app)
     sync.init_app(app)
     backfill.init_app(app)

@@ -447,13 +447,23 @@ def _as_of(value: str | None) -> datetime | None:
 
 @retention_group.command("run")
 @click.option("--now", "now", metavar="ISO-DATE",
-              help="Decide what has lapsed as of this time (UTC unless it names a zone).")
+              help="Decide what has lapsed as of this time (UTC unless it names a zone); "
+                   "a future time only with --dry-run.")
 @click.option("--dry-run", is_flag=True, help="Count per rule; change nothing.")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Subscriptions per transaction.")
 def retention_run(now: str | None, dry_run: bool, batch: int) -> None:
-    """Minimize lapsed records (safe to run from cron on several hosts at once)."""
-    report = retention.run(_as_of(now), dry_run=dry_run, batch=batch)
+    """Minimize lapsed records (safe to run from cron on several hosts at once).
+
+    A ``--now`` in the future is refused unless ``--dry-run``: minimizing as of a later
+    day destroys proof whose limitation period has not run out (exit code 2)."""
+    as_of = _as_of(now)
+    if as_of is not None and as_of > utcnow() and not dry_run:
+        raise click.BadParameter(
+            f"{as_of.isoformat()} is in the future: minimizing as of then would destroy proof "
+            "before it lapses. Add --dry-run to count what would lapse then.",
+            param_hint="--now")
+    report = retention.run(as_of, dry_run=dry_run, batch=batch)
     verb = "would minimize" if dry_run else "minimized"
     click.echo(f"retention run {report.run_id} as of {report.as_of.isoformat()}"
                f"{' (dry run, nothing changed)' if dry_run else ''}")

@@ -327,6 +327,17 @@ class QueuedSignupSchema(Answer):
     entered = ma.Dict(metadata={"description": "The values the request carried, as entered"})
 
 
+class QueuedWithdrawalSchema(Answer):
+    """A withdrawal the worker has not applied yet (a delivery held its subscription)."""
+
+    subscription_id = ma.Integer()
+    kind = ma.String(metadata={"example": "unsubscribed"})
+    origin = ma.String(metadata={"example": "one_click"})
+    received_at = ma.String(metadata={"example": "2026-12-01T08:41:04.123456+00:00"})
+    ip = ma.String(allow_none=True)
+    user_agent = ma.String(allow_none=True)
+
+
 class QueuedConfirmationSchema(Answer):
     """A click on a confirmation link the worker has not applied yet (moments, normally)."""
 
@@ -351,6 +362,9 @@ class ContactExportSchema(Answer):
         "description": "Signup requests received but not yet processed by the worker"})
     queued_confirmations = ma.List(ma.Nested(QueuedConfirmationSchema), metadata={
         "description": "Confirmation clicks received but not yet applied by the worker"})
+    queued_withdrawals = ma.List(ma.Nested(QueuedWithdrawalSchema), metadata={
+        "description": "Withdrawals, erasures and bounces received but not yet applied by "
+                       "the worker (a delivery held the subscription)"})
 
 
 class ContactLookupSchema(Answer):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import math
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
@@ -42,7 +44,7 @@ from optin.consent import confirmations, intake, lists
 from optin.delivery import outbox
 from optin.delivery.worker import Worker
 from optin.extensions import db
-from optin.models import OutboxItem, OutboxStatus, utcnow
+from optin.models import OutboxItem, OutboxStatus, Subscription, utcnow
 
 from .fake_activecampaign import FakeActiveCampaign
 
@@ -394,6 +396,66 @@ def newsletter(app: Flask) -> dict[str, Any]:
 def deliver(app: Flask) -> int:
     """Run the worker until the outbox has nothing due."""
     return Worker(app).drain()
+
+
+def retention_at(app: Flask, runner: FlaskCliRunner, moment: datetime | str,
+                 *args: str) -> Any:
+    """``optin retention run`` as if it ran at ``moment``, a future time the command refuses
+    without ``--dry-run`` (it would destroy proof early): the dates retention decides by
+    (each subscription's ``retain_until``, each outbox row's ``created_at``) move back by
+    the time until ``moment``, the command runs ``--now`` the time they moved from (in the
+    past when it runs: the same decisions, to the second), and the dates move forward again."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    reference = utcnow()
+    shift = max(moment - reference, timedelta(0))
+    sub, row = Subscription.__table__, OutboxItem.__table__
+
+    def move(by: timedelta, ids: tuple[list[int], list[int]] | None = None) -> Any:
+        with app.app_context():
+            subs = db.session.execute(sa.select(sub.c.id, sub.c.retain_until, sub.c.updated_at).where(
+                sub.c.retain_until.is_not(None))).all()
+            rows = db.session.execute(sa.select(row.c.id, row.c.created_at)).all()
+            if ids is not None:
+                subs = [s for s in subs if s.id in set(ids[0])]
+                rows = [r for r in rows if r.id in set(ids[1])]
+            for s in subs:
+                db.session.execute(sub.update().where(sub.c.id == s.id).values(
+                    retain_until=s.retain_until + by, updated_at=s.updated_at))
+            for r in rows:
+                db.session.execute(row.update().where(row.c.id == r.id).values(
+                    created_at=r.created_at + by))
+            db.session.commit()
+        return [s.id for s in subs], [r.id for r in rows]
+
+    if not shift:
+        return runner.invoke(args=["retention", "run", "--now", moment.isoformat(), *args])
+    moved = move(-shift)
+    try:
+        return runner.invoke(args=["retention", "run", "--now", reference.isoformat(), *args])
+    finally:
+        move(shift, moved)
+
+
+#: The longest window of the rate limits the tests set (``N/minute``).
+LIMIT_WINDOW_SECONDS = 60
+
+
+@pytest.fixture
+def limit_window() -> Iterator[None]:
+    """Run the test from the start of a rate-limit window, for tests that count requests up
+    to a ``memory://`` limit and expect the next one refused.
+
+    The in-process limiter (sliding-window-counter) counts in windows aligned to the epoch
+    and weighs the last window's hits by the part of it still in reach: three hits of
+    ``3/minute`` just before a minute ends count as 2.99 just after it, floored to 2, so
+    a fourth got through whenever a loaded machine took the test across a minute's end.
+    The clock moves forward to the next window's start and runs on from there; the test
+    then has the whole window, and what it asserts is unchanged."""
+    start = (math.floor(time.time() / LIMIT_WINDOW_SECONDS) + 1) * LIMIT_WINDOW_SECONDS
+    with time_machine.travel(start + 0.001, tick=True):
+        yield
 
 
 def signup(client: FlaskClient, address: str, **extra: Any) -> Any:

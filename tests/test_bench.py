@@ -8,9 +8,11 @@ without wrk or without a PostgreSQL server to create ``optin_bench_*`` in.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,20 @@ def test_quick_signups_run_writes_results(tmp_path: Path) -> None:
     if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"],
                       capture_output=True).returncode != 0:
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--no-chart", "--out", str(tmp_path),
-         "signups"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    # Databases of this run alone: two suites on one machine (each runs this test) dropped
+    # each other's optin_bench_signups mid-run (``dropdb --force``), and wrk counted errors.
+    suffix = f"_t{uuid.uuid4().hex[:8]}"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "--no-chart", "--out", str(tmp_path),
+             "signups"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "BENCH_DB_SUFFIX": suffix},
+        )
+    finally:
+        for name in ("optin_bench_signups", "optin_bench_baseline"):
+            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists",
+                            "--force", name + suffix], capture_output=True)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a target missed, still a run
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {row["figure"]: row for row in results["rows"]}

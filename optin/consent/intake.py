@@ -174,18 +174,30 @@ def queued(digest: str) -> list[QueuedSignup]:
             for row in rows if "request" in row]
 
 
-def drop_queued(digest: str) -> int:
+def drop_queued(digest: str, *, skip_locked: bool = False) -> int:
     """Drop the address's signups still waiting in the intake (an erasure wins over them),
     in the caller's transaction; how many were dropped.
 
     On PostgreSQL the UPDATE waits for a worker processing one of them right now, so
-    the caller then sees the subscription that worker created.
+    the caller then sees the subscription that worker created; ``skip_locked`` leaves
+    those to the worker instead (:func:`in_flight` then finds them).
     """
+    where: Any = _queued(digest)
+    if skip_locked:
+        where = (_ROWS.c.id.in_(select(_ROWS.c.id).where(*where)
+                                .with_for_update(skip_locked=True).scalar_subquery()),)
     result: CursorResult[Any] = db.session.execute(  # type: ignore[assignment]
-        update(_ROWS).where(*_queued(digest))
+        update(_ROWS).where(*where)
         .values(status=OutboxStatus.DONE, payload=DROPPED_BY_ERASURE, finished_at=utcnow()),
         execution_options={"synchronize_session": False})
     return result.rowcount or 0
+
+
+def in_flight(digest: str) -> int:
+    """How many of the address's signups are still queued after
+    ``drop_queued(skip_locked=True)``: the ones a worker is processing right now (a plain
+    read, which never waits on PostgreSQL)."""
+    return len(db.session.scalars(select(_ROWS.c.id).where(*_queued(digest))).all())
 
 
 def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:

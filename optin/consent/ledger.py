@@ -42,13 +42,14 @@ GENESIS = "0" * 64
 #: so that verification can hold a minimized event to it.
 KEPT_DETAIL_KEYS = (
     "action", "actor", "consent_text_sha256", "consent_text_version", "copy", "document_id",
-    "fields_entered",
     "html_sha256", "locale", "message_id", "privacy_policy_url", "purpose", "rule", "run",
     "signup_seq", "template", "template_sha256", "text_sha256", "was",
 )
 #: Kept by minimizations before "reason" went (it holds what a contact typed as their
-#: reason to leave, passed on by ActiveCampaign): a minimized event may still hold it.
-_ONCE_KEPT = frozenset(KEPT_DETAIL_KEYS) | {"reason"}
+#: reason to leave, passed on by ActiveCampaign) and before "fields_entered" went (the
+#: names of the custom fields, which the visitor's request chose: any text, an address
+#: too): a minimized event may still hold them.
+_ONCE_KEPT = frozenset(KEPT_DETAIL_KEYS) | {"reason", "fields_entered"}
 
 
 def canonical_content(event: ConsentEvent) -> str:

@@ -13,10 +13,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 
 from optin.extensions import db
-from optin.models import LOCALES, ConsentText, MailingList
+from optin.models import LOCALES, ConsentText, MailingList, Suppression
+
+#: The reason of the suppressions an erasure (Art. 17) leaves on every list.
+ERASURE_REASON = "erasure"
 
 DEMO_TEXTS = {
     "de": (
@@ -87,6 +90,14 @@ def create_list(
         reply_to=_mail_address(reply_to, "reply-to"),
     )
     db.session.add(mailing_list)
+    db.session.flush()
+    # Who asked for erasure is not to be contacted on a list made later either.
+    sup = Suppression.__table__
+    db.session.execute(sup.insert().from_select(
+        ["list_id", "email_hash", "reason", "created_at"],
+        select(literal(mailing_list.id), sup.c.email_hash, literal(ERASURE_REASON),
+               func.min(sup.c.created_at))
+        .where(sup.c.reason == ERASURE_REASON).group_by(sup.c.email_hash)))
     db.session.commit()
     return mailing_list
 

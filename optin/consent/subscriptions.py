@@ -46,6 +46,7 @@ from optin.models import (
     ACTIVE_STATUSES,
     ConsentEvent,
     EventKind,
+    MailingList,
     OutboxItem,
     OutboxKind,
     Subscription,
@@ -671,8 +672,21 @@ def suppress(list_id: int, email_hash: str, *, reason: str) -> None:
         )
     )
     if exists is None:
-        with db.session.begin_nested():
-            db.session.add(Suppression(list_id=list_id, email_hash=email_hash, reason=reason))
+        try:
+            with db.session.begin_nested():
+                db.session.add(Suppression(list_id=list_id, email_hash=email_hash,
+                                           reason=reason))
+        except IntegrityError:  # a concurrent transaction suppressed it first: it holds
+            pass
+
+
+def suppress_everywhere(email_hash: str) -> None:
+    """Keep the address (as keyed hash) from every list, for an erasure (Art. 17), in the
+    caller's transaction: no import, reconcile or backfill adds it again, known here or not
+    (a list made later gets the entry too, ``lists.create_list``); only a new confirmed
+    double opt-in lifts it, list by list."""
+    for list_id in db.session.scalars(select(MailingList.id).order_by(MailingList.id)):
+        suppress(list_id, email_hash, reason=lists.ERASURE_REASON)
 
 
 def is_suppressed(list_id: int, email_hash: str) -> bool:

@@ -41,8 +41,8 @@ import logging
 import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import JSON, String, cast, literal, select, type_coerce, update
 from sqlalchemy import text as sql_text
@@ -230,6 +230,65 @@ def waiting_for_address(list_id: int, email_hash: str) -> bool:
     return db.session.scalar(select(_ROWS.c.id).where(
         _ROWS.c.serial_key.in_(active.scalar_subquery()), _ROWS.c.kind == KIND,
         _ROWS.c.status.in_(_WAITING)).limit(1)) is not None
+
+
+class QueuedWithdrawal(TypedDict):
+    """A withdrawal (or erasure, or bounce) still waiting for the worker, as an access
+    request shows it: the evidence its row holds about the person."""
+
+    subscription_id: int
+    kind: str
+    origin: str
+    received_at: str
+    ip: str | None
+    user_agent: str | None
+
+
+def queued(subscription_ids: Collection[int]) -> list[QueuedWithdrawal]:
+    """The withdrawals of these subscriptions still waiting, oldest first (Art. 15: their IP
+    and user agent are data held about the person until the worker applies them)."""
+    if not subscription_ids:
+        return []
+    rows = db.session.scalars(select(_ROWS.c.payload).where(*_waiting(subscription_ids))
+                              .order_by(_ROWS.c.id)).all()
+    return [{"subscription_id": p["subscription_id"], "kind": p["kind"], "origin": p["origin"],
+             "received_at": p["at"], "ip": p.get("ip"), "user_agent": p.get("user_agent")}
+            for p in rows]
+
+
+#: What a withdrawal still waiting past the retention of queued requests keeps: what it
+#: needs to be applied and what the ledger's minimized events keep (time, channel, kind).
+_KEPT_WAITING = ("at", "origin", "kind", "subscription_id", "erase")
+_KEPT_DETAILS = (*ledger.KEPT_DETAIL_KEYS, "reported_at")
+
+
+def minimize_stale(as_of: datetime, pending_retention_days: int) -> int:
+    """Keep no client evidence in withdrawal rows longer than the other queued requests keep
+    theirs (``intake.blank_stale``), in the caller's transaction; how many rows changed.
+
+    Unlike a signup, a waiting withdrawal is never dropped (it would be a withdrawal lost):
+    it loses its IP, user agent and request id and the details minimization would strip,
+    and is still applied, with its time and channel. A finished row still holding a
+    request (none should) is blanked."""
+    cutoff = as_of - timedelta(days=pending_retention_days)
+    rows = db.session.execute(select(_ROWS.c.id, _ROWS.c.status, _ROWS.c.payload).where(
+        _ROWS.c.kind == KIND, _ROWS.c.created_at < cutoff,
+        type_coerce(_ROWS.c.payload, JSON)["at"].as_string().is_not(None))).all()
+    changed = 0
+    for row in rows:
+        payload = row.payload
+        if row.status in _WAITING:
+            kept = {k: payload[k] for k in _KEPT_WAITING if k in payload}
+            kept["details"] = {k: v for k, v in (payload.get("details") or {}).items()
+                               if k in _KEPT_DETAILS}
+            if kept == payload:
+                continue
+        else:
+            kept = PROCESSED
+        db.session.execute(update(_ROWS).where(_ROWS.c.id == row.id).values(
+            payload=kept, last_error=None), execution_options={"synchronize_session": False})
+        changed += 1
+    return changed
 
 
 def apply_queued(sub: Subscription, *, before: datetime | None = None) -> bool:

@@ -50,6 +50,8 @@ BACKOFF_CAP_SECONDS = 3600.0
 Handler = Callable[[OutboxItem], None]
 #: Where the app keeps its table of outbox kind -> handler (``optin.OUTBOX_HANDLERS``).
 HANDLERS_EXTENSION = "optin.outbox_handlers"
+#: Where the app keeps the kinds never made dead letters (``optin.OUTBOX_UNDYING``).
+UNDYING_EXTENSION = "optin.outbox_undying"
 
 
 class RetryLater(Exception):
@@ -291,9 +293,10 @@ def waiting_reason(item: OutboxItem, now: datetime, paused: Collection[str]) -> 
         return "breaker open"
     if item.claimed_until is not None and item.claimed_until > now:
         return f"leased by {item.claimed_by} until {item.claimed_until:%H:%M:%S}"
+    never = " (failing; never given up)" if item.attempts and undying(item.kind) else ""
     if item.next_attempt_at > now:
-        return f"backoff until {item.next_attempt_at:%Y-%m-%d %H:%M:%S}"
-    return "due"
+        return f"backoff until {item.next_attempt_at:%Y-%m-%d %H:%M:%S}{never}"
+    return f"due{never}"
 #: The destination failure of the current delivery, for the gate (set by ``_run``).
 _DOWN: ContextVar[DestinationDown | None] = ContextVar("optin_outbox_down", default=None)
 
@@ -355,6 +358,13 @@ def _record_failure(item_id: int, exc: Exception, *, max_attempts: int, horizon:
     return outcome
 
 
+def undying(kind: str) -> bool:
+    """Whether rows of this kind are never given up (a queued withdrawal: losing it would
+    mail someone who left): past the attempts and horizon they keep their backoff, an
+    hour at most, and count as overdue (``optin_outbox_overdue_total``) instead of dying."""
+    return kind in current_app.extensions.get(UNDYING_EXTENSION, ())
+
+
 def apply_failure(item: OutboxItem, exc: Exception, *, max_attempts: int,
                   horizon: timedelta) -> str:
     """Count the failed attempt on the (locked) row in the caller's transaction: backoff, or
@@ -365,6 +375,13 @@ def apply_failure(item: OutboxItem, exc: Exception, *, max_attempts: int,
     item.last_error = _describe(exc)
     item.claimed_by = item.claimed_until = None
     expired = now - item.created_at > horizon or item.attempts >= max_attempts
+    if (isinstance(exc, PermanentFailure) or expired) and undying(item.kind):
+        delay = backoff_seconds(item.attempts)
+        item.next_attempt_at = now + timedelta(seconds=delay)
+        metrics.overdue(item.kind)
+        log.error("outbox %s (%s) failed %s times and is never given up: retry in %.0fs: %s",
+                  item.id, item.kind, item.attempts, delay, item.last_error)
+        return "retry"
     if isinstance(exc, PermanentFailure) or expired:
         item.status = DEAD
         item.finished_at = now
@@ -407,7 +424,7 @@ def apply_paused(item: OutboxItem, exc: DestinationDown, *, horizon: timedelta) 
     now = utcnow()
     item.last_error = _describe(exc)
     item.claimed_by = item.claimed_until = None
-    if now - item.created_at > horizon:
+    if now - item.created_at > horizon and not undying(item.kind):
         item.status, item.finished_at = DEAD, now
         log.error("outbox %s (%s) is a dead letter: its destination failed for longer than "
                   "the retry horizon: %s", item.id, item.kind, item.last_error)

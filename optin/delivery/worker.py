@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,10 +53,13 @@ DESTINATIONS_EXTENSION = "optin.outbox_destinations"
 
 def init_app(app: Flask, *, handlers: Mapping[OutboxKind, Handler],
              jobs: Sequence[PeriodicJob],
-             destinations: Mapping[OutboxKind, str] | None = None) -> None:
-    """Give the app's workers their outbox handlers, periodic jobs and the destination of
-    each kind (explicit, no registry)."""
+             destinations: Mapping[OutboxKind, str] | None = None,
+             undying: Collection[OutboxKind] | None = None) -> None:
+    """Give the app's workers their outbox handlers, periodic jobs, the destination of
+    each kind and the kinds never given up (explicit, no registry)."""
     app.extensions[outbox.HANDLERS_EXTENSION] = dict(handlers)
+    if undying is not None or outbox.UNDYING_EXTENSION not in app.extensions:
+        app.extensions[outbox.UNDYING_EXTENSION] = frozenset(str(k) for k in undying or ())
     app.extensions[JOBS_EXTENSION] = tuple(jobs)
     if destinations is not None or DESTINATIONS_EXTENSION not in app.extensions:
         app.extensions[DESTINATIONS_EXTENSION] = {str(k): v for k, v in

@@ -88,6 +88,10 @@ class Counters:
             ["endpoint", "status"])
         self.dead_letters = counter(
             "optin_outbox_dead_letters", "Outbox rows given up on, by kind", ["kind"])
+        self.overdue = counter(
+            "optin_outbox_overdue", "Failed attempts of outbox rows that are never given up "
+            "(a queued withdrawal) past the point where another row would be a dead letter",
+            ["kind"])
         self.time_to_send = Histogram(
             "optin_mail_time_to_send_seconds", "From the outbox row's enqueue (the signup's, "
             "the confirmation's commit) until the relay took the mail, by template",
@@ -190,6 +194,11 @@ def activecampaign_response(endpoint: str, status: int) -> None:
 
 def dead_letter(kind: str) -> None:
     _counters().dead_letters.labels(kind).inc()
+
+
+def overdue(kind: str) -> None:
+    """A row that is never given up failed past its attempts or horizon: alert on it."""
+    _counters().overdue.labels(kind).inc()
 
 
 def operator_refused(reason: str) -> None:

@@ -51,6 +51,7 @@ from optin.consent import (
     relink,
     resends,
     signups,
+    withdrawals,
 )
 from optin.extensions import db
 from optin.models import (
@@ -320,6 +321,8 @@ def run(as_of: datetime | None = None, *, dry_run: bool = False,
             progress["intake_rows_blanked"] += relink.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             progress["intake_rows_blanked"] += resends.minimize_stale(
+                as_of, current_settings().pending_retention_days)
+            progress["intake_rows_blanked"] += withdrawals.minimize_stale(
                 as_of, current_settings().pending_retention_days)
             db.session.commit()
         except Exception as exc:

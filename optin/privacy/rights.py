@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from optin.config import current_settings
-from optin.consent import confirmations, intake, signups, withdrawals
+from optin.consent import confirmations, intake, signups, subscriptions, withdrawals
 from optin.consent.addresses import InvalidAddress, address_hash, normalize_email
 from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
@@ -34,7 +35,7 @@ from optin.privacy import audit
 
 S = SubscriptionStatus
 
-__all__ = ["InvalidAddress", "erase", "export", "identify", "iso", "lookup", "retention_note",
+__all__ = ["ErasureBusy", "InvalidAddress", "erase", "export", "identify", "iso", "lookup", "retention_note",
            "subscriptions_of", "summary"]
 
 ART_17_3_E = (
@@ -54,6 +55,11 @@ KEPT_AS_PROOF = [
     "confirmation: time, IP address, user agent",
     "withdrawal and erasure: time and channel",
 ]
+#: What every erasure keeps, whether the address was known or not (the answer says so
+#: alike, so it tells nothing about whether the address was known).
+DO_NOT_CONTACT = ("Its keyed hash is kept on every list's do-not-contact list (suppression), "
+                  "so that no import or sync adds it again; only a new confirmed double "
+                  "opt-in lifts it.")
 KEPT_AFTER_MINIMIZATION = [
     "keyed hash of the address (HMAC; keeps the address from being re-added without new consent)",
     "event kinds and dates, consent text version, hash chain",
@@ -111,6 +117,7 @@ class ContactExport(TypedDict):
     suppressions: list[SuppressionRecord]
     queued_signups: list[intake.QueuedSignup]
     queued_confirmations: list[confirmations.QueuedConfirmation]
+    queued_withdrawals: list[withdrawals.QueuedWithdrawal]
 
 
 class ContactLookup(TypedDict):
@@ -142,6 +149,15 @@ class Erasure(TypedDict):
     legal_basis: str | None
     activecampaign: str
     subscriptions: list[ErasedSubscription]
+
+
+class ErasureBusy(Exception):
+    """A worker is processing a signup of the address right now and itself waits for a
+    delivery holding a subscription: what it creates cannot be erased yet, so the erasure
+    changed nothing and is to be asked again in a few seconds (``RETRY_AFTER_SECONDS``)."""
+
+
+RETRY_AFTER_SECONDS = 5
 
 
 def iso(value: datetime | None) -> str | None:
@@ -253,6 +269,7 @@ def export(raw_email: str, actor: str) -> ContactExport:
                          for slug, reason, at in suppressions],
         "queued_signups": intake.queued(digest),
         "queued_confirmations": confirmations.queued(digest),
+        "queued_withdrawals": withdrawals.queued([s.id for s in subs]),
     }
 
 
@@ -281,7 +298,9 @@ def erase(raw_email: str, actor: str) -> Erasure:
     A subscription a mail delivery holds makes the erasure wait no longer than
     ``OPTIN_WITHDRAWAL_LOCK_WAIT_SECONDS``: it is then queued for the worker
     (``consent.withdrawals``), which erases it as soon as the delivery ends, and the
-    answer is the one the erasure will have given.
+    answer is the one the erasure will have given. A queued signup of the address that a
+    worker is processing meanwhile (it may wait for such a delivery too) is not waited
+    for either: :class:`ErasureBusy`, nothing changed, ask again.
     """
     _, digest = identify(raw_email)
     now = utcnow()
@@ -289,14 +308,15 @@ def erase(raw_email: str, actor: str) -> Erasure:
         lambda: _erase_now(digest, actor, now), lambda: _erase_queued(digest, actor, now))
     lapse_dates = [r["kept_until"] for r in results if r["kept_until"] is not None]
     if not subs:
-        detail = ("Nothing is stored about this address." if not dropped else
-                  "Signups of this address that were still queued were deleted; nothing "
-                  "else is stored about it.")
+        detail = ("No consent records of this address are stored." if not dropped else
+                  "Signups of this address that were still queued were deleted; no other "
+                  "consent records of it are stored.") + " " + DO_NOT_CONTACT
     else:
         detail = ("Personal data not needed as proof of consent was deleted now. "
                   + (f"The proof of consent is kept until {max(lapse_dates).isoformat()} at the latest, "
                      "blocked from every other use, then minimized automatically."
-                     if lapse_dates else "The records were already minimized."))
+                     if lapse_dates else "The records were already minimized. ")
+                  + DO_NOT_CONTACT)
     return {
         "address_hash": digest,
         "erased_at": now,
@@ -326,6 +346,7 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
         was, withdrew = withdrawals.erase(sub, actor=actor, at=now)
         pushed = pushed or withdrew
         results.append(_erased(sub, was))
+    subscriptions.suppress_everywhere(digest)
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
                           "queued_signups_dropped": dropped,
@@ -336,9 +357,21 @@ def _erase_now(digest: str, actor: str, now: datetime) -> _ErasureDone:
 
 def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
     """A subscription is held by a delivery: queue each subscription's erasure (read
-    without a lock) and answer what it will do."""
-    dropped = intake.drop_queued(digest)
-    confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
+    without a lock) and answer what it will do. Waits for no lock (a signup being processed
+    is skipped and makes it :class:`ErasureBusy`), and no longer than the lock wait for any."""
+    withdrawals.bound_lock_wait()
+    try:
+        dropped = intake.drop_queued(digest, skip_locked=True)
+        busy = intake.in_flight(digest)
+        confirmations.drop_queued(digest)  # skips a click being applied: its apply blanks it
+    except DBAPIError as exc:
+        db.session.rollback()
+        if not withdrawals.lock_timed_out(exc):
+            raise
+        raise ErasureBusy from None
+    if busy:
+        db.session.rollback()
+        raise ErasureBusy
     subs = subscriptions_of(digest)
     withdrawing = withdrawals.pending([sub.id for sub in subs])
     results: list[ErasedSubscription] = []
@@ -359,6 +392,7 @@ def _erase_queued(digest: str, actor: str, now: datetime) -> _ErasureDone:
                                   else max(sub.retain_until or now, now))
         results.append({**_erased(after, was), "subscription_id": sub.id,
                         "list": sub.mailing_list.slug})
+    subscriptions.suppress_everywhere(digest)
     audit.record(actor, "erase", email_hash=digest,
                  details={"subscriptions": len(subs), "withdrawn": pushed,
                           "queued_signups_dropped": dropped, "queued": True})

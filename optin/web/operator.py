@@ -81,7 +81,8 @@ BACKLOG_EXAMPLE = {"pending": 3, "due": 1, "dead": 0, "oldest_pending_age_second
 PROBLEMS = {
     401: "No operator token, or a wrong one",
     404: "No such list, outbox row or recorded consent",
-    409: "The outbox row is not a dead letter",
+    409: "The outbox row is not a dead letter; or an erasure found a signup of the address "
+         "being processed right now (nothing changed: ask again after Retry-After)",
     422: "A query parameter is missing or invalid",
 }
 Query = Mapping[str, Any]
@@ -207,6 +208,14 @@ def _unknown_list(exc: lists.UnknownList) -> Response:
     return problem(404, "Not Found", f"No list {exc.args[0]!r}.")
 
 
+@bp.errorhandler(rights.ErasureBusy)
+def _erasure_busy(exc: rights.ErasureBusy) -> Response:
+    return problem(409, "Conflict", "A signup of this address is being processed right now, "
+                   "behind a mail delivery. Nothing was changed: ask for the erasure again "
+                   "in a few seconds.",
+                   headers={"Retry-After": str(rights.RETRY_AFTER_SECONDS)})
+
+
 @bp.errorhandler(proof.NoConsent)
 def _no_consent(exc: proof.NoConsent) -> Response:
     return problem(404, "Not Found", str(exc).capitalize() + ".")
@@ -223,7 +232,7 @@ def access(query: Query) -> rights.ContactExport:
 
 
 @bp.route("/v1/contacts", methods=["DELETE"])
-@documented(ErasureSchema, query=EmailQuerySchema, errors=(422,))
+@documented(ErasureSchema, query=EmailQuerySchema, errors=(409, 422))
 def erase(query: Query) -> rights.Erasure:
     """Erasure (Art. 17): personal data deleted now, proof kept until it lapses (Art. 17(3)(e))."""
     return rights.erase(query["email"], _actor())

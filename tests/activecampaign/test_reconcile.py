@@ -13,7 +13,7 @@ from optin.delivery.worker import Worker
 from optin.extensions import db
 from optin.models import ConsentEvent, JobState, OutboxItem, Subscription, utcnow
 
-from ..conftest import deliver
+from ..conftest import ADMIN_TOKEN, deliver
 
 ADA, BOB, CAROL, DAVE, ERIN, FRANK, GINA = (
     f"{name}@example.org" for name in ("ada", "bob", "carol", "dave", "erin", "frank", "gina"))
@@ -172,3 +172,19 @@ def test_a_list_without_an_activecampaign_id_is_refused(ac_app, newsletter, runn
     result = runner.invoke(args=["ac", "reconcile", "--list", "newsletter"])
     assert result.exit_code != 0
     assert "no ActiveCampaign list id" in result.output
+
+
+def test_an_address_erased_unknown_here_is_unsubscribed_there(ac_newsletter, ac_app, client,
+                                                              fake_ac, runner):
+    """Someone on ActiveCampaign's list (added there, never here) asks optin for erasure:
+    reconcile found no consent here and left them subscribed there, mailed by every
+    campaign. The erasure's do-not-contact entry makes reconcile unsubscribe them."""
+    yan = "yan@example.org"
+    fake_ac.add_contact(yan, 1, status=1)
+    answer = client.delete(f"/v1/contacts?email={yan}",
+                           headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+    assert answer.status_code == 200 and answer.get_json()["found"] is False
+    result = runner.invoke(args=["ac", "reconcile"])
+    deliver(ac_app)
+    assert "withdrawn here, subscribed there: 1 (unsubscribe queued)" in result.output
+    assert fake_ac.contact_status(yan, 1) == 2

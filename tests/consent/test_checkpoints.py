@@ -35,7 +35,7 @@ from optin.models import (
 )
 from optin.privacy import wording
 
-from ..conftest import LEDGER_KEY, NEXT_LEDGER_KEY
+from ..conftest import LEDGER_KEY, NEXT_LEDGER_KEY, retention_at
 from ..privacy.test_document import english_left
 
 
@@ -127,10 +127,10 @@ def test_checkpoint_is_signed_published_and_verifies(history, runner, client, co
     assert verify(runner, "--all").exit_code == 0
 
 
-def test_retention_minimization_is_anchored_and_still_verifies(history, runner):
+def test_retention_minimization_is_anchored_and_still_verifies(app, history, runner):
     checkpoint(runner)
     years_ahead = (utcnow() + timedelta(days=366 * 5)).isoformat()
-    result = runner.invoke(args=["retention", "run", "--now", years_ahead])
+    result = retention_at(app, runner, years_ahead)
     assert "withdrawn_consent: minimized 1" in result.output, result.output
     lines = published_lines(history)
     assert len(lines) == 2, "a retention run that minimized something is checkpointed at once"

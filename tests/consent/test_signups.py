@@ -20,7 +20,7 @@ from optin.consent.tokens import CONFIRM, make_token
 from optin.extensions import db
 from optin.models import MailingList, Subscription, utcnow
 
-from ..conftest import ADMIN_TOKEN, SECRET, deliver, links
+from ..conftest import ADMIN_TOKEN, SECRET, deliver, links, retention_at
 
 ANNA = "anna@example.org"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -259,7 +259,7 @@ def test_erasure_and_minimization_delete_every_signups_values(ac_app, client, ru
     assert "https://evil.example/form" in export  # proof until it lapses
 
     later = (utcnow() + timedelta(days=4000)).date().isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
+    assert retention_at(ac_app, runner, later).exit_code == 0
     [record] = client.get(f"/v1/contacts?email={ANNA}", headers=AUTH).json["subscriptions"]
     assert record["status"] == "minimized"
     assert [(s["email"], s["source_url"], s["fields"]) for s in record["signups"]] == [

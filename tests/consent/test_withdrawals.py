@@ -5,6 +5,8 @@ applied once, with its request's evidence, by whoever next holds the row."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -341,3 +343,128 @@ def test_a_signup_after_a_one_click_on_a_held_row_starts_a_new_subscription(
     with app.app_context():
         Worker(app, threads=1).drain()
     _signed_up_again(app, mailbox, sub.id)
+
+
+@pytest.fixture
+def once_config(app_config: dict[str, str]) -> dict[str, str]:
+    """One attempt before another row would be a dead letter."""
+    app_config["OPTIN_OUTBOX_MAX_ATTEMPTS"] = "1"
+    return app_config
+
+
+def test_a_queued_withdrawal_that_keeps_failing_is_never_given_up(
+        app, client, runner, signed_up, mailbox, once_config, monkeypatch):
+    """Applying a queued withdrawal fails past the attempts a dead letter gets: the row stays
+    pending (a dead letter would be a withdrawal lost), is counted for an alert and shown as
+    failing, the welcome mail behind it still does not go out, and once the cause is gone
+    the next attempt withdraws with the request's evidence."""
+    path = signed_up(ADDRESS)
+    assert client.post(path).status_code == 303  # the click queues the welcome mail
+    sub = _sub(app)
+    request = _queue(app, sub.id, seconds_ago=5)
+    failures = []
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        failures.append(1)
+        raise RuntimeError("the ledger's disk is full")
+
+    real = withdrawals.subscriptions.withdraw
+    monkeypatch.setattr(withdrawals.subscriptions, "withdraw", broken)
+    mailbox.clear()
+    deliver(app)
+    assert failures and mailbox.to(ADDRESS) == []
+    [row] = _rows(app)
+    assert (row.status, row.attempts) == ("pending", 1), row.last_error
+    assert row.payload["ip"] == QUEUED_IP and "disk is full" in row.last_error
+    assert 'optin_outbox_overdue_total{kind="withdrawal_intake"} 1.0' in client.get(
+        "/metrics").get_data(as_text=True)
+    listed = runner.invoke(args=["outbox", "list", "--pending"])
+    assert "withdrawal_intake" in listed.output and "never given up" in listed.output
+    with app.app_context():
+        assert withdrawals.pending([sub.id]) == {sub.id}  # groups still mail nothing
+        assert ledger.verify(db.session).ok
+
+    monkeypatch.setattr(withdrawals.subscriptions, "withdraw", real)
+    with app.app_context():  # its backoff has passed
+        db.session.execute(sa.update(OutboxItem).where(OutboxItem.id == row.id)
+                           .values(next_attempt_at=utcnow()))
+        db.session.commit()
+    deliver(app)
+    assert mailbox.to(ADDRESS) == []
+    [withdrawal] = [e for e in _events(app, sub.id) if e.kind == "unsubscribed"]
+    assert (withdrawal.at, withdrawal.ip) == (request.at, QUEUED_IP)
+    assert _sub(app).status == "unsubscribed"
+    assert [(r.status, r.payload) for r in _rows(app)] == [("done", withdrawals.PROCESSED)]
+
+
+def test_a_waiting_withdrawals_evidence_is_shown_on_access_and_kept_no_longer_than_a_signups(
+        app, client, runner, confirmed):
+    """Art. 15 shows a queued withdrawal's IP and user agent; past the retention of queued
+    requests (OPTIN_PENDING_RETENTION_DAYS) retention strips them, like a queued signup's,
+    but keeps the withdrawal itself (its time and channel): it is still applied."""
+    confirmed()
+    sub = _sub(app)
+    request = _queue(app, sub.id)
+    export = client.get(f"/v1/contacts?email={ADDRESS}", headers=AUTH).get_json()
+    assert export["queued_withdrawals"] == [{
+        "subscription_id": sub.id, "kind": "unsubscribed", "origin": "one_click",
+        "received_at": request.at.isoformat(), "ip": QUEUED_IP, "user_agent": "MailClient/9"}]
+    with app.app_context():  # the worker never took it (stopped, or failing) for 15 days
+        db.session.execute(sa.update(OutboxItem).where(OutboxItem.kind == withdrawals.KIND)
+                           .values(created_at=utcnow() - timedelta(days=15)))
+        db.session.commit()
+    result = runner.invoke(args=["retention", "run"])
+    assert result.exit_code == 0, result.output
+    [row] = _rows(app)
+    assert row.status == "pending"
+    assert QUEUED_IP not in json.dumps(row.payload) and "MailClient" not in json.dumps(row.payload)
+    assert (row.payload["at"], row.payload["origin"]) == (request.at.isoformat(), "one_click")
+    export = client.get(f"/v1/contacts?email={ADDRESS}", headers=AUTH).get_json()
+    assert [(w["ip"], w["user_agent"]) for w in export["queued_withdrawals"]] == [(None, None)]
+    deliver(app)
+    [withdrawal] = [e for e in _events(app, sub.id) if e.kind == "unsubscribed"]
+    assert (withdrawal.at, withdrawal.ip, withdrawal.origin) == (request.at, None, "one_click")
+    assert _sub(app).status == "unsubscribed"
+
+
+@pytest.mark.skipif(not PG_URL, reason="row locks are PostgreSQL's")
+def test_an_erasure_behind_a_signup_in_a_stalled_group_answers_at_once_and_changes_nothing(
+        app, client, confirmed, quick_config):
+    """A repeat signup of the address is in an intake group that waits for a subscription a
+    stalled relay's mail group holds (here: its row locked from another connection). The
+    erasure's first try gives up after the lock wait; its queued path then dropped the
+    queued signups with no lock wait at all, and so waited for that group as long as the
+    relay stalled (25 s and more: the web tier's timeout, a 5xx). Now it answers within the
+    wait: 409 with Retry-After, nothing changed; asked again once the group is through, it
+    erases (and the signup it was waiting for is erased with it)."""
+    confirmed(first_name="Anna")
+    queued_only = FlaskClient(app, app.response_class)  # the worker takes it: see below
+    assert queued_only.post("/v1/subscriptions", json={
+        "email": ADDRESS, "list": "newsletter", "consent_text_version": 1,
+        "first_name": "Anna"}).status_code == 202
+    with app.app_context():
+        conn = db.engine.connect()
+    tx = conn.begin()
+    assert conn.execute(sa.text("SELECT id FROM outbox WHERE kind = 'signup_intake' AND "
+                                "status = 'pending' FOR UPDATE")).all()
+    releaser = threading.Timer(8.0, lambda: (tx.rollback(), conn.close()))
+    releaser.start()
+    try:
+        started = time.monotonic()
+        answer = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+        took = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert took < 5.0, took
+    assert answer.status_code == 409, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"] == "5"
+    assert "Nothing was changed" in answer.get_json()["detail"]
+    sub = _sub(app)
+    assert (sub.status, sub.erased_at, sub.first_name) == ("confirmed", None, "Anna")
+    assert "erased" not in _kinds(app, sub.id)
+    again = client.delete(f"/v1/contacts?email={ADDRESS}", headers=AUTH)
+    assert again.status_code == 200
+    assert _sub(app).status == "unsubscribed" and "erased" in _kinds(app, sub.id)
+    with app.app_context():
+        assert db.session.scalar(select(OutboxItem.id).where(
+            OutboxItem.kind == "signup_intake", OutboxItem.status == "pending")) is None

@@ -20,6 +20,8 @@ from optin.models import ConsentEvent, OutboxItem, Subscription
 from ..conftest import SECRET, FailingCommits, deliver, failing_commits, links, settle_intake
 
 REDIS_URL = "redis://127.0.0.1:6379/1"  # this branch's own Redis database
+#: Every test here counts requests up to a limit: each runs from a window's start.
+pytestmark = pytest.mark.usefixtures("limit_window")
 
 
 def _from(ip: str) -> dict[str, str]:

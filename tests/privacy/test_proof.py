@@ -14,7 +14,7 @@ from optin.extensions import db
 from optin.models import AuditEntry, ConsentEvent, utcnow
 from optin.privacy import wording
 
-from ..conftest import ADMIN_TOKEN, deliver, links, signup
+from ..conftest import ADMIN_TOKEN, deliver, links, retention_at, signup
 from .test_document import english_left
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -211,7 +211,7 @@ def test_proof_of_a_minimized_record(app, client, runner, anna, mailbox):
     welcome = mailbox.to("anna@example.org")[-1]
     assert client.post(links(welcome)["unsubscribe"]).status_code == 303
     later = (utcnow() + timedelta(days=366 * 5)).isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
+    assert retention_at(app, runner, later).exit_code == 0
     proof = client.get(PROOF, headers=AUTH).json
     [consent] = proof["consents"]
     assert consent["status"] == "minimized" and consent["address"] is None

@@ -19,7 +19,7 @@ import pytest
 
 from optin.privacy.rights import identify
 
-from ..conftest import ADMIN_TOKEN, deliver, links, signup
+from ..conftest import ADMIN_TOKEN, deliver, links, retention_at, signup
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -172,7 +172,7 @@ def test_minimized_records_are_listed_in_the_manifest_with_what_they_keep(
     again has its proof, which shows the minimized cycle too."""
     _three_addresses(app, client, mailbox)  # anna confirmed; ben and cem never confirmed
     later = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
+    assert retention_at(app, runner, later).exit_code == 0
     assert signup(client, "cem@example.org").status_code == 202  # cem comes back
     deliver(app)
     out = tmp_path / "export"

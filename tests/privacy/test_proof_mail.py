@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from optin.extensions import db
 from optin.models import MailCopy, utcnow
 
-from ..conftest import ADMIN_TOKEN, deliver, links, signup
+from ..conftest import ADMIN_TOKEN, deliver, links, retention_at, signup
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PROOF = "/v1/contacts/proof?email=anna@example.org&list=newsletter"
@@ -88,7 +88,7 @@ def test_the_mail_copy_hashes_as_recorded_through_withdrawal_retention_and_resig
 
     # Minimized by retention: the copy without the name still hashes as recorded.
     later = (utcnow() + timedelta(days=366 * 5)).isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", later]).exit_code == 0
+    assert retention_at(app, runner, later).exit_code == 0
     proof = client.get(PROOF, headers=AUTH).json
     assert [c["status"] for c in proof["consents"]] == ["minimized", "minimized"]
     _check_against_the_mail_received(_copy(client, 1), received, with_names=False)

@@ -20,7 +20,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, JobState, RetentionRun, Subscription, Suppression, utcnow
 from optin.privacy import retention
 
-from ..conftest import PG_URL, deliver, links, signup
+from ..conftest import PG_URL, deliver, links, retention_at, signup
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -123,6 +123,14 @@ def run(runner, *args: str):
     return result
 
 
+def run_at(app, runner, moment: datetime | str):
+    """A run as if at ``moment`` (the command refuses a future ``--now``: the records'
+    dates move back instead, ``conftest.retention_at``)."""
+    result = retention_at(app, runner, moment)
+    assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture
 def population(app, client, confirmed, signed_up, mailbox):
     """Anna stays subscribed, Bob confirmed then unsubscribed, Carl never confirmed."""
@@ -180,10 +188,10 @@ def test_runs_minimize_exactly_what_lapsed(app, runner, client, population) -> N
 
     # Just before the unconfirmed signup lapses: nothing to do.
     early = population["carl_lapses"] - timedelta(seconds=1)
-    assert "unconfirmed_signup: minimized 0" in run(runner, "--now", early.isoformat()).output
+    assert "unconfirmed_signup: minimized 0" in run_at(app, runner, early.isoformat()).output
 
     # 15 days on: only Carl's unconfirmed signup has lapsed; Bob's proof has years to go.
-    result = run(runner, "--now", (utcnow() + timedelta(days=15)).isoformat())
+    result = run_at(app, runner, (utcnow() + timedelta(days=15)).isoformat())
     assert "unconfirmed_signup: minimized 1" in result.output
     assert "withdrawn_consent: minimized 0" in result.output
     carl = sub_of(app, "carl@example.org")
@@ -192,13 +200,13 @@ def test_runs_minimize_exactly_what_lapsed(app, runner, client, population) -> N
 
     # The second after Bob's proof lapses (31 Dec + 3 years, Berlin midnight).
     just_before = population["bob_lapses"] - timedelta(seconds=1)
-    assert "withdrawn_consent: minimized 0" in run(runner, "--now", just_before.isoformat()).output
-    result = run(runner, "--now", population["bob_lapses"].isoformat())
+    assert "withdrawn_consent: minimized 0" in run_at(app, runner, just_before.isoformat()).output
+    result = run_at(app, runner, population["bob_lapses"].isoformat())
     assert "withdrawn_consent: minimized 1" in result.output
     assert "unconfirmed_signup: minimized 0" in result.output
 
     # Decades later the confirmed subscriber is still exactly as she was.
-    run(runner, "--now", "2099-12-31")
+    run_at(app, runner, "2099-12-31")
     assert sub_of(app, "anna@example.org") == anna_before
 
     with app.app_context():
@@ -216,7 +224,7 @@ def test_runs_minimize_exactly_what_lapsed(app, runner, client, population) -> N
             assert set(event.details) <= set(retention.KEPT_DETAIL_KEYS)
         signup_event = bob.events[0]
         assert signup_event.details["consent_text_version"] == 1
-        assert signup_event.details["fields_entered"] == ["company", "first_name", "last_name"]
+        assert "fields_entered" not in signup_event.details  # names the request chose
         assert bob.events[-1].details == {"rule": "withdrawn_consent", "run": bob.events[-1].details["run"]}
         # The suppression (a keyed hash) survives minimization.
         assert subscriptions.is_suppressed(bob.list_id, digest)
@@ -235,9 +243,9 @@ def test_runs_minimize_exactly_what_lapsed(app, runner, client, population) -> N
 
 def test_second_run_is_a_no_op_and_every_run_is_recorded(app, runner, population) -> None:
     later = (population["bob_lapses"] + timedelta(days=1)).isoformat()
-    run(runner, "--now", later)
+    told = run_at(app, runner, later).output.split(" as of ", 1)[1].split()[0]
     after_first = snapshot(app)
-    result = run(runner, "--now", later)
+    result = run_at(app, runner, later)
     assert "unconfirmed_signup: minimized 0" in result.output
     assert "withdrawn_consent: minimized 0" in result.output
     assert snapshot(app) == after_first
@@ -246,14 +254,14 @@ def test_second_run_is_a_no_op_and_every_run_is_recorded(app, runner, population
         assert first.counts["unconfirmed_signup"] == 1 and first.counts["withdrawn_consent"] == 1
         assert first.counts["events_redacted"] > 0
         assert second.counts["unconfirmed_signup"] == second.counts["withdrawn_consent"] == 0
-        assert first.as_of == datetime.fromisoformat(later)
+        assert first.as_of == datetime.fromisoformat(told)  # as the command was told
         assert first.host and first.finished_at and not first.dry_run
     listing = runner.invoke(args=["retention", "runs"])
     assert listing.exit_code == 0 and listing.output.count("real") == 2
 
 
 def test_tampering_after_minimization_is_still_detected(app, runner, population) -> None:
-    run(runner, "--now", (population["bob_lapses"] + timedelta(days=1)).isoformat())
+    run_at(app, runner, (population["bob_lapses"] + timedelta(days=1)).isoformat())
     with app.app_context():
         event = db.session.scalar(select(ConsentEvent).where(ConsentEvent.kind == "minimized"))
         event.details = {"rule": "withdrawn_consent", "run": 999}
@@ -265,7 +273,7 @@ def test_tampering_after_minimization_is_still_detected(app, runner, population)
 
 def test_minimized_address_signs_up_again_with_a_fresh_double_opt_in(
         app, client, runner, mailbox, population) -> None:
-    run(runner, "--now", (population["bob_lapses"] + timedelta(days=1)).isoformat())
+    run_at(app, runner, (population["bob_lapses"] + timedelta(days=1)).isoformat())
     mailbox.clear()
     assert signup(client, "bob@example.org").status_code == 202
     deliver(app)
@@ -289,7 +297,7 @@ def test_minimized_address_signs_up_again_with_a_fresh_double_opt_in(
 
 def test_unconfirmed_link_is_dead_after_minimization(app, client, runner, signed_up) -> None:
     confirm_path = signed_up("dora@example.org")
-    run(runner, "--now", (utcnow() + timedelta(days=15)).isoformat())
+    run_at(app, runner, (utcnow() + timedelta(days=15)).isoformat())
     assert client.post(confirm_path).status_code == 404  # unknown now, not just expired
     assert sub_of(app, "dora@example.org")["row"]["status"] == "minimized"
 
@@ -442,8 +450,47 @@ def test_minimization_drops_the_reason_a_person_typed_when_unsubscribing(
         "type": "unsubscribe", "list": "1", "contact[email]": "ada@example.org",
         "unsubscribe[reason]": typed})
     assert response.status_code == 200
-    assert runner.invoke(args=["retention", "run", "--now", "2099-01-01"]).exit_code == 0
+    assert retention_at(ac_app, runner, "2099-01-01").exit_code == 0
     with ac_app.app_context():
         kept = [e.details for e in db.session.scalars(select(ConsentEvent))]
     assert not [d for d in kept if "ada@example.org" in str(d) or "Lovelace" in str(d)], kept
+    assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=60), timedelta(days=366 * 5)])
+def test_a_future_now_is_refused_unless_dry_run(app, runner, population, ahead) -> None:
+    """``--now`` a day (or a minute) ahead without ``--dry-run`` minimized proof before its
+    limitation period ran out, for good: an operator's slip (a year typed wrong) destroyed
+    evidence. Refused with a usage error and nothing done; the dry run still counts."""
+    before = snapshot(app)
+    later = (population["bob_lapses"] + ahead).isoformat() if ahead.days else (
+        utcnow() + ahead).isoformat()
+    result = runner.invoke(args=["retention", "run", "--now", later])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "in the future" in result.output and "--dry-run" in result.output
+    assert snapshot(app) == before
+    with app.app_context():
+        assert db.session.scalars(select(RetentionRun)).all() == []
+    dry = run(runner, "--now", later, "--dry-run")
+    assert "would minimize" in dry.output
+    assert snapshot(app) == before
+
+
+def test_minimization_drops_the_names_of_the_fields_a_visitor_entered(
+        app, client, runner, confirmed) -> None:
+    """The signup event's ``fields_entered`` lists the custom fields' names, which the
+    visitor's request chooses (any text up to 64 characters: here an address and a phone
+    number), and it was among the details minimization keeps: README promises only kinds,
+    dates, text versions and hashes outlive it."""
+    unsubscribe = confirmed("eve@example.org", fields={
+        "eve.private@example.net": "ja", "Handy 0171 2345678": "ja"})
+    assert client.post(unsubscribe).status_code == 303
+    with app.app_context():
+        [signup_event] = db.session.scalars(select(ConsentEvent).where(
+            ConsentEvent.kind == "signup_requested")).all()
+        assert "eve.private@example.net" in signup_event.details["fields_entered"]
+    run_at(app, runner, "2099-01-01")
+    stored = everything_stored(app)
+    for trace in ("eve.private@example.net", "0171 2345678"):
+        assert trace not in stored, trace
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0

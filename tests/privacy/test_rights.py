@@ -10,7 +10,7 @@ from optin.consent.lapse import proof_lapses_at
 from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 
-from ..conftest import ADMIN_TOKEN, deliver
+from ..conftest import ADMIN_TOKEN, deliver, retention_at
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ANNA = {"first_name": "Anna", "last_name": "Aalto", "fields": {"company": "Aalto GmbH"},
@@ -89,7 +89,7 @@ def test_erasure_deletes_now_keeps_proof_until_it_lapses(app, client, runner, co
 
     # When the proof lapses, the retention run leaves only the keyed hash and dates.
     lapse = (proof_lapses_at(utcnow(), 3) + timedelta(seconds=1)).isoformat()
-    assert runner.invoke(args=["retention", "run", "--now", lapse]).exit_code == 0
+    assert retention_at(app, runner, lapse).exit_code == 0
     final = export(client)
     [sub] = final["subscriptions"]
     assert sub["status"] == "minimized" and sub["email"] is None and sub["source_url"] is None
@@ -134,7 +134,41 @@ def test_erasure_covers_every_list(app, client, runner, confirmed):
 def test_erasure_of_an_unknown_address(client, app):
     body = client.delete("/v1/contacts?email=nobody@example.org", headers=AUTH).json
     assert body["found"] is False and body["subscriptions"] == []
-    assert body["detail"] == "Nothing is stored about this address."
+    assert body["detail"].startswith("No consent records of this address are stored.")
+    assert "do-not-contact" in body["detail"]
+
+
+def test_an_address_erased_unknown_is_not_added_again_by_an_import(
+        app, client, runner, newsletter, confirmed, tmp_path):
+    """Erasure of an address optin held nothing about stored nothing: a later import (a
+    Mailchimp or CSV export with the person in it, ActiveCampaign's list) added and mailed
+    the one who had asked to be erased, and reconcile left them subscribed in
+    ActiveCampaign. Now every erasure keeps the keyed hash on every list's do-not-contact
+    list, lists made later included; the answer is the same however often it is asked,
+    so it tells nothing about whether the address was known; a new confirmed double
+    opt-in lifts it on its own list."""
+    first = client.delete("/v1/contacts?email=gone@example.org", headers=AUTH).json
+    again = client.delete("/v1/contacts?email=gone@example.org", headers=AUTH).json
+    assert {k: v for k, v in first.items() if k != "erased_at"} == {
+        k: v for k, v in again.items() if k != "erased_at"}
+    assert first["found"] is False
+    assert runner.invoke(args=["lists", "create", "later", "--name", "Later"]).exit_code == 0
+    path = tmp_path / "consents.csv"
+    path.write_text("email,status,first_name\ngone@example.org,subscribed,Gone\n"
+                    "new@example.org,subscribed,New\n")
+    for slug in ("newsletter", "later"):
+        result = runner.invoke(args=["import", "csv", str(path), "--list", slug])
+        assert result.exit_code == 0, result.output
+        assert "suppressed (withdrew here: not re-added): 1" in result.output, result.output
+    with app.app_context():
+        assert db.session.scalars(select(Subscription.email).where(
+            Subscription.email.like("gone%"))).all() == []
+    exported = export(client, "gone@example.org")
+    assert sorted((s["list"], s["reason"]) for s in exported["suppressions"]) == [
+        ("later", "erasure"), ("newsletter", "erasure")]
+    confirmed("gone@example.org")  # the person comes back through a double opt-in
+    exported = export(client, "gone@example.org")
+    assert [s["list"] for s in exported["suppressions"]] == ["later"]
 
 
 def test_erasure_sends_no_goodbye_mail(app, client, runner, confirmed, mailbox):

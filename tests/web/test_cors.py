@@ -132,7 +132,7 @@ def test_an_unknown_list_gets_no_cors_header(client, newsletter):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-def test_a_429_is_readable_by_a_lists_origin(app_config, newsletter, app):
+def test_a_429_is_readable_by_a_lists_origin(app_config, newsletter, app, limit_window):
     app_config["OPTIN_RATELIMIT_SIGNUP"] = "1/minute"
     limited = create_app(app_config).test_client()
     assert _fetch(limited, ALLOWED).status_code == 202

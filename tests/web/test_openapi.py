@@ -250,7 +250,7 @@ BODIES = {"/v1/subscriptions": {"email": "a@example.org", "list": "newsletter",
 
 
 @pytest.mark.parametrize("accept", ["text/html", "application/json", "*/*"])
-def test_a_429_is_answered_as_documented(limited_schema, accept):
+def test_a_429_is_answered_as_documented(limited_schema, accept, limit_window):
     for path, method in [*LIMITED, ("/v1/subscriptions", "POST")]:
         body = BODIES.get(path) if method == "POST" else None
         case = limited_schema[path][method].Case(

@@ -95,7 +95,8 @@ def test_error_pages_carry_the_headers(client, newsletter, make, status):
     assert_secure_page(response)
 
 
-def test_429_pages_carry_the_headers_and_are_not_cached(app_config, newsletter, app):
+def test_429_pages_carry_the_headers_and_are_not_cached(app_config, newsletter, app,
+                                                       limit_window):
     app_config["OPTIN_RATELIMIT_LINKS"] = "1/minute"
     client = create_app(app_config).test_client()
     client.get("/confirm/not-a-token", headers=BROWSER)
