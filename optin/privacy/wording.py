@@ -374,6 +374,9 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
         "erased": "gelöscht (Art. 17)", "proof_printed": "Nachweis erstellt",
         "accessed": "Auskunft erteilt", "synced": "an ActiveCampaign übertragen",
         "sync_skipped": "Übertragung übersprungen", "minimized": "minimiert",
+        "unsubscribe_link_requested": "neuer Abmeldelink angefordert",
+        "unsubscribe_link_sent": "Abmeldelink versandt",
+        "consent_imported": "Einwilligung importiert",
     },
     "en": {
         "signup_requested": "signup", "signup_repeated": "signed up again",
@@ -384,6 +387,43 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
         "erased": "erased (Art. 17)", "proof_printed": "proof printed",
         "accessed": "access request answered", "synced": "synced to ActiveCampaign",
         "sync_skipped": "sync skipped", "minimized": "minimized",
+        "unsubscribe_link_requested": "new unsubscribe link requested",
+        "unsubscribe_link_sent": "unsubscribe link sent",
+        "consent_imported": "consent imported",
+    },
+}
+
+#: Who or what recorded an event (its ``origin``), in the ledger table's channel column
+#: (unknown ones are shown as they are).
+CHANNELS: dict[ProofLocale, dict[str, str]] = {
+    "de": {
+        "form": "Anmeldeformular", "link": "Webseite", "one_click": "Ein-Klick-Abmeldung",
+        "worker": "System", "operator": "Betreiber", "activecampaign": "ActiveCampaign",
+        "retention": "Löschfrist", "import": "Import", "backfill": "Abgleich",
+    },
+    "en": {
+        "form": "signup form", "link": "web page", "one_click": "one-click unsubscribe",
+        "worker": "system", "operator": "operator", "activecampaign": "ActiveCampaign",
+        "retention": "retention", "import": "import", "backfill": "backfill",
+    },
+}
+
+#: How a consent was withdrawn, said plainly after its time ("Withdrawn … via …"); the
+#: channel's code name is what the JSON proof and the export keep.
+WITHDRAWN_VIA: dict[ProofLocale, dict[str, str]] = {
+    "de": {
+        "link": "über die Abmeldeseite (Link in einer Mail)",
+        "one_click": "über die Ein-Klick-Abmeldung im Mailprogramm (List-Unsubscribe, RFC 8058)",
+        "operator": "durch den Betreiber (Löschung auf Verlangen, Art. 17 DSGVO)",
+        "activecampaign": "in ActiveCampaign (Abmeldung oder Unzustellbarkeit dort)",
+        "import": "im Quellsystem des Imports",
+    },
+    "en": {
+        "link": "on the unsubscribe page (a link in a mail)",
+        "one_click": "by the one-click unsubscribe of the mail client (List-Unsubscribe, RFC 8058)",
+        "operator": "by the operator (erasure on request, Art. 17 GDPR)",
+        "activecampaign": "in ActiveCampaign (unsubscribed or bounced there)",
+        "import": "in the system the import came from",
     },
 }
 
