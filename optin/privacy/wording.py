@@ -397,7 +397,7 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
 #: (unknown ones are shown as they are).
 CHANNELS: dict[ProofLocale, dict[str, str]] = {
     "de": {
-        "form": "Anmeldeformular", "link": "Webseite", "one_click": "Ein-Klick-Abmeldung",
+        "form": "Formular", "link": "Webseite", "one_click": "Ein-Klick-Abmeldung",
         "worker": "System", "operator": "Betreiber", "activecampaign": "ActiveCampaign",
         "retention": "Löschfrist", "import": "Import", "backfill": "Abgleich",
     },
