@@ -185,6 +185,9 @@ def test_the_pdf_from_the_cli_is_a_german_a4_document(app, runner, anna, tmp_pat
     address_hash = re.search(r"[0-9a-f]{64}", text.split("Adress-Hash (HMAC-SHA256)", 1)[1]).group()
     assert text.count(address_hash) >= pages
     assert text.count("Dokument-ID") >= pages
+    # The ledger table's long German event names break at a syllable, never between
+    # two letters ("Bestätigungsmai" / "l versandt").
+    assert "Bestätigungs" in text and not re.search(r"Bestätigungsmai\s", text)
 
 
 @needs_poppler
