@@ -117,9 +117,9 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
                           "genutzt); kein Enddatum.",
         "keep_pending": "Nie bestätigt: wird am {date} minimiert, falls nicht vorher bestätigt.",
         "keep_withdrawn_pending": "Vor der Bestätigung widerrufen: wird am {date} minimiert.",
-        "keep_withdrawn": "Einwilligung widerrufen: der Nachweis wird bis {date} aufbewahrt "
-                          "(Art. 17 Abs. 3 lit. e DSGVO) und nur zur Abwehr von Ansprüchen "
-                          "genutzt, dann minimiert.",
+        "keep_withdrawn": "Einwilligung widerrufen: der Nachweis wird bis zum Ende der "
+                          "Verjährungsfrist aufbewahrt (§§ 195, 199 BGB; Art. 17 Abs. 3 lit. e "
+                          "DSGVO), nur zur Abwehr von Ansprüchen genutzt und am {date} minimiert.",
         "keep_minimized": "Minimiert am {date}: nur der Adress-Hash sowie Art und Zeitpunkt "
                           "der Ereignisse bleiben.",
         "purpose_default": "Newsletter „{name}“ per E-Mail",
@@ -280,8 +280,9 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
         "keep_confirmed": "Kept while the subscription is active (consent in use); no end date.",
         "keep_pending": "Never confirmed: minimized on {date} unless confirmed before.",
         "keep_withdrawn_pending": "Withdrawn before confirmation: minimized on {date}.",
-        "keep_withdrawn": "Consent withdrawn: proof kept until {date} (Art. 17(3)(e) GDPR), "
-                          "used only to defend claims, then minimized.",
+        "keep_withdrawn": "Consent withdrawn: proof kept until the limitation period ends "
+                          "(§§ 195, 199 BGB; Art. 17(3)(e) GDPR), used only to defend claims, "
+                          "and minimized on {date}.",
         "keep_minimized": "Minimized on {date}: only the keyed address hash and the kinds and "
                           "dates of events remain.",
         "purpose_default": "Newsletter “{name}” by email",

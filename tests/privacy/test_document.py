@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -76,6 +77,15 @@ def test_a_one_click_withdrawal_is_said_in_words_not_code(client, anna, mailbox)
         text = client.application.test_cli_runner().invoke(args=[
             "proof", "anna@example.org", "--list", "newsletter", "--locale", locale]).output
         assert said in text and "one_click" not in text, locale
+    # The day the proof goes is the day it is minimized, not the last day it is kept
+    # (DESIGN: kept until 31 December of the withdrawal year + 3 years).
+    lapse = datetime.now(UTC).astimezone(ZoneInfo("Europe/Berlin")).year + 4
+    for locale, said in (("de", f"und am 1. Januar {lapse} minimiert"),
+                         ("en", f"and minimized on 1 January {lapse}")):
+        page = client.get(PROOF + f"&locale={locale}&format=html", headers=AUTH).get_data(
+            as_text=True)
+        assert said in " ".join(page.split()), locale
+        assert f"bis 1. Januar {lapse}" not in page and f"until 1 January {lapse}" not in page
 
 
 def english_left(text: str, *tables: dict) -> list[str]:
