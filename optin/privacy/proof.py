@@ -622,8 +622,11 @@ def _retention_words(cycle: dict[str, Any], locale: ProofLocale, zone: str) -> s
         return labels["keep_confirmed"]
     if cycle["status"] == "minimized":
         return labels["keep_minimized"].format(date=document.day(cycle["minimized_at"], locale, zone))
+    # An imported withdrawal is kept as proof whatever the source said of a confirmation
+    # (imports.py: retain_until is the limitation period's end), never "before confirmation".
     key = ("keep_pending" if cycle["status"] == "pending" else
-           "keep_withdrawn" if cycle["confirmation"] else "keep_withdrawn_pending")
+           "keep_withdrawn" if cycle["confirmation"] or cycle.get("imported")
+           else "keep_withdrawn_pending")
     return labels[key].format(date=document.day(cycle["retain_until"], locale, zone))
 
 
