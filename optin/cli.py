@@ -492,7 +492,7 @@ def retention_runs(limit: int) -> None:
 @click.option("--format", "fmt", default="text", show_default=True,
               type=click.Choice(["text", "json", "html", "pdf", "receipt"]))
 @click.option("--locale", type=click.Choice(["de", "en"]),
-              help="Language of the html and pdf document (default: the list's).")
+              help="Language of the proof: text, html and pdf (default: the list's).")
 @click.option("--out", "out", type=click.Path(writable=True),
               help="Write to this file instead of standard output (with --all: a folder).")
 @click.option("--all", "every", is_flag=True,

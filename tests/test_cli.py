@@ -121,3 +121,10 @@ def test_serve_in_development_prints_an_operator_token_that_works(tmp_path):
         server.terminate()
         rest, _ = server.communicate(timeout=30)
     assert sum(token in line for line in [*printed, *rest.splitlines()]) == 1  # printed once, logged never
+
+
+def test_proof_help_says_the_locale_chooses_the_text_proofs_language_too(runner):
+    """``--locale en`` gives the text proof in English (README: "The text proof … is in the
+    document's language"); the help said only html and pdf."""
+    result = runner.invoke(args=["proof", "--help"])
+    assert result.exit_code == 0 and "text, html and pdf" in " ".join(result.output.split())

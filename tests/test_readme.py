@@ -183,3 +183,27 @@ def test_the_readme_says_which_tests_skip_on_which_database():
     on_postgres = {p for p, s in sources.items() if re.search(r"skipif\((?:bool\()?PG_URL", s)}
     assert _files_in(_bullet("on SQLite")) == without_postgres
     assert _files_in(_bullet("on PostgreSQL")) == on_postgres
+
+
+#: Command groups the extensions bring (Flask-Limiter's, the OpenAPI document's); of
+#: Flask-Migrate's ``db`` the README names the one command an operator runs.
+FOREIGN_COMMANDS = {"limiter", "openapi"}
+
+
+def test_the_command_line_table_names_every_command(app):
+    """A newcomer finds every ``optin`` command in the README's "Command line" table (it
+    lacked ``proof``, ``retention``, ``ac`` and ``lists update``)."""
+    table = README.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`optin ([a-z-]+(?: [a-z][a-z-]*)?)", table))
+    expected = set()
+    for name, command in app.cli.commands.items():
+        if name in FOREIGN_COMMANDS:
+            continue
+        subcommands = getattr(command, "commands", None)
+        if name == "db":
+            expected.add("db upgrade")
+        elif subcommands:
+            expected |= {f"{name} {sub}" for sub in subcommands}
+        else:
+            expected.add(name)
+    assert "proof" in expected and not expected - named, sorted(expected - named)

@@ -35,6 +35,22 @@ POLICY_WORDS = re.compile(r"Datenschutzerklärung|Datenschutzhinweise[n]?|privac
 POLICY_LABEL = {"de": "Datenschutzerklärung", "en": "Privacy policy"}
 
 
+#: A compound whose first part is one or two letters ("E-Mail", "E-Mail-Adresse"): a
+#: line break after its hyphen strands a lone "E-" at the line's end.
+SHORT_COMPOUND = re.compile(r"(?<![\w-])\w{1,2}-\w+")
+
+
+def keep_together(text: str) -> Markup:
+    """``text`` escaped, each short compound in a ``nobr`` span (``white-space: nowrap``
+    in the pages' and the mails' style): what is read stays the same characters."""
+    out, last = [], 0
+    for found in SHORT_COMPOUND.finditer(text):
+        out += [escape(text[last:found.start()]),
+                Markup('<span class="nobr">{}</span>').format(found.group(0))]
+        last = found.end()
+    return Markup("").join([*out, escape(text[last:])])
+
+
 def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) -> Markup:
     """The consent text, escaped, with its mention of the privacy policy as the link to
     it (or, when the text names none, the link after its last word), and its line breaks.
@@ -42,15 +58,16 @@ def consent_html(text: str | None, privacy_policy_url: str | None, locale: str) 
     The words stay the stored ones, so what is shown is still the recorded text."""
     text = (text or "").replace("\r\n", "\n")
     if not privacy_policy_url:
-        return escape(text)
+        return keep_together(text)
     link = Markup('<a href="{}">{}</a>')  # Markup.format escapes every value it is given
     found = POLICY_WORDS.search(text)
     if found is None:
         label = POLICY_LABEL.get(locale, POLICY_LABEL["en"])
-        return Markup("{} ({})").format(text, link.format(privacy_policy_url, label))
-    return Markup("{}{}{}").format(text[:found.start()],
+        return Markup("{} ({})").format(keep_together(text),
+                                        link.format(privacy_policy_url, label))
+    return Markup("{}{}{}").format(keep_together(text[:found.start()]),
                                    link.format(privacy_policy_url, found.group(0)),
-                                   text[found.end():])
+                                   keep_together(text[found.end():]))
 
 
 #: Who processes the addresses on our behalf when contacts are synced (named as the

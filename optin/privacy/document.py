@@ -29,7 +29,7 @@ from markupsafe import Markup
 from optin.config import TEMPLATE_DIR, current_settings
 from optin.ops.dates import local_date, local_datetime
 from optin.ops.pages import HasLocale, pick_locale
-from optin.privacy.wording import EVENTS, LABELS, LEGAL_NOTES, ProofLocale
+from optin.privacy.wording import CHANNELS, EVENTS, LABELS, LEGAL_NOTES, WITHDRAWN_VIA, ProofLocale
 from optin.schemas import ProofSchema
 
 STYLESHEET = Path(__file__).parents[1] / "static" / "proof.css"
@@ -123,7 +123,8 @@ def render_record(record: dict[str, Any], locale: ProofLocale, zone: str) -> tup
     html = _environment().get_template("proof/document.html").render(
         # Ours, and every value in it escaped by css_string: safe inside <style>.
         proof=record, css=Markup(css), locale=locale, t=labels,  # noqa: S704
-        events=EVENTS[locale], notes=LEGAL_NOTES[locale],
+        events=EVENTS[locale], channels=CHANNELS[locale],
+        withdrawn_via=WITHDRAWN_VIA[locale], notes=LEGAL_NOTES[locale],
         when=lambda value: when(value, locale, zone), day=lambda value: day(value, locale, zone))
     return html, css
 

@@ -36,7 +36,7 @@ from optin.models import (
 from optin.privacy import audit, document
 from optin.privacy.import_rows import imported_evidence
 from optin.privacy.rights import identify, retention_note, subscriptions_of
-from optin.privacy.wording import EVENTS, LABELS, TEXT, ProofLocale
+from optin.privacy.wording import CHANNELS, EVENTS, LABELS, TEXT, WITHDRAWN_VIA, ProofLocale
 from optin.schemas import ProofSchema
 
 MAIL_SENT = ("confirmation_sent", "welcome_sent", "goodbye_sent")
@@ -622,8 +622,11 @@ def _retention_words(cycle: dict[str, Any], locale: ProofLocale, zone: str) -> s
         return labels["keep_confirmed"]
     if cycle["status"] == "minimized":
         return labels["keep_minimized"].format(date=document.day(cycle["minimized_at"], locale, zone))
+    # An imported withdrawal is kept as proof whatever the source said of a confirmation
+    # (imports.py: retain_until is the limitation period's end), never "before confirmation".
     key = ("keep_pending" if cycle["status"] == "pending" else
-           "keep_withdrawn" if cycle["confirmation"] else "keep_withdrawn_pending")
+           "keep_withdrawn" if cycle["confirmation"] or cycle.get("imported")
+           else "keep_withdrawn_pending")
     return labels[key].format(date=document.day(cycle["retain_until"], locale, zone))
 
 
@@ -700,14 +703,16 @@ def render_text(record: Proof, locale: ProofLocale = "en") -> str:
                 words["confirmed_signup"].format(seq=k["signup_seq"]) if k.get("signup_seq")
                 else ""))
         if c["withdrawal"]:
-            line(words["withdrawn"], f"{c['withdrawal']['at']} {words['via']} "
-                 f"{c['withdrawal']['channel']}")
+            channel = c["withdrawal"]["channel"]
+            line(words["withdrawn"], f"{c['withdrawal']['at']} " + (
+                WITHDRAWN_VIA[locale].get(channel) or f"{words['via']} {channel}"))
         line(words["erased"], c["erased_at"])
         line(words["minimized"], c["minimized_at"])
         out.append(words["events"])
         for e in c["events"]:
             kind = EVENTS[locale].get(e["kind"], e["kind"])
-            out.append(f"    #{e['seq']:<3} {e['at']}  {kind:<26} {e['origin']}"
+            channel = CHANNELS[locale].get(e["origin"], e["origin"])
+            out.append(f"    #{e['seq']:<3} {e['at']}  {kind:<26} {channel}"
                        f"{words['redacted'] if e['redacted_at'] else ''}")
         verdict = words["intact"] if c["ledger"]["ok"] else "; ".join(c["ledger"]["problems"])
         line(words["chain"], words["chain_verdict"].format(n=c["ledger"]["events"], verdict=verdict))

@@ -117,9 +117,9 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
                           "genutzt); kein Enddatum.",
         "keep_pending": "Nie bestätigt: wird am {date} minimiert, falls nicht vorher bestätigt.",
         "keep_withdrawn_pending": "Vor der Bestätigung widerrufen: wird am {date} minimiert.",
-        "keep_withdrawn": "Einwilligung widerrufen: der Nachweis wird bis {date} aufbewahrt "
-                          "(Art. 17 Abs. 3 lit. e DSGVO) und nur zur Abwehr von Ansprüchen "
-                          "genutzt, dann minimiert.",
+        "keep_withdrawn": "Einwilligung widerrufen: der Nachweis wird bis zum Ende der "
+                          "Verjährungsfrist aufbewahrt (§§ 195, 199 BGB; Art. 17 Abs. 3 lit. e "
+                          "DSGVO), nur zur Abwehr von Ansprüchen genutzt und am {date} minimiert.",
         "keep_minimized": "Minimiert am {date}: nur der Adress-Hash sowie Art und Zeitpunkt "
                           "der Ereignisse bleiben.",
         "purpose_default": "Newsletter „{name}“ per E-Mail",
@@ -280,8 +280,9 @@ LABELS: dict[ProofLocale, dict[str, str]] = {
         "keep_confirmed": "Kept while the subscription is active (consent in use); no end date.",
         "keep_pending": "Never confirmed: minimized on {date} unless confirmed before.",
         "keep_withdrawn_pending": "Withdrawn before confirmation: minimized on {date}.",
-        "keep_withdrawn": "Consent withdrawn: proof kept until {date} (Art. 17(3)(e) GDPR), "
-                          "used only to defend claims, then minimized.",
+        "keep_withdrawn": "Consent withdrawn: proof kept until the limitation period ends "
+                          "(§§ 195, 199 BGB; Art. 17(3)(e) GDPR), used only to defend claims, "
+                          "and minimized on {date}.",
         "keep_minimized": "Minimized on {date}: only the keyed address hash and the kinds and "
                           "dates of events remain.",
         "purpose_default": "Newsletter “{name}” by email",
@@ -374,6 +375,9 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
         "erased": "gelöscht (Art. 17)", "proof_printed": "Nachweis erstellt",
         "accessed": "Auskunft erteilt", "synced": "an ActiveCampaign übertragen",
         "sync_skipped": "Übertragung übersprungen", "minimized": "minimiert",
+        "unsubscribe_link_requested": "neuer Abmeldelink angefordert",
+        "unsubscribe_link_sent": "Abmeldelink versandt",
+        "consent_imported": "Einwilligung importiert",
     },
     "en": {
         "signup_requested": "signup", "signup_repeated": "signed up again",
@@ -384,6 +388,43 @@ EVENTS: dict[ProofLocale, dict[str, str]] = {
         "erased": "erased (Art. 17)", "proof_printed": "proof printed",
         "accessed": "access request answered", "synced": "synced to ActiveCampaign",
         "sync_skipped": "sync skipped", "minimized": "minimized",
+        "unsubscribe_link_requested": "new unsubscribe link requested",
+        "unsubscribe_link_sent": "unsubscribe link sent",
+        "consent_imported": "consent imported",
+    },
+}
+
+#: Who or what recorded an event (its ``origin``), in the ledger table's channel column
+#: (unknown ones are shown as they are).
+CHANNELS: dict[ProofLocale, dict[str, str]] = {
+    "de": {
+        "form": "Formular", "link": "Webseite", "one_click": "Ein-Klick-Abmeldung",
+        "worker": "System", "operator": "Betreiber", "activecampaign": "ActiveCampaign",
+        "retention": "Löschfrist", "import": "Import", "backfill": "Abgleich",
+    },
+    "en": {
+        "form": "signup form", "link": "web page", "one_click": "one-click unsubscribe",
+        "worker": "system", "operator": "operator", "activecampaign": "ActiveCampaign",
+        "retention": "retention", "import": "import", "backfill": "backfill",
+    },
+}
+
+#: How a consent was withdrawn, said plainly after its time ("Withdrawn … via …"); the
+#: channel's code name is what the JSON proof and the export keep.
+WITHDRAWN_VIA: dict[ProofLocale, dict[str, str]] = {
+    "de": {
+        "link": "über die Abmeldeseite (Link in einer Mail)",
+        "one_click": "über die Ein-Klick-Abmeldung im Mailprogramm (List-Unsubscribe, RFC 8058)",
+        "operator": "durch den Betreiber (Löschung auf Verlangen, Art. 17 DSGVO)",
+        "activecampaign": "in ActiveCampaign (Abmeldung oder Unzustellbarkeit dort)",
+        "import": "im Quellsystem des Imports",
+    },
+    "en": {
+        "link": "on the unsubscribe page (a link in a mail)",
+        "one_click": "by the one-click unsubscribe of the mail client (List-Unsubscribe, RFC 8058)",
+        "operator": "by the operator (erasure on request, Art. 17 GDPR)",
+        "activecampaign": "in ActiveCampaign (unsubscribed or bounced there)",
+        "import": "in the system the import came from",
     },
 }
 

@@ -18,12 +18,32 @@
     return;
   }
 
+  // A compound whose first part is one or two letters ("E-Mail"): a line break after
+  // its hyphen would strand "E-" at a line's end, so each goes in a no-wrap span.
+  var SHORT_COMPOUND = /(^|[\s(\u201e\u201c"])([A-Za-z]{1,2}-[^\s,.;:!?)\u201c\u201d"-]+)/g;
+
+  function fillText(element, text) {
+    element.textContent = "";
+    var last = 0;
+    text.replace(SHORT_COMPOUND, function (match, before, word, at) {
+      var start = at + before.length;
+      element.appendChild(document.createTextNode(text.slice(last, start)));
+      var span = document.createElement("span");
+      span.style.whiteSpace = "nowrap";
+      span.textContent = word;
+      element.appendChild(span);
+      last = start + word.length;
+      return match;
+    });
+    element.appendChild(document.createTextNode(text.slice(last)));
+  }
+
   function setStatus(form, text, kind) {
     var status = form.querySelector(".optin-status");
     if (!status) {
       return null;
     }
-    status.textContent = text || "";
+    fillText(status, text || "");
     status.className = "optin-status" + (kind ? " optin-status-" + kind : "");
     return status;
   }
@@ -63,7 +83,7 @@
       var input = form.elements[name];
       if (slot && input && input.type !== "hidden") {
         // The service's messages are English; the form has the visitor's language.
-        slot.textContent = (name === "email" && form.getAttribute("data-optin-invalid-email")) || text;
+        fillText(slot, (name === "email" && form.getAttribute("data-optin-invalid-email")) || text);
         slot.hidden = false;
         input.setAttribute("aria-invalid", "true");
         first = first || input;

@@ -3,6 +3,7 @@ text's privacy link, and the colours derived from a brand colour."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -98,3 +99,10 @@ def test_a_readable_colour_is_kept_as_it_is():
     assert readable_shade("#1d4ed8", ("#ffffff",)) == "#1d4ed8"
     amber = readable_shade("#f59e0b", ("#ffffff",))
     assert amber != "#f59e0b" and contrast_ratio(amber, "#ffffff") >= AA_TEXT
+
+
+def test_short_compounds_of_a_consent_text_are_kept_together():
+    html = str(consent_html("Per E-Mail, <b> E-Mail-Adresse; Opt-in, Spam-Ordner.", None, "de"))
+    assert html == ('Per <span class="nobr">E-Mail</span>, &lt;b&gt; <span class="nobr">E-Mail'
+                    '</span>-Adresse; Opt-in, Spam-Ordner.')
+    assert re.sub(r"<[^>]+>", "", html) == "Per E-Mail, &lt;b&gt; E-Mail-Adresse; Opt-in, Spam-Ordner."

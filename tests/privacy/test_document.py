@@ -11,9 +11,12 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+import optin
+from optin.models import EventKind
 from optin.privacy import document, wording
 
 from ..conftest import ADMIN_TOKEN, deliver, links
@@ -47,6 +50,42 @@ def test_both_languages_say_everything():
     assert len(wording.LEGAL_NOTES["de"]) == len(wording.LEGAL_NOTES["en"])
     assert wording.TEXT["de"].keys() == wording.TEXT["en"].keys()
     assert wording.MINIMIZED_NOTE.keys() == {"de", "en"}
+
+
+def test_every_event_kind_and_channel_is_named_in_both_languages():
+    kinds = {kind.value for kind in EventKind}
+    assert kinds <= wording.EVENTS["de"].keys() and kinds <= wording.EVENTS["en"].keys()
+    assert wording.CHANNELS["de"].keys() == wording.CHANNELS["en"].keys()
+    assert wording.WITHDRAWN_VIA["de"].keys() == wording.WITHDRAWN_VIA["en"].keys()
+    # Every origin the code records an event with (origin="…" in optin/) has a name.
+    source = "\n".join(path.read_text() for path in Path(optin.__file__).parent.rglob("*.py"))
+    origins = set(re.findall(r'origin(?:: str)? ?= ?"([a-z_]+)"', source))
+    assert origins and origins <= wording.CHANNELS["en"].keys()
+
+
+def test_a_one_click_withdrawal_is_said_in_words_not_code(client, anna, mailbox):
+    [welcome] = mailbox.to("anna@example.org")[1:]
+    assert client.post(links(welcome)["unsubscribe"], data={
+        "List-Unsubscribe": "One-Click"}).status_code == 200
+    for locale, said, channel in (
+            ("de", "über die Ein-Klick-Abmeldung im Mailprogramm", "Ein-Klick-Abmeldung"),
+            ("en", "by the one-click unsubscribe of the mail client", "one-click unsubscribe")):
+        page = client.get(PROOF + f"&locale={locale}&format=html", headers=AUTH).get_data(
+            as_text=True)
+        assert said in page and f"<td>{channel}</td>" in page, locale
+        assert "one_click" not in page and "<td>form</td>" not in page, locale
+        text = client.application.test_cli_runner().invoke(args=[
+            "proof", "anna@example.org", "--list", "newsletter", "--locale", locale]).output
+        assert said in text and "one_click" not in text, locale
+    # The day the proof goes is the day it is minimized, not the last day it is kept
+    # (DESIGN: kept until 31 December of the withdrawal year + 3 years).
+    lapse = datetime.now(UTC).astimezone(ZoneInfo("Europe/Berlin")).year + 4
+    for locale, said in (("de", f"und am 1. Januar {lapse} minimiert"),
+                         ("en", f"and minimized on 1 January {lapse}")):
+        page = client.get(PROOF + f"&locale={locale}&format=html", headers=AUTH).get_data(
+            as_text=True)
+        assert said in " ".join(page.split()), locale
+        assert f"bis 1. Januar {lapse}" not in page and f"until 1 January {lapse}" not in page
 
 
 def english_left(text: str, *tables: dict) -> list[str]:
@@ -156,6 +195,9 @@ def test_the_pdf_from_the_cli_is_a_german_a4_document(app, runner, anna, tmp_pat
     address_hash = re.search(r"[0-9a-f]{64}", text.split("Adress-Hash (HMAC-SHA256)", 1)[1]).group()
     assert text.count(address_hash) >= pages
     assert text.count("Dokument-ID") >= pages
+    # The ledger table's long German event names break at a syllable, never between
+    # two letters ("Bestätigungsmai" / "l versandt").
+    assert "Bestätigungs" in text and not re.search(r"Bestätigungsmai\s", text)
 
 
 @needs_poppler

@@ -348,6 +348,31 @@ def test_the_proof_of_an_imported_consent_says_where_its_evidence_came_from(
     assert "opt-in 2021-03-04 10:11:12 from 198.51.100.4" in html
 
 
+def test_the_proof_of_an_imported_withdrawal_keeps_it_as_proof_not_as_an_unconfirmed_signup(
+        app, runner, newsletter, client, tmp_path, monkeypatch):
+    """Mailchimp's confirmed-then-unsubscribed member: kept as proof until the limitation
+    period ends (retain_until says so), which the proof must not call "withdrawn before
+    confirmation" because this service recorded no confirmation of its own."""
+    monkeypatch.chdir(tmp_path)
+    path = mc_zip(tmp_path / "e.zip", [], [mc_member("ada@example.org",
+                                                     UNSUB_TIME="2024-01-01 12:00:00")])
+    assert invoke(runner, "import", "mailchimp", str(path), "--list", "newsletter").exit_code == 0
+    for locale, kept, wrong in (
+            ("de", "Einwilligung widerrufen: der Nachweis wird bis zum Ende der Verjährungsfrist",
+             "Vor der Bestätigung widerrufen"),
+            ("en", "Consent withdrawn: proof kept until the limitation period ends",
+             "Withdrawn before confirmation")):
+        text = " ".join(invoke(runner, "proof", "ada@example.org", "--list", "newsletter",
+                               "--locale", locale).output.split())
+        page = " ".join(client.get(
+            f"/v1/contacts/proof?email=ada@example.org&list=newsletter&locale={locale}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Accept": "text/html"},
+        ).get_data(as_text=True).split())
+        for said in (text, page):
+            assert kept in said and ("1. Januar 2028" in said or "1 January 2028" in said), locale
+            assert wrong not in said, locale
+
+
 def test_the_proof_of_an_imported_consent_in_german(app, runner, newsletter, client, tmp_path,
                                                     monkeypatch):
     """The list's language (de): the imported-evidence section and the text proof say it in

@@ -312,3 +312,28 @@ def test_expired_link_offers_a_fresh_mail(app, client, newsletter, mailbox, monk
     fresh = links(mailbox.to("late@example.org")[-1])["confirm"]
     assert fresh != path
     assert client.get(fresh).status_code == 200
+
+
+BARE_E_MAIL = re.compile(r'(?<!<span class="nobr">)(?<!white-space:nowrap;">)E-Mail')
+
+
+def _running_text(html: str) -> str:
+    """The paragraphs and quotes of a page or mail, where a line may break."""
+    return "\n".join(re.findall(r"<(?:p|blockquote)\b.*?</(?:p|blockquote)>", html, re.S))
+
+
+def test_german_pages_and_mails_never_break_e_mail_after_its_hyphen(client, signed_up, mailbox):
+    """ "E-" alone at a line's end (the phone's confirm page did it, in the consent text and
+    in "direkt aus der E-/Mail"): every "E-Mail" of running text is kept together."""
+    confirm = signed_up("de@example.org", locale="de")
+    pages = [client.get(confirm), client.get("/thanks?list=newsletter&locale=de"),
+             client.get("/unsubscribe/not-a-token", headers={"Accept-Language": "de"})]
+    [mail] = mailbox.to("de@example.org")
+    html_part = mail.get_body(preferencelist=("html",)).get_content()
+    for text in [page.get_data(as_text=True) for page in pages] + [html_part]:
+        running = _running_text(text)
+        assert "E-Mail" in running
+        assert not BARE_E_MAIL.search(running), BARE_E_MAIL.search(running).string[
+            max(0, BARE_E_MAIL.search(running).start() - 80):][:160]
+    # The consent text is shown as stored: the span changes no character a reader sees.
+    assert '<span class="nobr">E-Mail</span>' in pages[0].get_data(as_text=True)
