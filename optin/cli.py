@@ -6,11 +6,13 @@ text for people and exit non-zero when something is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
@@ -724,6 +726,34 @@ def _import_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+@contextlib.contextmanager
+def _interrupt_between_rows() -> Iterator[Callable[[], None]]:
+    """Ctrl-C stops an import at its next row, through the ``check`` this yields, not
+    wherever the signal lands: a KeyboardInterrupt raised inside a finalizer (SQLAlchemy
+    cleans its instance states from weakref callbacks) is printed as "Exception ignored"
+    and swallowed, and the import then ran to its end as if nobody had asked. A second
+    Ctrl-C stops at once, as the default does."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # no signals here
+        yield lambda: None
+        return
+
+    def ask(signum: int, frame: object) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+
+    def check() -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_run: bool,
                 report: Path | None, batch: int, restart: bool, actor: str | None) -> None:
     mailing_list = _list_or_exit(slug)
@@ -742,11 +772,17 @@ def _run_import(make: Callable[[MailingList], imports.Source], slug: str, dry_ru
         click.echo(f"resuming after row {state['done']} of {total} (interrupted run of "
                    f"{state.get('at', '?')})")
     try:
-        with click.progressbar(length=total, label=f"{source.label} -> {mailing_list.slug}",
-                               file=sys.stderr) as bar:
+        with _interrupt_between_rows() as check, \
+                click.progressbar(length=total, label=f"{source.label} -> {mailing_list.slug}",
+                                  file=sys.stderr) as bar:
+
+            def progress(rows: int) -> None:
+                bar.update(rows)
+                check()
+
             summary = imports.run(source, mailing_list, operator=actor, dry_run=dry_run,
                                   batch=batch, report=report, restart=restart,
-                                  progress=bar.update)
+                                  progress=progress)
     except KeyboardInterrupt:
         # Read again: an interrupted statement may have cost the session its connection.
         done = imports.cursor(_list_or_exit(slug), source)

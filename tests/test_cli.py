@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import weakref
 
+import pytest
 import requests
 
 from optin import cli, create_app
@@ -128,3 +131,27 @@ def test_proof_help_says_the_locale_chooses_the_text_proofs_language_too(runner)
     document's language"); the help said only html and pdf."""
     result = runner.invoke(args=["proof", "--help"])
     assert result.exit_code == 0 and "text, html and pdf" in " ".join(result.output.split())
+
+
+class _Held:
+    """Something a weakref can point to."""
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_an_import():
+    """Python swallows an exception raised in a weakref callback ("Exception ignored"): a
+    Ctrl-C landing while SQLAlchemy cleaned up an instance state let a real import run to
+    its end (exit 0, seen in the PostgreSQL suite). The import's handler only notes the
+    signal; the next row's check raises it."""
+
+    def finalizer(_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs here, inside the callback
+            pass
+
+    with pytest.raises(KeyboardInterrupt), cli._interrupt_between_rows() as check:
+        held = _Held()
+        ref = weakref.ref(held, finalizer)
+        del held  # the callback runs now, and the signal with it
+        assert ref() is None
+        check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
