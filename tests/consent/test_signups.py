@@ -30,6 +30,11 @@ ATTACKER = {"REMOTE_ADDR": "203.0.113.66"}
 TEXT_V2_EN = "Version two: yes, send me the newsletter, and share my data with partners."
 
 
+def _visible(html: str) -> str:
+    """A page's text as read: tags out (a compound such as "E-Mail" sits in a no-wrap span)."""
+    return re.sub(r"<[^>]+>", "", html)
+
+
 @pytest.fixture
 def app_config(app_config):
     """The personal field ``company`` goes to ActiveCampaign field 3."""
@@ -93,7 +98,7 @@ def test_a_later_signup_cannot_rewrite_what_the_mailed_link_confirms(
     path = links(german)["confirm"]
     page = client.get(path).get_data(as_text=True)
     assert '<html lang="de"' in page
-    assert lists.DEMO_TEXTS["de"] in page and TEXT_V2_EN not in page
+    assert lists.DEMO_TEXTS["de"] in _visible(page) and TEXT_V2_EN not in _visible(page)
     done = client.post(path, headers={"User-Agent": "VictimPhone/2"},
                        environ_base={"REMOTE_ADDR": "198.51.100.20"})
     assert done.status_code == 303
@@ -200,7 +205,7 @@ def test_a_link_mailed_before_signups_were_recorded_confirms_the_first_signup(
         sub = db.session.scalar(select(Subscription))
         old_link = f"/confirm/{make_token(SECRET, CONFIRM, sub.id, sub.nonce)}"
     page = client.get(old_link).get_data(as_text=True)
-    assert '<html lang="de"' in page and lists.DEMO_TEXTS["de"] in page
+    assert '<html lang="de"' in page and lists.DEMO_TEXTS["de"] in _visible(page)
     assert client.post(old_link).status_code == 303
     deliver(ac_app)
     assert "Guten Tag Anna," in _text(mailbox.to(ANNA)[-1])
