@@ -28,7 +28,7 @@ import logging
 from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import JSON, CursorResult, bindparam, select, type_coerce, update
+from sqlalchemy import JSON, CursorResult, select, type_coerce, update
 
 from optin.config import Settings, current_settings
 from optin.consent import lists, subscriptions, withdrawals
@@ -50,12 +50,6 @@ _VALUES = ("email", "first_name", "last_name", "fields", "source_url", "source_u
            "locale", "consent_text_version", "list")
 
 _ROWS = OutboxItem.__table__
-_COLUMNS = ("kind", "serial_key", "subscription_id", "payload", "status", "attempts", "next_attempt_at",
-            "created_at")
-# One plain INSERT, built once (the ORM's unit of work would cost more than the database);
-# inline: no RETURNING of the new id, which nothing reads.
-_INSERT = _ROWS.insert().values({c: bindparam(c, type_=_ROWS.c[c].type) for c in _COLUMNS}) \
-    .inline()
 
 
 def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
@@ -91,7 +85,7 @@ def accept(req: SignupRequest, client: Client, settings: Settings) -> None:
     # bookkeeping cost more than the statement (bench/inprocess.py); a failed COMMIT
     # raises here as there, and is answered 503 with nothing stored.
     with db.engine.begin() as conn:
-        conn.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
+        conn.execute(queued_requests.INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
                                                         serial_key=digest))
 
 

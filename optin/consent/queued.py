@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, CursorResult, type_coerce, update
+from sqlalchemy import JSON, CursorResult, bindparam, type_coerce, update
 
 from optin.extensions import db
 from optin.models import OutboxItem
@@ -23,6 +23,13 @@ PROCESSED: dict[str, Any] = {"processed": True}
 DROPPED_BY_ERASURE: dict[str, Any] = {"dropped": "erased"}
 
 _ROWS = OutboxItem.__table__
+_COLUMNS = ("kind", "serial_key", "subscription_id", "payload", "status", "attempts",
+            "next_attempt_at", "created_at")
+#: A queued request's one plain INSERT, parameters from ``OutboxItem.pending_values``, built
+#: once (the ORM's unit of work would cost more than the database); inline: no RETURNING
+#: of the new id, which nothing reads.
+INSERT = _ROWS.insert().values({c: bindparam(c, type_=_ROWS.c[c].type) for c in _COLUMNS}) \
+    .inline()
 
 
 def blank_stale(kind: str, holds: str, as_of: datetime, pending_retention_days: int) -> int:

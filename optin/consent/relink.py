@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
 from optin.config import Settings, current_settings
 from optin.consent import ledger, mailcap
@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 KIND = OutboxKind.RELINK_INTAKE
 
 _ROWS = OutboxItem.__table__
-_COLUMNS = ("kind", "serial_key", "subscription_id", "payload", "status", "attempts",
-            "next_attempt_at", "created_at")
-_INSERT = _ROWS.insert().values({c: bindparam(c, type_=_ROWS.c[c].type) for c in _COLUMNS})
 
 
 def request_unsubscribe_link(raw_address: str, settings: Settings) -> None:
@@ -62,7 +59,7 @@ def request_unsubscribe_link(raw_address: str, settings: Settings) -> None:
     now = utcnow()
     # The address's keyed hash only: the mail goes to the address a subscription holds.
     payload = {"email_hash": digest, "at": now.isoformat(), "request_id": logs.request_id()}
-    db.session.execute(_INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
+    db.session.execute(queued_requests.INSERT, OutboxItem.pending_values(KIND, payload=payload, now=now,
                                                           serial_key=digest))
     db.session.commit()
 
