@@ -458,6 +458,25 @@ def limit_window() -> Iterator[None]:
         yield
 
 
+def answered_under_lock(app: Flask, subscription_id: int, ask: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run ``ask`` in a thread while another connection holds the subscription's row lock,
+    as a worker delivering to it does (PostgreSQL): whether it was answered before the
+    lock went (30 s: a bound for a hang, not a speed check), and its answer."""
+    with app.app_context():
+        engine = db.engine
+    answers: list[Any] = []
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
+                       {"id": subscription_id})
+        asking = threading.Thread(target=lambda: answers.append(ask()))
+        asking.start()
+        asking.join(30)
+        under_lock = not asking.is_alive()
+        holder.rollback()
+    asking.join()
+    return under_lock, answers[0]
+
+
 def signup(client: FlaskClient, address: str, **extra: Any) -> Any:
     body = {"email": address, "list": "newsletter", "consent_text_version": 1, **extra}
     return client.post("/v1/subscriptions", json=body,

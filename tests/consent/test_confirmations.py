@@ -8,7 +8,6 @@ run the worker as the service would.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from datetime import timedelta
 
@@ -22,7 +21,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
 
-from ..conftest import ADMIN_TOKEN, PG_URL, deliver, links, wait_for
+from ..conftest import ADMIN_TOKEN, PG_URL, answered_under_lock, deliver, links, wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UA = {"User-Agent": "Mozilla/5.0 (confirm test)"}
@@ -294,17 +293,6 @@ def test_a_click_does_not_wait_for_a_worker_holding_the_subscriptions_lock(
     answered while the lock is held (it would otherwise wait until the lock goes)."""
     path = signed_up()
     sub = _sub(app)
-    with app.app_context():
-        engine = db.engine
-    answers: list = []
-    with engine.connect() as holder:
-        holder.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
-                       {"id": sub.id})
-        clicking = threading.Thread(target=lambda: answers.append(_click(_raw(app), path)))
-        clicking.start()
-        clicking.join(30)  # a bound for a hang, not a speed check: the lock stays until below
-        answered_under_lock = not clicking.is_alive()
-        holder.rollback()
-    clicking.join()
-    assert answered_under_lock
-    assert answers[0].status_code == 303
+    under_lock, answer = answered_under_lock(app, sub.id, lambda: _click(_raw(app), path))
+    assert under_lock
+    assert answer.status_code == 303

@@ -8,7 +8,6 @@ tests post with the suite's client and run the worker as the service would.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
 
-from ..conftest import PG_URL, deliver
+from ..conftest import PG_URL, answered_under_lock, deliver
 
 FORM = "/unsubscribe/link"
 
@@ -129,22 +128,12 @@ def test_the_request_does_not_wait_for_a_delivery_holding_the_subscription(
     confirmed("anna@example.org")
     deliver(app)
     with app.app_context():
-        engine = db.engine
         sub_id = db.session.scalar(select(Subscription.id).where(
             Subscription.email == "anna@example.org"))
-    answers: list = []
-    with engine.connect() as holder:
-        holder.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
-                       {"id": sub_id})
-        asking = threading.Thread(target=lambda: answers.append(_ask(client,
-                                                                     "anna@example.org")))
-        asking.start()
-        asking.join(30)  # a bound for a hang, not a speed check: the lock stays until below
-        answered_under_lock = not asking.is_alive()
-        holder.rollback()
-    asking.join()
-    assert answered_under_lock
-    assert answers[0].status_code == 303
+    under_lock, answer = answered_under_lock(app, sub_id,
+                                             lambda: _ask(client, "anna@example.org"))
+    assert under_lock
+    assert answer.status_code == 303
     before = len(mailbox.to("anna@example.org"))
     deliver(app)
     assert len(mailbox.to("anna@example.org")) == before + 1

@@ -6,7 +6,6 @@ same work too; the worker decides whether a mail goes out."""
 from __future__ import annotations
 
 import re
-import threading
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from optin.extensions import db
 from optin.models import ConsentEvent, OutboxItem, Subscription, utcnow
 from optin.privacy import retention
 
-from ..conftest import PG_URL, deliver
+from ..conftest import PG_URL, answered_under_lock, deliver
 
 
 def _rows(app) -> list[OutboxItem]:
@@ -111,16 +110,6 @@ def test_the_request_does_not_wait_for_a_delivery_holding_the_subscription(
         app, client, signed_up, mailbox):
     path = signed_up()
     with app.app_context():
-        engine = db.engine
         sub_id = db.session.scalar(select(Subscription.id))
-    answers: list = []
-    with engine.connect() as holder:
-        holder.execute(sa.text("SELECT id FROM subscription WHERE id = :id FOR UPDATE"),
-                       {"id": sub_id})
-        asking = threading.Thread(target=lambda: answers.append(client.post(f"{path}/resend")))
-        asking.start()
-        asking.join(30)  # a bound for a hang, not a speed check: the lock stays until below
-        answered_under_lock = not asking.is_alive()
-        holder.rollback()
-    asking.join()
-    assert answered_under_lock and answers[0].status_code == 303
+    under_lock, answer = answered_under_lock(app, sub_id, lambda: client.post(f"{path}/resend"))
+    assert under_lock and answer.status_code == 303
